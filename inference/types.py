@@ -1,0 +1,100 @@
+"""Plain values shared by the pipeline and the web side. No Django, no torch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Bethesda(StrEnum):
+    """Bethesda cell categories, in increasing order of severity."""
+
+    NILM = "NILM"
+    ASC_US = "ASC-US"
+    LSIL = "LSIL"
+    ASC_H = "ASC-H"
+    HSIL = "HSIL"
+    SCC = "SCC"
+
+
+# The single source of truth for class codes, their order and severity (index = severity rank).
+BETHESDA_CLASSES: tuple[str, ...] = tuple(c.value for c in Bethesda)
+SEVERITY: dict[str, int] = {code: rank for rank, code in enumerate(BETHESDA_CLASSES)}
+
+# The published method's 4-class view: ASC-US joins LSIL (low grade), ASC-H joins HSIL (high grade).
+FOUR_CLASSES: tuple[str, ...] = ("NILM", "LSIL", "HSIL", "SCC")
+TO_FOUR_CLASS: dict[str, str] = {
+    "NILM": "NILM",
+    "ASC-US": "LSIL",
+    "LSIL": "LSIL",
+    "ASC-H": "HSIL",
+    "HSIL": "HSIL",
+    "SCC": "SCC",
+}
+
+# Display colours (hex) per class, shared by overlays, the viewer and QuPath exports.
+CLASS_COLOURS: dict[str, str] = {
+    "NILM": "#2e7d32",
+    "ASC-US": "#f9a825",
+    "LSIL": "#ef6c00",
+    "ASC-H": "#ad1457",
+    "HSIL": "#c62828",
+    "SCC": "#4a148c",
+}
+
+
+def is_abnormal(code: str) -> bool:
+    return SEVERITY[code] > SEVERITY["NILM"]
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in level-0 slide pixels, origin top-left."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x + self.width / 2, self.y + self.height / 2)
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    box: Box
+    label: str  # a Bethesda code
+    probabilities: dict[str, float]  # Bethesda code -> calibrated probability, sums to 1
+    detection_score: float  # stage 1 abnormality score in [0, 1]
+
+
+class SlideKind(StrEnum):
+    FIELD = "field"  # a single field image (JPEG/PNG/TIFF/BMP)
+    WHOLE_SLIDE = "wsi"  # a multi-resolution whole-slide image read through OpenSlide
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What a slide is, read from its bytes without decoding all its pixels."""
+
+    format: str  # "jpeg", "png", "tiff", "bmp", or the OpenSlide vendor ("aperio", "generic-tiff", ...)
+    kind: SlideKind
+    width: int
+    height: int
+    mpp: float | None = None  # microns per level-0 pixel, when the file says
+    level_count: int = 1
+
+
+# progress(done, total): called as work advances, e.g. tiles done out of tiles in the slide.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class SlideResult:
+    info: SlideInfo
+    cells: list[CellPrediction]
+    model_versions: dict[str, str]  # stage ("detector", "classifier") -> version string
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
