@@ -79,7 +79,9 @@ class SlideKind(StrEnum):
 class SlideInfo:
     """What a slide is, read from its bytes without decoding all its pixels."""
 
-    format: str  # "jpeg", "png", "tiff", "bmp", or the OpenSlide vendor ("aperio", "generic-tiff", ...)
+    format: (
+        str  # "jpeg", "png", "tiff", "bmp", or the OpenSlide vendor ("aperio", "generic-tiff", ...)
+    )
     kind: SlideKind
     width: int
     height: int
