@@ -1,0 +1,72 @@
+"""Writes for accounts: users, their role (a group) and API tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from papreview.accounts.roles import Role, forget_roles
+from papreview.core.exceptions import ApplicationError
+
+
+class InvalidCredentialsError(ApplicationError):
+    status_code = 400
+    code = "invalid_credentials"
+
+
+@transaction.atomic
+def user_set_roles(*, user: User, roles: Iterable[Role]) -> User:
+    """Replace the user's role groups. The admin role also gets Django admin (staff) access."""
+    wanted = {Role(r) for r in roles}
+    role_groups = Group.objects.filter(name__in=[r.value for r in Role])
+    user.groups.remove(*[g for g in role_groups if g.name not in wanted])
+    user.groups.add(*[g for g in role_groups if g.name in wanted])
+    staff = Role.ADMIN in wanted or user.is_superuser
+    if user.is_staff != staff:
+        user.is_staff = staff
+        user.save(update_fields=["is_staff"])
+    forget_roles(user)
+    return user
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    password: str | None,
+    role: Role,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    is_superuser: bool = False,
+) -> User:
+    user = User(
+        username=username,
+        email=email,
+        first_name=first_name,
+        last_name=last_name,
+        is_superuser=is_superuser,
+        is_staff=is_superuser,
+    )
+    if password:
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.full_clean(exclude=["password"])
+    user.save()
+    return user_set_roles(user=user, roles=[role])
+
+
+def auth_token_obtain(*, username: str, password: str) -> Token:
+    """Check the credentials and return the user's API token (created on first use)."""
+    user = authenticate(username=username, password=password)
+    if user is None or not user.is_active:
+        raise InvalidCredentialsError(
+            "Unknown username or wrong password. Check both and try again."
+        )
+    token, _ = Token.objects.get_or_create(user=user)
+    return token

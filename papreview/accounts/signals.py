@@ -1,0 +1,18 @@
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+
+from papreview.accounts.roles import Role
+
+# Apps whose models the admin role manages in the Django admin.
+ADMIN_MANAGED_APPS = ("auth", "authtoken", "cases", "analysis", "review", "datasets")
+
+
+def grant_admin_group_permissions(sender: Any, **kwargs: Any) -> None:
+    """After migrate (when permissions exist), give the admin group every model permission."""
+    using = kwargs.get("using", "default")
+    group = Group.objects.using(using).filter(name=Role.ADMIN.value).first()
+    if group is None:
+        return
+    perms = Permission.objects.using(using).filter(content_type__app_label__in=ADMIN_MANAGED_APPS)
+    group.permissions.add(*perms)

@@ -1,0 +1,70 @@
+"""Reads for patients and slides, with the joins each list needs (no N+1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery
+from django.db.models.expressions import OrderBy
+
+from papreview.analysis.models import AnalysisRun
+from papreview.cases.models import Patient, Slide
+from papreview.core.exceptions import NotFoundError
+
+SLIDE_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
+    "-triage_score": (F("triage_score").desc(nulls_last=True), "-created_at", "-id"),
+    "triage_score": (F("triage_score").asc(nulls_last=True), "-created_at", "-id"),
+    "-created_at": ("-created_at", "-id"),
+    "created_at": ("created_at", "id"),
+}
+
+
+def patient_list(*, search: str = "") -> QuerySet[Patient]:
+    qs = Patient.objects.annotate(slide_count=Count("slides")).order_by("identifier")
+    if search:
+        qs = qs.filter(identifier__icontains=search.strip())
+    return qs
+
+
+def patient_get(*, patient_id: int) -> Patient:
+    patient = patient_list().filter(pk=patient_id).first()
+    if patient is None:
+        raise NotFoundError(f"No patient with id {patient_id}.")
+    return patient
+
+
+def _latest_run() -> QuerySet[AnalysisRun]:
+    return AnalysisRun.objects.filter(slide=OuterRef("pk")).order_by("-created_at", "-id")
+
+
+def _slide_queryset() -> QuerySet[Slide]:
+    return Slide.objects.select_related(
+        "patient", "interpretation", "interpretation__signed_out_by"
+    ).annotate(
+        progress=Subquery(_latest_run().values("progress")[:1]),
+        latest_run_id=Subquery(_latest_run().values("id")[:1]),
+        latest_run_status=Subquery(_latest_run().values("status")[:1]),
+    )
+
+
+def slide_list(
+    *,
+    statuses: Sequence[str] = (),
+    patient_id: int | None = None,
+    ordering: str = "-created_at",
+) -> QuerySet[Slide]:
+    """Slides, optionally filtered by status and patient; `-triage_score` is the review queue
+    (most suspicious first, slides without a score last)."""
+    qs = _slide_queryset()
+    if statuses:
+        qs = qs.filter(status__in=list(statuses))
+    if patient_id is not None:
+        qs = qs.filter(patient_id=patient_id)
+    return qs.order_by(*SLIDE_ORDERINGS[ordering])
+
+
+def slide_get(*, slide_id: int) -> Slide:
+    slide = _slide_queryset().filter(pk=slide_id).first()
+    if slide is None:
+        raise NotFoundError(f"No slide with id {slide_id}.")
+    return slide

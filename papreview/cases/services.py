@@ -1,0 +1,324 @@
+"""Writes for patients, slides and interpretations."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+from inference.errors import SlideTooLargeError, UnreadableSlideError
+from inference.slides import probe_slide
+from papreview.accounts.roles import Role, user_can_sign_out, user_can_write, user_roles
+from papreview.cases.errors import (
+    DuplicatePatientError,
+    DuplicateSlideError,
+    IllegalTransitionError,
+    InvalidSlideFileError,
+    SignOutNotAllowedError,
+    SlideTooLargeFileError,
+)
+from papreview.cases.models import (
+    Interpretation,
+    Patient,
+    Slide,
+    SlideStatus,
+    SpecimenAdequacy,
+)
+from papreview.cases.transitions import can_transition
+from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
+from papreview.core.exceptions import PermissionDeniedError
+
+logger = logging.getLogger(__name__)
+
+_MAX_NAME = 150
+
+
+# --- Patients -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def patient_create(
+    *,
+    identifier: str,
+    birth_year: int | None = None,
+    notes: str = "",
+    created_by: User | None = None,
+) -> Patient:
+    identifier = identifier.strip()
+    if Patient.objects.filter(identifier=identifier).exists():
+        raise DuplicatePatientError(
+            f"A patient with identifier {identifier!r} already exists. "
+            "Open that patient or choose another identifier."
+        )
+    patient = Patient(
+        identifier=identifier, birth_year=birth_year, notes=notes, created_by=created_by
+    )
+    patient.full_clean(validate_unique=False, validate_constraints=True)
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError as exc:  # a concurrent create of the same identifier
+        raise DuplicatePatientError(
+            f"A patient with identifier {identifier!r} already exists."
+        ) from exc
+    return patient
+
+
+# --- Slides ---------------------------------------------------------------------------------------
+
+
+def _safe_name(name: str) -> tuple[str, str]:
+    """A filesystem-safe version of an uploaded file's name, and its lower-case suffix."""
+    base = Path(name.replace("\\", "/")).name
+    try:
+        safe = get_valid_filename(base)
+    except Exception:  # Django refuses names like "..": fall back to a neutral name
+        safe = "slide"
+    suffix = Path(safe).suffix.lower()[:12]
+    stem = Path(safe).stem[: _MAX_NAME - len(suffix)] or "slide"
+    return f"{stem}{suffix}", suffix
+
+
+def _storage_name(safe_name: str) -> str:
+    now = timezone.now()
+    return f"slides/{now:%Y/%m}/{uuid.uuid4().hex}/{safe_name}"
+
+
+def _duplicate_message(patient: Patient, existing: Slide) -> str:
+    return (
+        f"This file was already uploaded for patient {patient.identifier} as slide {existing.pk} "
+        f"({existing.original_filename}). Open that slide instead of uploading it again."
+    )
+
+
+def slide_create(
+    *,
+    patient: Patient,
+    file: File,  # an UploadedFile from a request, or any Django File opened for reading
+    uploaded_by: User | None = None,
+    original_filename: str | None = None,
+) -> Slide:
+    """Store an uploaded slide after checking it, and create its row (status `uploaded`).
+
+    The upload is streamed once into a private temporary file while its SHA-256 is computed;
+    the file is then probed from its bytes (`inference.slides.probe_slide`: type, dimensions,
+    pixel limit). Only a valid, new file is copied to storage; if the row cannot be written the
+    stored file is deleted again, so a failure leaves neither an orphan file nor a row.
+
+    Raises InvalidSlideFileError (empty, unreadable, not an image), SlideTooLargeFileError, or
+    DuplicateSlideError (the same bytes already uploaded for this patient).
+    """
+    name = original_filename or Path(file.name or "").name
+    if not name:
+        raise InvalidSlideFileError("The upload has no file name. Choose a slide image to upload.")
+    safe_name, _suffix = _safe_name(name)
+
+    with tempfile.TemporaryDirectory(
+        prefix="papreview-upload-", dir=settings.FILE_UPLOAD_TEMP_DIR
+    ) as tmp_dir:
+        tmp_path = Path(tmp_dir) / safe_name
+        digest = hashlib.sha256()
+        size = 0
+        if hasattr(file, "seek"):
+            file.seek(0)
+        with tmp_path.open("wb") as out:
+            for chunk in file.chunks():
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        if size == 0:
+            raise InvalidSlideFileError(
+                f"{name}: the file is empty. Choose a slide image to upload."
+            )
+        sha256 = digest.hexdigest()
+
+        existing = Slide.objects.filter(patient=patient, sha256=sha256).first()
+        if existing is not None:
+            raise DuplicateSlideError(_duplicate_message(patient, existing))
+
+        try:
+            info = probe_slide(tmp_path, max_pixels=settings.SLIDE_MAX_PIXELS)
+        except SlideTooLargeError as exc:
+            raise SlideTooLargeFileError(str(exc)) from exc
+        except UnreadableSlideError as exc:
+            raise InvalidSlideFileError(
+                f"{exc} Upload a JPEG, PNG, TIFF or BMP field image or a whole-slide image."
+            ) from exc
+
+        with tmp_path.open("rb") as fh:
+            stored_name = default_storage.save(_storage_name(safe_name), File(fh))
+
+    try:
+        with transaction.atomic():
+            slide = Slide(
+                patient=patient,
+                original_filename=name[:255],
+                format=info.format[:32],
+                kind=info.kind.value,
+                width=info.width,
+                height=info.height,
+                mpp=info.mpp,
+                level_count=info.level_count,
+                size_bytes=size,
+                sha256=sha256,
+                status=SlideStatus.UPLOADED,
+                uploaded_by=uploaded_by,
+                status_changed_at=timezone.now(),
+            )
+            slide.file.name = stored_name
+            slide.save()
+    except IntegrityError as exc:
+        default_storage.delete(stored_name)
+        existing = Slide.objects.filter(patient=patient, sha256=sha256).first()
+        if existing is not None:  # a concurrent upload of the same file won the race
+            raise DuplicateSlideError(_duplicate_message(patient, existing)) from exc
+        raise
+    except BaseException:
+        default_storage.delete(stored_name)
+        raise
+    logger.info(
+        "slide %s stored: %s %s %dx%d (%s)",
+        slide.pk,
+        name,
+        info.format,
+        info.width,
+        info.height,
+        stored_name,
+    )
+    return slide
+
+
+def slide_transition(
+    *,
+    slide: Slide,
+    to: SlideStatus | str,
+    reason: str = "",
+) -> Slide:
+    """Move a slide to another status, or raise IllegalTransitionError.
+
+    The current status is re-read under a row lock, so two workers cannot both move the same
+    slide. Moving to `failed` needs a reason; leaving `failed` clears it. The passed instance is
+    updated in place and returned.
+    """
+    target = SlideStatus(to)
+    reason = reason.strip()
+    if target == SlideStatus.FAILED and not reason:
+        raise ValidationError({"reason": "Say why the slide failed."})
+    with transaction.atomic():
+        locked = Slide.objects.select_for_update().only("pk", "status").get(pk=slide.pk)
+        if not can_transition(locked.status, target):
+            raise IllegalTransitionError(
+                f"Slide {slide.pk} cannot go from {SlideStatus(locked.status).label.lower()!r} to "
+                f"{target.label.lower()!r}.",
+                current=locked.status,
+                requested=target.value,
+            )
+        now = timezone.now()
+        failure_reason = reason if target == SlideStatus.FAILED else ""
+        Slide.objects.filter(pk=slide.pk).update(
+            status=target, failure_reason=failure_reason, status_changed_at=now, updated_at=now
+        )
+    slide.status = target
+    slide.failure_reason = failure_reason
+    slide.status_changed_at = now
+    slide.updated_at = now
+    return slide
+
+
+def slide_start_review(*, slide: Slide, by: User) -> Slide:
+    """The first review action on an analysed slide moves it to `in_review` and assigns it."""
+    if slide.status == SlideStatus.ANALYSED:
+        slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)
+    if slide.assigned_reviewer_id is None and by.pk:
+        Slide.objects.filter(pk=slide.pk, assigned_reviewer__isnull=True).update(
+            assigned_reviewer=by
+        )
+        slide.assigned_reviewer_id = by.pk
+    return slide
+
+
+def triage_score_for(triage_class: str, confidence: float) -> float:
+    """Score used to order the review queue: severity rank of the class plus its confidence.
+
+    Any HSIL outranks any LSIL; within a class, higher confidence comes first.
+    """
+    if triage_class not in SEVERITY:
+        raise ValidationError({"triage_class": f"Unknown class {triage_class!r}."})
+    return SEVERITY[triage_class] + min(max(confidence, 0.0), 1.0)
+
+
+def slide_set_triage(*, slide: Slide, triage_class: str, confidence: float) -> Slide:
+    """Record the most severe class found on the slide and its confidence."""
+    slide.triage_class = triage_class
+    slide.triage_score = triage_score_for(triage_class, confidence)
+    Slide.objects.filter(pk=slide.pk).update(
+        triage_class=slide.triage_class, triage_score=slide.triage_score, updated_at=timezone.now()
+    )
+    return slide
+
+
+@transaction.atomic
+def slide_sign_out(
+    *,
+    slide: Slide,
+    by: User,
+    bethesda_category: str,
+    specimen_adequacy: str = SpecimenAdequacy.SATISFACTORY,
+    comment: str = "",
+) -> Interpretation:
+    """Set the slide's interpretation and sign it out.
+
+    Pathologists (and admins) may sign out any category, cytotechnologists only NILM, viewers
+    nothing. An analysed slide passes through `in_review`; any other status but `in_review`
+    raises IllegalTransitionError.
+    """
+    if bethesda_category not in BETHESDA_CLASSES:
+        raise ValidationError(
+            {"bethesda_category": f"Choose one of {', '.join(BETHESDA_CLASSES)}."}
+        )
+    if specimen_adequacy not in SpecimenAdequacy.values:
+        raise ValidationError(
+            {"specimen_adequacy": f"Choose one of {', '.join(SpecimenAdequacy.values)}."}
+        )
+    if not user_can_write(by):
+        raise PermissionDeniedError("Your role can read slides but not sign them out.")
+    if not user_can_sign_out(by, bethesda_category):
+        if Role.CYTOTECHNOLOGIST in user_roles(by):
+            raise SignOutNotAllowedError(
+                f"A cytotechnologist may sign out only NILM slides; {bethesda_category} needs a "
+                "pathologist. Leave the slide in review for a pathologist."
+            )
+        raise SignOutNotAllowedError("Only a pathologist may sign out slides.")
+
+    slide_start_review(slide=slide, by=by)
+    slide_transition(slide=slide, to=SlideStatus.SIGNED_OUT)
+    interpretation, _ = Interpretation.objects.update_or_create(
+        slide=slide,
+        defaults={
+            "bethesda_category": bethesda_category,
+            "specimen_adequacy": specimen_adequacy,
+            "comment": comment,
+            "signed_out_by": by,
+            "signed_out_at": timezone.now(),
+        },
+    )
+    return interpretation
+
+
+def slide_reopen(*, slide: Slide, by: User) -> Slide:
+    """Take a signed-out slide back into review (its last interpretation is kept until the next
+    sign-out replaces it)."""
+    if not user_can_write(by):
+        raise PermissionDeniedError("Your role can read slides but not reopen them.")
+    return slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from papreview.accounts.roles import user_is_admin
+
+
+class PapReviewAdminSite(admin.AdminSite):
+    site_header = "PapReview administration"
+    site_title = "PapReview admin"
+    index_title = "Users, roles, patients, slides and model versions"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return bool(user.is_active and user.is_staff and user_is_admin(user))

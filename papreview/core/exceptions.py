@@ -1,0 +1,101 @@
+"""Typed errors that users cause, and the API's exception handler.
+
+Services raise `ApplicationError` subclasses (or Django's `ValidationError`); the API turns every
+error into JSON `{"detail": "<a message a person can act on>", "code": "<machine code>"}` with a
+4xx status. Validation errors add `"fields": {field: [messages]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from inference.errors import InputError, SlideTooLargeError, UnreadableSlideError
+
+
+class ApplicationError(Exception):
+    """An error the user caused; its message is shown to them as is."""
+
+    status_code: int = status.HTTP_400_BAD_REQUEST
+    code: str = "invalid"
+
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra: dict[str, Any] = extra or {}
+
+
+class NotFoundError(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class PermissionDeniedError(ApplicationError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "permission_denied"
+
+
+class ConflictError(ApplicationError):
+    """The request is valid but clashes with the current state of the data."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
+_INPUT_ERROR_CODES: dict[type[InputError], str] = {
+    UnreadableSlideError: "unreadable_slide",
+    SlideTooLargeError: "slide_too_large",
+}
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """Turn DRF's nested validation detail into 'field: message' lines."""
+    if isinstance(detail, dict):
+        lines: list[str] = []
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else str(key)
+            lines.extend(_flatten(value, f"{prefix}.{name}" if prefix and name else prefix or name))
+        return lines
+    if isinstance(detail, list):
+        return [line for item in detail for line in _flatten(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "code": code, **extra}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.message, exc.code, **exc.extra), status=exc.status_code)
+    if isinstance(exc, InputError):
+        code = next((c for t, c in _INPUT_ERROR_CODES.items() if isinstance(exc, t)), "bad_input")
+        return Response(error_body(str(exc), code), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
+        exc = drf_exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, drf_exceptions.APIException):
+        return response
+
+    if isinstance(exc, drf_exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        message = "; ".join(_flatten(exc.detail)) or "Invalid input."
+        response.data = error_body(message, "invalid", fields=fields)
+    else:
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        response.data = error_body(str(exc.detail), code)
+    return response

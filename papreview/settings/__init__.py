@@ -1,0 +1,1 @@
+"""Settings split: `base` (development and `make run`), `test` (pytest), `production`."""

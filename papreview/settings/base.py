@@ -1,0 +1,246 @@
+"""Settings shared by every environment, read from the environment with django-environ.
+
+Unset variables fall back to embedded defaults so that one command starts the app on a bare
+machine: SQLite in `var/db.sqlite3` and kombu's filesystem transport in `var/broker/` (a real
+asynchronous broker that a worker process consumes, not eager mode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+import environ
+
+# Lets Django classes be subscripted in annotations at runtime (ModelAdmin[Patient], QuerySet[...]).
+django_stubs_ext.monkeypatch()
+
+ROOT_DIR = Path(__file__).resolve().parents[2]
+VAR_DIR = ROOT_DIR / "var"
+
+env = environ.Env()
+if (ROOT_DIR / ".env").is_file():
+    environ.Env.read_env(str(ROOT_DIR / ".env"))
+
+
+def _path_from_env(name: str, default: Path) -> Path:
+    """A path setting: relative values are taken relative to the repository root, not the cwd."""
+    raw = env.str(name, default="")
+    path = Path(raw).expanduser() if raw else default
+    if not path.is_absolute():
+        path = ROOT_DIR / path
+    return path.resolve()
+
+
+# --- Core -----------------------------------------------------------------------------------------
+SECRET_KEY: str = env.str(
+    "SECRET_KEY", default="django-insecure-papreview-development-key-change-me-in-production"
+)
+DEBUG: bool = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "whitenoise.runserver_nostatic",
+    "papreview.core.admin_config.PapReviewAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "papreview.core",
+    "papreview.accounts",
+    "papreview.cases",
+    "papreview.analysis",
+    "papreview.review",
+    "papreview.datasets",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Every HTML page needs a logged-in user unless marked @login_not_required (login, healthz).
+    # DRF views opt out and answer 401/403 themselves.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+]
+
+ROOT_URLCONF = "papreview.urls"
+WSGI_APPLICATION = "papreview.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [ROOT_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "papreview.accounts.context_processors.roles",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+DEFAULT_SQLITE_PATH = VAR_DIR / "db.sqlite3"
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DEFAULT_SQLITE_PATH}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -----------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Internationalisation -------------------------------------------------------------------------
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static and media files -----------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = _path_from_env("STATIC_ROOT", VAR_DIR / "static")
+STATICFILES_DIRS = [ROOT_DIR / "static"] if (ROOT_DIR / "static").is_dir() else []
+MEDIA_URL = "/media/"
+MEDIA_ROOT = _path_from_env("MEDIA_ROOT", VAR_DIR / "media")
+
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# S3-compatible media storage (shared by web and workers on several machines) when a bucket is set.
+AWS_STORAGE_BUCKET_NAME: str = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage"}
+    AWS_S3_ENDPOINT_URL: str | None = env.str("AWS_S3_ENDPOINT_URL", default=None)
+    AWS_S3_REGION_NAME: str | None = env.str("AWS_S3_REGION_NAME", default=None)
+    AWS_DEFAULT_ACL = None
+    AWS_QUERYSTRING_AUTH = True
+    AWS_S3_FILE_OVERWRITE = False
+# Serve static files from the app directories without collectstatic (development and `make run`).
+WHITENOISE_USE_FINDERS = True
+FILE_UPLOAD_TEMP_DIR: str | None = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
+# Slides are large: let uploads through Django's size guards; SLIDE_MAX_PIXELS bounds decoding.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- PapReview ------------------------------------------------------------------------------------
+PAPREVIEW_DATA_DIR = _path_from_env("PAPREVIEW_DATA_DIR", ROOT_DIR.parent / "shared" / "data")
+INFERENCE_DEVICE: str = env.str("INFERENCE_DEVICE", default="auto")
+# Most pixels a field image may declare (decompression-bomb guard for uploads).
+SLIDE_MAX_PIXELS: int = env.int("SLIDE_MAX_PIXELS", default=100_000_000)
+
+# --- Celery ---------------------------------------------------------------------------------------
+# Redis (or any kombu URL) when CELERY_BROKER_URL is set; otherwise kombu's filesystem transport in
+# var/broker/, consumed by the worker that `manage.py runstack` starts.
+BROKER_DIR = _path_from_env("PAPREVIEW_BROKER_DIR", VAR_DIR / "broker")
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="") or "filesystem://"
+CELERY_BROKER_IS_FILESYSTEM = CELERY_BROKER_URL.startswith("filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+if CELERY_BROKER_IS_FILESYSTEM:
+    for _sub in ("queue", "processed"):
+        (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+    # The filesystem transport has no fanout exchange for remote control (ping, inspect).
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 10}
+CELERY_RESULT_BACKEND: str | None = env.str("CELERY_RESULT_BACKEND", default=None)
+CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Analysis jobs go to the `inference` queue (GPU workers); everything else to `celery`.
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
+    "papreview.analysis.tasks.*": {"queue": "inference"},
+}
+CELERY_TASK_TRACK_STARTED = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- REST API -------------------------------------------------------------------------------------
+REST_FRAMEWORK: dict[str, Any] = {
+    # Token first: an anonymous API request gets 401 with a WWW-Authenticate header.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "papreview.accounts.permissions.ReadOnlyForViewers",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "papreview.core.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "papreview.core.exceptions.api_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "PapReview API",
+    "DESCRIPTION": "Cervical cytology screening: patients, slides, cell review and sign-out.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BethesdaEnum": "papreview.core.choices.BETHESDA_CHOICES",
+        "SlideStatusEnum": "papreview.cases.models.SlideStatus",
+        "ReviewStatusEnum": "papreview.review.models.ReviewStatus",
+    },
+}
+
+# --- Logging --------------------------------------------------------------------------------------
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,16 @@
+"""Settings for pytest: the real PostgreSQL and Redis of the CI machine unless the env says else."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/papreview")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+
+from .base import *  # noqa: F403
+from .base import VAR_DIR, env
+
+DEBUG = False
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-test-key-not-for-production-use-000")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests point MEDIA_ROOT at a temporary folder per test (tests/conftest.py); this is the fallback.
+MEDIA_ROOT = VAR_DIR / "test-media"
+WHITENOISE_AUTOREFRESH = True

@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
+from papreview.core import views as core_views
+
+api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("auth/", include("papreview.accounts.urls")),
+    path("patients/", include(patient_urlpatterns)),
+    path("slides/", include(slide_urlpatterns)),
+    path("cells/", include("papreview.review.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include(api_urlpatterns)),
+]
