@@ -1,0 +1,152 @@
+"""Command line: `python -m inference <command> ...` (run with --help for each command).
+
+Errors a user causes (bad file, bad checkpoint, missing data) end with exit code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector", type=Path, default=None, help="detector checkpoint (default: committed)"
+    )
+    p.add_argument(
+        "--classifier", type=Path, default=None, help="classifier checkpoint (default: committed)"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per detector batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m inference", description="PapReview two-stage cytology pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-detector", help="train stage 1 on CRIC (train split)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding cric/ (default: $PAPREVIEW_DATA_DIR or ../shared/data)",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/detector"))
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--crops-per-image", type=int, default=4)
+    p.add_argument("--crop-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=2021)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training")
+    _add_common(p)
+
+    p = sub.add_parser("train-classifier", help="train stage 2 on CRIC cell crops (train split)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/classifier"))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--samples-per-epoch", type=int, default=3072)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--crop-px", type=int, default=112)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=2021)
+    p.add_argument("--max-minutes", type=float, default=None)
+    _add_common(p)
+
+    p = sub.add_parser("predict", help="run the pipeline on images; JSON + overlay PNG per image")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    _add_pipeline_args(p)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="run the pipeline on annotated images and print metrics")
+    p.add_argument("--images", type=Path, required=True, help="folder of field images")
+    p.add_argument(
+        "--cells",
+        type=Path,
+        required=True,
+        help="CSV: image_filename,nucleus_x,nucleus_y,bethesda_system",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="metrics JSON (confusion matrix PNG beside it)"
+    )
+    p.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "test", "val", "train", "all"],
+        help="auto (default): skip images the models were trained or tuned on (their train/val "
+        "split); test/val/train: only that split; all: every image",
+    )
+    p.add_argument("--radius", type=float, default=20.0, help="match radius, level-0 px")
+    _add_pipeline_args(p)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate-classifier", help="stage 2 alone on an ImageFolder of cell crops")
+    p.add_argument("--folder", type=Path, required=True, help="subfolders named by Bethesda code")
+    p.add_argument("--classifier", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_common(p)
+
+    p = sub.add_parser("bench", help="throughput of our pipeline vs the published-method reference")
+    p.add_argument("--images", type=Path, default=None, help="folder of field images")
+    p.add_argument("--limit", type=int, default=8, help="fields to time (default 8)")
+    p.add_argument("--reference-limit", type=int, default=2, help="fields for the slow reference")
+    p.add_argument("--field-size", default=None, help="resize fields to WxH first, e.g. 2048x1536")
+    p.add_argument(
+        "--wsi",
+        type=int,
+        default=None,
+        metavar="SIDE",
+        help="also run a generated SIDE x SIDE pyramidal TIFF (e.g. 40000) and report peak memory",
+    )
+    p.add_argument(
+        "--wsi-path", type=Path, default=None, help="where to write/read the generated WSI"
+    )
+    p.add_argument("--out", type=Path, default=None)
+    _add_pipeline_args(p)
+    _add_common(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from . import commands  # heavy imports (torch) only once a command runs
+
+    handler = {
+        "train-detector": commands.train_detector_cmd,
+        "train-classifier": commands.train_classifier_cmd,
+        "predict": commands.predict_cmd,
+        "evaluate": commands.evaluate_cmd,
+        "evaluate-classifier": commands.evaluate_classifier_cmd,
+        "bench": commands.bench_cmd,
+    }[args.command]
+    try:
+        result = handler(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

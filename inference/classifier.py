@@ -1,0 +1,155 @@
+"""Stage 2: a small ResNet-style CNN that classifies a full-resolution crop centred on a nucleus
+into the six Bethesda classes, plus temperature scaling for calibrated probabilities.
+
+The crop is `crop_px` level-0 pixels square (when the model's and the slide's microns per pixel
+are known, `crop_um = crop_px * model_mpp` fixes its physical size instead). The four-class view
+(NILM, LSIL, HSIL, SCC) is derived from the six-class probabilities with `TO_FOUR_CLASS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .types import BETHESDA_CLASSES, FOUR_CLASSES, TO_FOUR_CLASS
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    crop_px: int = 112  # crop side at level 0 (and network input side)
+    widths: tuple[int, int, int, int] = (24, 32, 64, 128)
+    dropout: float = 0.2
+    mean: tuple[float, float, float] = (0.70, 0.66, 0.74)
+    std: tuple[float, float, float] = (0.20, 0.22, 0.18)
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ClassifierConfig:
+        names = set(cls.__dataclass_fields__)
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        return F.relu(self.short(x) + y, inplace=True)
+
+
+class CellClassifier(nn.Module):
+    """stem (/4) -> 3 residual stages (/4, /8, /16) -> global average pool -> linear."""
+
+    def __init__(self, config: ClassifierConfig | None = None, num_classes: int = 6) -> None:
+        super().__init__()
+        self.config = config or ClassifierConfig()
+        w0, w1, w2, w3 = self.config.widths
+        self.stem = nn.Sequential(_conv_bn(3, w0, 2), _conv_bn(w0, w1, 2))
+        self.stage1 = BasicBlock(w1, w1)
+        self.stage2 = nn.Sequential(BasicBlock(w1, w2, 2), BasicBlock(w2, w2))
+        self.stage3 = nn.Sequential(BasicBlock(w2, w3, 2), BasicBlock(w3, w3))
+        self.drop = nn.Dropout(self.config.dropout)
+        self.fc = nn.Linear(w3, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.features(x)))
+
+
+def build_classifier(config: dict[str, object] | ClassifierConfig | None = None) -> CellClassifier:
+    if isinstance(config, dict):
+        config = ClassifierConfig.from_dict(config)
+    return CellClassifier(config, num_classes=len(BETHESDA_CLASSES))
+
+
+# ------------------------------------------------------------------------------------------
+# Calibration and class views
+# ------------------------------------------------------------------------------------------
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al., 2017)."""
+    logits = logits.detach().float()
+    labels = labels.detach().long()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.exp().item())
+    return float(np.clip(t, 0.05, 20.0))
+
+
+def four_class_probs(probs6: np.ndarray) -> np.ndarray:
+    """(N, 6) probabilities in BETHESDA_CLASSES order -> (N, 4) in FOUR_CLASSES order."""
+    out = np.zeros((probs6.shape[0], len(FOUR_CLASSES)), dtype=np.float64)
+    for i, code in enumerate(BETHESDA_CLASSES):
+        out[:, FOUR_CLASSES.index(TO_FOUR_CLASS[code])] += probs6[:, i]
+    return out
+
+
+def abnormal_probability(probs6: np.ndarray) -> np.ndarray:
+    """P(any abnormal class) = 1 - P(NILM)."""
+    return 1.0 - probs6[:, BETHESDA_CLASSES.index("NILM")]
+
+
+def decide_labels(probs6: np.ndarray, abnormal_threshold: float) -> list[str]:
+    """NILM when P(abnormal) < threshold, else the most probable abnormal class.
+
+    With threshold 0.5 this differs from argmax only when NILM is below 0.5 yet the largest
+    class; the threshold itself is chosen on validation for high abnormal sensitivity.
+    """
+    p_abn = abnormal_probability(probs6)
+    labels: list[str] = []
+    for row, pa in zip(probs6, p_abn, strict=True):
+        if pa < abnormal_threshold:
+            labels.append("NILM")
+        else:
+            labels.append(BETHESDA_CLASSES[1 + int(np.argmax(row[1:]))])
+    return labels
+
+
+def normalise_crops(
+    crops_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float."""
+    x = crops_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    sd = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / sd

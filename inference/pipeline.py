@@ -1,0 +1,436 @@
+"""The two stages chained over a slide: batched, device-aware, memory bounded.
+
+    pipeline = Pipeline.default()                       # committed weights, device auto
+    result = pipeline.run(path, progress=callback)      # SlideResult (types.py)
+
+Stage 1 runs on a downsampled view (for a whole-slide image: the pyramid level at or just above
+the detector's scale, read tile by tile and resized); stage 2 classifies level-0 crops centred
+on each candidate. Tiles overlap, and each candidate belongs to the tile whose centre is nearest
+(so nothing is found twice). Only one batch of tiles and its crops is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .checkpoints import Checkpoint, load_checkpoint, load_weights
+from .classifier import (
+    CellClassifier,
+    ClassifierConfig,
+    build_classifier,
+    decide_labels,
+    normalise_crops,
+)
+from .detector import DetectorConfig, DetectorNet, build_detector, decode, normalise
+from .errors import CheckpointError
+from .slides import DEFAULT_MAX_PIXELS, FieldReader, SlideReader, Tile, open_slide, tile_grid
+from .types import BETHESDA_CLASSES, Box, CellPrediction, ProgressCallback, SlideInfo, SlideResult
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_DETECTOR = WEIGHTS_DIR / "detector.pt"
+DEFAULT_CLASSIFIER = WEIGHTS_DIR / "classifier.pt"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' was asked for but no CUDA device is available")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r} (auto, cpu or cuda)")
+    return torch.device(device)
+
+
+@dataclass
+class _TileJob:
+    """One detector tile: its pixels at the detector scale and where they sit at level 0."""
+
+    pixels: np.ndarray  # (h, w, 3) uint8 at the detector's input scale
+    origin: tuple[float, float]  # level-0 position of the tile's top-left pixel
+    scale: float  # detector input pixels per level-0 pixel
+    core: tuple[float, float, float, float]  # level-0 x0, y0, x1, y1 this tile owns
+    source: int  # index of the slide/field it comes from
+
+
+def _core_bounds(starts: list[int], tile: int, length: int) -> dict[int, tuple[float, float]]:
+    """Per tile start: the half-open interval (in the same pixels) of points it owns, split at
+    the midpoints between neighbouring tile centres."""
+    centres = [s + min(tile, length - s) / 2.0 for s in starts]
+    out = {}
+    for i, s in enumerate(starts):
+        lo = -math.inf if i == 0 else (centres[i - 1] + centres[i]) / 2.0
+        hi = math.inf if i == len(starts) - 1 else (centres[i] + centres[i + 1]) / 2.0
+        out[s] = (lo, hi)
+    return out
+
+
+def _pad_batch(tiles: Sequence[np.ndarray], multiple: int = 16) -> np.ndarray:
+    H = max(t.shape[0] for t in tiles)
+    W = max(t.shape[1] for t in tiles)
+    H, W = math.ceil(H / multiple) * multiple, math.ceil(W / multiple) * multiple
+    batch = np.full((len(tiles), H, W, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        batch[i, : t.shape[0], : t.shape[1]] = t
+    return batch
+
+
+class Pipeline:
+    """Stage 1 detector + stage 2 classifier, loaded once, run on many slides."""
+
+    def __init__(
+        self,
+        detector: DetectorNet,
+        detector_meta: dict[str, Any],
+        classifier: CellClassifier,
+        classifier_meta: dict[str, Any],
+        *,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        tile_size: int = 1024,
+        tile_overlap: int = 64,
+        crop_batch_size: int = 256,
+        cell_threshold: float | None = None,
+        abnormal_threshold: float | None = None,
+        decision_threshold: float | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        model_mpp: float | None = None,
+        amp: bool = True,
+        skip_background: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.detector = detector.to(self.device).eval()
+        self.classifier = classifier.to(self.device).eval()
+        self.detector_meta = detector_meta
+        self.classifier_meta = classifier_meta
+        self.det_config: DetectorConfig = detector.config
+        self.cls_config: ClassifierConfig = classifier.config
+        thresholds = detector_meta.get("thresholds", {})
+        self.cell_threshold = float(
+            cell_threshold if cell_threshold is not None else thresholds.get("cell", 0.3)
+        )
+        self.abnormal_threshold = float(
+            abnormal_threshold
+            if abnormal_threshold is not None
+            else thresholds.get("abnormal", 0.1)
+        )
+        self.decision_threshold = float(
+            decision_threshold
+            if decision_threshold is not None
+            else classifier_meta.get("abnormal_threshold", 0.5)
+        )
+        self.temperature = float(classifier_meta.get("temperature", 1.0))
+        self.batch_size = max(1, batch_size)
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.crop_batch_size = crop_batch_size
+        self.max_pixels = max_pixels
+        self.model_mpp = model_mpp if model_mpp is not None else classifier_meta.get("model_mpp")
+        self.amp = amp and self.device.type == "cuda"
+        self.skip_background = skip_background
+
+    # -------------------------------------------------------------- construction
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        detector_path: Path,
+        classifier_path: Path,
+        *,
+        device: str | torch.device = "auto",
+        **kwargs: Any,
+    ) -> Pipeline:
+        det_ckpt = load_checkpoint(Path(detector_path), stage="detector")
+        cls_ckpt = load_checkpoint(Path(classifier_path), stage="classifier")
+        detector = load_weights(_build(det_ckpt, build_detector), det_ckpt)
+        classifier = load_weights(_build(cls_ckpt, build_classifier), cls_ckpt)
+        assert isinstance(detector, DetectorNet) and isinstance(classifier, CellClassifier)
+        det_meta = dict(det_ckpt.meta, version=det_ckpt.version)
+        cls_meta = dict(cls_ckpt.meta, version=cls_ckpt.version)
+        return cls(detector, det_meta, classifier, cls_meta, device=device, **kwargs)
+
+    @classmethod
+    def default(cls, device: str | torch.device = "auto", **kwargs: Any) -> Pipeline:
+        """The committed default weights (inference/weights/)."""
+        return cls.from_checkpoints(DEFAULT_DETECTOR, DEFAULT_CLASSIFIER, device=device, **kwargs)
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {
+            "detector": str(self.detector_meta.get("version", "unknown")),
+            "classifier": str(self.classifier_meta.get("version", "unknown")),
+        }
+
+    # -------------------------------------------------------------- public API
+
+    def run(self, path: Path, *, progress: ProgressCallback | None = None) -> SlideResult:
+        """Find and classify cells on a field image or whole-slide image file."""
+        t0 = time.perf_counter()
+        with open_slide(Path(path), max_pixels=self.max_pixels) as reader:
+            t_open = time.perf_counter() - t0
+            result = self.run_reader(reader, progress=progress)
+        result.timings["open"] = t_open
+        result.timings["total"] = time.perf_counter() - t0
+        return result
+
+    def run_reader(
+        self, reader: SlideReader, *, progress: ProgressCallback | None = None
+    ) -> SlideResult:
+        timings = {"read": 0.0, "detector": 0.0, "classifier": 0.0}
+        t_start = time.perf_counter()
+        scale = self._detector_scale(reader.info)
+        jobs = self._plan_tiles(reader, scale)
+        total = len(jobs)
+        cells: list[CellPrediction] = []
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        for batch in _chunks(jobs, self.batch_size):
+            t = time.perf_counter()
+            read = [self._read_tile(reader, job_plan) for job_plan in batch]
+            timings["read"] += time.perf_counter() - t
+            tiles = [j for j in read if j is not None]
+            if tiles:
+                cells += self._process(tiles, [reader], timings)
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+        timings["total"] = time.perf_counter() - t_start
+        timings["tiles"] = float(total)
+        return SlideResult(
+            info=reader.info,
+            cells=cells,
+            model_versions=self.model_versions,
+            device=str(self.device),
+            timings=timings,
+        )
+
+    def run_arrays(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> list[SlideResult]:
+        """Fields already in memory (HxWx3 uint8), batched `batch_size` fields per detector pass
+        (each field is one tile when it fits `tile_size` at the detector scale)."""
+        readers = [FieldReader(im) for im in images]
+        timings = [{"read": 0.0, "detector": 0.0, "classifier": 0.0} for _ in readers]
+        all_jobs: list[tuple[int, _TilePlan]] = []
+        for i, r in enumerate(readers):
+            s = self._detector_scale(r.info)
+            all_jobs += [(i, p) for p in self._plan_tiles(r, s, source=i)]
+        results_cells: list[list[CellPrediction]] = [[] for _ in readers]
+        shared = {"read": 0.0, "detector": 0.0, "classifier": 0.0}
+        done = 0
+        if progress is not None:
+            progress(0, len(all_jobs))
+        for batch in _chunks(all_jobs, self.batch_size):
+            t = time.perf_counter()
+            tiles = [self._read_tile(readers[i], plan) for i, plan in batch]
+            shared["read"] += time.perf_counter() - t
+            ready = [j for j in tiles if j is not None]
+            if ready:
+                for cell, src in self._process_with_source(ready, readers, shared):
+                    results_cells[src].append(cell)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(all_jobs))
+        n = max(len(readers), 1)
+        out = []
+        for i, r in enumerate(readers):
+            timings[i].update({k: v / n for k, v in shared.items()})  # batch cost, evenly
+            out.append(
+                SlideResult(
+                    info=r.info,
+                    cells=results_cells[i],
+                    model_versions=self.model_versions,
+                    device=str(self.device),
+                    timings=timings[i],
+                )
+            )
+        return out
+
+    # -------------------------------------------------------------- internals
+
+    def _detector_scale(self, info: SlideInfo) -> float:
+        """Detector input pixels per level-0 pixel of this slide."""
+        s = self.det_config.input_scale
+        if self.model_mpp and info.mpp:
+            s *= info.mpp / self.model_mpp
+        return s
+
+    def _crop_side(self, info: SlideInfo) -> int:
+        """Level-0 pixels covered by a stage-2 crop on this slide."""
+        c = self.cls_config.crop_px
+        if self.model_mpp and info.mpp:
+            return max(8, round(c * self.model_mpp / info.mpp))
+        return c
+
+    def _plan_tiles(self, reader: SlideReader, scale: float, source: int = 0) -> list[_TilePlan]:
+        level = reader.best_level_for_downsample(1.0 / scale)
+        ds = reader.level_downsamples[level]
+        r = scale * ds  # detector input px per level-`level` px
+        lw, lh = reader.level_dimensions[level]
+        tile_l = max(16, math.ceil(self.tile_size / r))
+        overlap_l = min(tile_l - 1, math.ceil(self.tile_overlap / r))
+        grid = tile_grid(lw, lh, tile=tile_l, overlap=overlap_l)
+        xs = sorted({t.x for t in grid})
+        ys = sorted({t.y for t in grid})
+        cx = _core_bounds(xs, tile_l, lw)
+        cy = _core_bounds(ys, tile_l, lh)
+        plans = []
+        for t in grid:
+            core = (cx[t.x][0] * ds, cy[t.y][0] * ds, cx[t.x][1] * ds, cy[t.y][1] * ds)
+            plans.append(_TilePlan(t, level, ds, r, scale, core, source))
+        return plans
+
+    def _read_tile(self, reader: SlideReader, plan: _TilePlan) -> _TileJob | None:
+        t = plan.tile
+        origin = (t.x * plan.downsample, t.y * plan.downsample)
+        px = reader.read_region(
+            (round(origin[0]), round(origin[1])), plan.level, (t.width, t.height)
+        )
+        if self.skip_background and _is_background(px):
+            return None
+        if abs(plan.resize - 1.0) > 1e-6:
+            size = (max(1, round(t.width * plan.resize)), max(1, round(t.height * plan.resize)))
+            px = cv2.resize(px, size, interpolation=cv2.INTER_AREA)
+        return _TileJob(px, origin, plan.scale, plan.core, plan.source)
+
+    def _process(
+        self, jobs: list[_TileJob], readers: Sequence[SlideReader], timings: dict[str, float]
+    ) -> list[CellPrediction]:
+        return [c for c, _ in self._process_with_source(jobs, readers, timings)]
+
+    def _autocast(self) -> Any:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", enabled=False)
+
+    def _process_with_source(
+        self, jobs: list[_TileJob], readers: Sequence[SlideReader], timings: dict[str, float]
+    ) -> list[tuple[CellPrediction, int]]:
+        """Stage 1 on a batch of tiles, then stage 2 on all their candidates at once."""
+        t = time.perf_counter()
+        batch = _pad_batch([j.pixels for j in jobs])
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            x = normalise(x, self.det_config.mean, self.det_config.std)
+            heat, offsets = self.detector(x)
+            peaks = decode(
+                heat,
+                offsets,
+                self.det_config,
+                cell_threshold=self.cell_threshold,
+                abnormal_threshold=self.abnormal_threshold,
+            )
+        candidates: list[tuple[float, float, float, int]] = []  # x, y, abnormal score, source
+        for job, pk in zip(jobs, peaks, strict=True):
+            h, w = job.pixels.shape[:2]
+            x0c, y0c, x1c, y1c = job.core
+            for p in pk:
+                if p.x >= w or p.y >= h:
+                    continue  # in the padding
+                gx = job.origin[0] + p.x / job.scale
+                gy = job.origin[1] + p.y / job.scale
+                if x0c <= gx < x1c and y0c <= gy < y1c:
+                    candidates.append((gx, gy, p.abnormal_score, job.source))
+        timings["detector"] += time.perf_counter() - t
+        if not candidates:
+            return []
+        out: list[tuple[CellPrediction, int]] = []
+        for chunk in _chunks(candidates, self.crop_batch_size):
+            t = time.perf_counter()
+            crops = np.stack([self._crop(readers[src], gx, gy) for gx, gy, _, src in chunk])
+            tr = time.perf_counter()
+            timings["crops"] = timings.get("crops", 0.0) + (tr - t)
+            probs = self._classify(crops)
+            labels = decide_labels(probs, self.decision_threshold)
+            box = self.det_config.box_px
+            for (gx, gy, score, src), p, label in zip(chunk, probs, labels, strict=True):
+                cell = CellPrediction(
+                    box=Box(round(gx - box / 2), round(gy - box / 2), box, box),
+                    label=label,
+                    probabilities={c: float(v) for c, v in zip(BETHESDA_CLASSES, p, strict=True)},
+                    detection_score=float(score),
+                )
+                out.append((cell, src))
+            timings["classifier"] += time.perf_counter() - tr
+        return out
+
+    def _crop(self, reader: SlideReader, gx: float, gy: float) -> np.ndarray:
+        side = self._crop_side(reader.info)
+        x0 = round(gx - side / 2)
+        y0 = round(gy - side / 2)
+        crop = reader.read_region((x0, y0), 0, (side, side))
+        c = self.cls_config.crop_px
+        if side != c:
+            crop = cv2.resize(crop, (c, c), interpolation=cv2.INTER_AREA)
+        return crop
+
+    def _classify(self, crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(crops).to(self.device, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            x = normalise_crops(x, self.cls_config.mean, self.cls_config.std)
+            logits = self.classifier(x).float()
+        probs = torch.softmax(logits / self.temperature, dim=1)
+        return probs.cpu().numpy().astype(np.float64)
+
+    def classify_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Stage 2 alone: (N, crop_px, crop_px, 3) uint8 crops -> (N, 6) calibrated probs."""
+        out = [self._classify(c) for c in _chunks_array(crops, self.crop_batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(BETHESDA_CLASSES)))
+
+
+@dataclass(frozen=True)
+class _TilePlan:
+    tile: Tile  # in pixels of `level`
+    level: int
+    downsample: float  # level downsample
+    resize: float  # detector input px per level px
+    scale: float  # detector input px per level-0 px
+    core: tuple[float, float, float, float]
+    source: int
+
+
+def _is_background(px: np.ndarray) -> bool:
+    """A tile with (almost) no stained material: skip it."""
+    if px.size == 0:
+        return True
+    small = px[::8, ::8]
+    dark = (small.min(axis=2) < 215).mean()
+    return bool(dark < 0.002)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for s in range(0, len(items), size):
+        yield list(items[s : s + size])
+
+
+def _chunks_array(arr: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for s in range(0, len(arr), size):
+        yield arr[s : s + size]
+
+
+def _build(
+    ckpt: Checkpoint, builder: Callable[[dict[str, object]], torch.nn.Module]
+) -> torch.nn.Module:
+    config = ckpt.meta.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{ckpt.stage} checkpoint has no architecture config in its metadata")
+    try:
+        return builder(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{ckpt.stage} checkpoint has an invalid architecture config ({exc})"
+        ) from exc
