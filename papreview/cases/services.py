@@ -152,9 +152,7 @@ def slide_create(
         except SlideTooLargeError as exc:
             raise SlideTooLargeFileError(str(exc)) from exc
         except UnreadableSlideError as exc:
-            raise InvalidSlideFileError(
-                f"{exc} Upload a JPEG, PNG, TIFF or BMP field image or a whole-slide image."
-            ) from exc
+            raise InvalidSlideFileError(str(exc)) from exc
 
         with tmp_path.open("rb") as fh:
             stored_name = default_storage.save(_storage_name(safe_name), File(fh))

@@ -1,0 +1,109 @@
+"""Cell edits: optimistic locking, revisions, added cells, and which slides may change."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from papreview.cases.models import Slide, SlideStatus
+from papreview.review.errors import CellNotEditableError, StaleVersionError
+from papreview.review.models import Cell, CellRevision, ReviewStatus
+from papreview.review.services import cell_add, cell_update
+from tests.factories import CellFactory, SlideFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_relabel_bumps_version_writes_a_revision_and_starts_review(pathologist) -> None:
+    cell = CellFactory.create(slide__status=SlideStatus.ANALYSED)
+    updated = cell_update(cell=cell, version=1, by=pathologist, current_class="LSIL")
+
+    assert (updated.version, updated.current_class) == (2, "LSIL")
+    assert updated.review_status == ReviewStatus.RELABELLED
+    assert updated.last_reviewed_by == pathologist
+    revision = CellRevision.objects.get(cell=cell)
+    assert revision.changed_by == pathologist
+    assert revision.version == 2
+    assert revision.before["current_class"] == "HSIL" and revision.before["version"] == 1
+    assert revision.after["current_class"] == "LSIL" and revision.after["version"] == 2
+    slide = Slide.objects.get(pk=cell.slide_id)
+    assert slide.status == SlideStatus.IN_REVIEW
+    assert slide.assigned_reviewer == pathologist
+
+
+def test_stale_version_raises_with_the_current_cell_and_writes_nothing(pathologist, cytotech):
+    cell = CellFactory.create()
+    cell_update(cell=cell, version=1, by=cytotech, review_status=ReviewStatus.CONFIRMED)
+    with pytest.raises(StaleVersionError) as excinfo:
+        cell_update(cell=cell, version=1, by=pathologist, current_class="SCC")
+    assert excinfo.value.cell.version == 2
+    assert excinfo.value.cell.review_status == ReviewStatus.CONFIRMED
+    assert Cell.objects.get(pk=cell.pk).current_class == "HSIL"
+    assert CellRevision.objects.filter(cell=cell).count() == 1
+
+
+def test_moving_a_predicted_cell_confirms_it_and_relabelling_back_confirms(pathologist) -> None:
+    cell = CellFactory.create()
+    moved = cell_update(cell=cell, version=1, by=pathologist, x=110, width=70)
+    assert (moved.x, moved.width, moved.review_status) == (110, 70, ReviewStatus.CONFIRMED)
+    relabelled = cell_update(cell=cell, version=2, by=pathologist, current_class="NILM")
+    assert relabelled.review_status == ReviewStatus.RELABELLED
+    back = cell_update(cell=cell, version=3, by=pathologist, current_class="HSIL")
+    assert back.review_status == ReviewStatus.CONFIRMED
+    assert CellRevision.objects.filter(cell=cell).count() == 3
+
+
+def test_rejecting_is_a_change_with_a_revision_and_no_change_writes_nothing(pathologist) -> None:
+    cell = CellFactory.create()
+    rejected = cell_update(cell=cell, version=1, by=pathologist, review_status="rejected")
+    assert rejected.review_status == ReviewStatus.REJECTED
+    same = cell_update(cell=cell, version=2, by=pathologist, review_status="rejected")
+    assert same.version == 2
+    assert CellRevision.objects.filter(cell=cell).count() == 1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"x": 1990},  # box would end outside the 2000 px wide slide
+        {"width": 0},
+        {"current_class": "AGC"},
+        {"slide": 3},
+        {},
+        {"review_status": ReviewStatus.ADDED},  # a predicted cell cannot become 'added'
+    ],
+)
+def test_invalid_changes_are_refused(pathologist, changes) -> None:
+    cell = CellFactory.create()
+    with pytest.raises(ValidationError):
+        cell_update(cell=cell, version=1, by=pathologist, **changes)
+    assert Cell.objects.get(pk=cell.pk).version == 1
+    assert not CellRevision.objects.exists()
+
+
+def test_add_a_missed_cell(cytotech) -> None:
+    slide = SlideFactory.create(status=SlideStatus.ANALYSED)
+    cell = cell_add(slide=slide, by=cytotech, x=10, y=20, width=30, height=40, current_class="LSIL")
+    assert cell.run is None
+    assert cell.review_status == ReviewStatus.ADDED
+    assert cell.version == 1
+    revision = CellRevision.objects.get(cell=cell)
+    assert revision.before == {} and revision.after["current_class"] == "LSIL"
+    assert Slide.objects.get(pk=slide.pk).status == SlideStatus.IN_REVIEW
+    relabelled = cell_update(cell=cell, version=1, by=cytotech, current_class="HSIL")
+    assert relabelled.review_status == ReviewStatus.ADDED  # still a reviewer-drawn cell
+
+
+@pytest.mark.parametrize(
+    "status",
+    [SlideStatus.UPLOADED, SlideStatus.QUEUED, SlideStatus.ANALYSING, SlideStatus.SIGNED_OUT],
+)
+def test_cells_of_a_slide_outside_review_cannot_change(pathologist, status) -> None:
+    cell = CellFactory.create(slide__status=status)
+    with pytest.raises(CellNotEditableError):
+        cell_update(cell=cell, version=1, by=pathologist, current_class="NILM")
+    with pytest.raises(CellNotEditableError):
+        cell_add(
+            slide=cell.slide, by=pathologist, x=1, y=1, width=5, height=5, current_class="NILM"
+        )
+    assert Slide.objects.get(pk=cell.slide_id).status == status

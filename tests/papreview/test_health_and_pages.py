@@ -1,0 +1,111 @@
+"""/healthz, the HTML pages, the admin (admin role only) and the OpenAPI schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from papreview.cases.models import SlideStatus
+from tests.factories import SlideFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_is_200_when_database_and_broker_answer(client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] and body["database"]["detail"] == "postgresql"
+    assert body["broker"]["ok"]
+
+
+def test_healthz_is_503_when_the_broker_is_down(client, settings) -> None:
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"]["ok"] is True
+    assert body["broker"]["ok"] is False and body["broker"]["error"]
+    assert body["broker"]["ms"] < 5000
+
+
+def test_healthz_reports_a_missing_filesystem_broker_folder(client, settings, tmp_path) -> None:
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(tmp_path / "missing"),
+        "data_folder_out": str(tmp_path / "missing"),
+    }
+    assert client.get("/healthz").status_code == 503
+    (tmp_path / "missing").mkdir()
+    assert client.get("/healthz").status_code == 200
+
+
+def test_login_page_logs_in_and_home_shows_the_queue(client, pathologist) -> None:
+    SlideFactory.create(
+        status=SlideStatus.ANALYSED, original_filename="suspicious.png", triage_score=4.8
+    )
+    assert client.get("/").status_code == 302
+    response = client.post(
+        reverse("login"), {"username": pathologist.username, "password": "secret-pass-123"}
+    )
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+    home = client.get("/")
+    assert home.status_code == 200
+    assert b"suspicious.png" in home.content and b"pathologist" in home.content
+    logout = client.post(reverse("logout"))
+    assert logout.status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_wrong_password_shows_a_message(client, pathologist) -> None:
+    response = client.post(reverse("login"), {"username": pathologist.username, "password": "no"})
+    assert response.status_code == 200
+    assert b"did not match" in response.content
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/auth/user/",
+        "/admin/auth/group/",
+        "/admin/cases/patient/",
+        "/admin/cases/slide/",
+        "/admin/analysis/modelversion/",
+    ],
+)
+def test_admin_role_manages_users_patients_slides_and_models(client, admin_user, url) -> None:
+    SlideFactory.create()
+    client.force_login(admin_user)
+    assert client.get(url).status_code == 200
+
+
+def test_other_roles_cannot_enter_the_admin(client, pathologist, user_with_role) -> None:
+    from papreview.accounts.roles import Role
+
+    for user in (pathologist, user_with_role(Role.VIEWER)):
+        user.is_staff = True  # even a staff flag set by mistake does not open the admin
+        user.save()
+        client.force_login(user)
+        response = client.get("/admin/cases/patient/")
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_schema_generates_without_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    text = out.read_text()
+    for path in ("/api/slides/{slide_id}/sign-out/", "/api/cells/{cell_id}/", "/api/auth/token/"):
+        assert path in text
+
+
+def test_schema_and_docs_need_login(client, viewer) -> None:
+    assert client.get("/api/schema/").status_code in (401, 403)
+    client.force_login(viewer)
+    assert client.get("/api/schema/").status_code == 200
+    assert client.get("/api/docs/").status_code == 200
