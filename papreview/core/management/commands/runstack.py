@@ -75,9 +75,12 @@ class Command(BaseCommand):
                 procs["worker"] = subprocess.Popen(worker_cmd, env=env, cwd=settings.ROOT_DIR)
             self.stdout.write(f"Starting web server ({options['server']}) ...")
             procs["web"] = subprocess.Popen(web_cmd, env=env, cwd=settings.ROOT_DIR)
+            pids = ", ".join(f"{name} pid {p.pid}" for name, p in procs.items())
+            self.stdout.write(f"Started: {pids}")
             self.stdout.write(
                 self.style.SUCCESS(f"PapReview is running at http://{addr}  (Ctrl-C stops it)")
             )
+            self.stdout.flush()
             while not stopping:
                 exited = [name for name, p in procs.items() if p.poll() is not None]
                 if exited:
