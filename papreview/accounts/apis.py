@@ -4,6 +4,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from papreview.accounts.roles import user_roles
@@ -15,6 +16,7 @@ class TokenObtainApi(APIView):
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
+    throttle_classes = [AnonRateThrottle]  # slows down password guessing
 
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField()

@@ -7,8 +7,10 @@ error into JSON `{"detail": "<a message a person can act on>", "code": "<machine
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -17,6 +19,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from inference.errors import InputError, SlideTooLargeError, UnreadableSlideError
 
@@ -50,6 +53,8 @@ class ConflictError(ApplicationError):
     code = "conflict"
 
 
+logger = logging.getLogger(__name__)
+
 _INPUT_ERROR_CODES: dict[type[InputError], str] = {
     UnreadableSlideError: "unreadable_slide",
     SlideTooLargeError: "slide_too_large",
@@ -75,8 +80,10 @@ def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
+        set_rollback()
         return Response(error_body(exc.message, exc.code, **exc.extra), status=exc.status_code)
     if isinstance(exc, InputError):
+        set_rollback()
         code = next((c for t, c in _INPUT_ERROR_CODES.items() if isinstance(exc, t)), "bad_input")
         return Response(error_body(str(exc), code), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
@@ -87,7 +94,21 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf_exceptions.PermissionDenied()
 
     response = drf_exception_handler(exc, context)
-    if response is None or not isinstance(exc, drf_exceptions.APIException):
+    if response is None:
+        if settings.DEBUG:
+            return None  # Django's debug page shows the traceback
+        view = context.get("view")
+        logger.exception("unhandled error in %s", type(view).__name__ if view else "API view")
+        set_rollback()
+        return Response(
+            error_body(
+                "Something went wrong on our side; it has been logged. Try again, and tell an "
+                "administrator if it keeps happening.",
+                "server_error",
+            ),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    if not isinstance(exc, drf_exceptions.APIException):
         return response
 
     if isinstance(exc, drf_exceptions.ValidationError):

@@ -58,6 +58,10 @@ INSTALLED_APPS = [
     "papreview.analysis",
     "papreview.review",
     "papreview.datasets",
+    "papreview.uploads",
+    "papreview.imaging",
+    "papreview.workflow",
+    "papreview.web",
 ]
 
 MIDDLEWARE = [
@@ -127,7 +131,12 @@ USE_TZ = True
 # --- Static and media files -----------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = _path_from_env("STATIC_ROOT", VAR_DIR / "static")
-STATICFILES_DIRS = [ROOT_DIR / "static"] if (ROOT_DIR / "static").is_dir() else []
+STATICFILES_DIRS: list[Any] = [ROOT_DIR / "static"] if (ROOT_DIR / "static").is_dir() else []
+# Browser libraries installed from npm (package-lock.json) and served as static files, never a CDN.
+NPM_STATIC: dict[str, Path] = {
+    "vendor/openseadragon": ROOT_DIR / "node_modules" / "openseadragon" / "build" / "openseadragon",
+}
+STATICFILES_DIRS += [(prefix, path) for prefix, path in NPM_STATIC.items() if path.is_dir()]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = _path_from_env("MEDIA_ROOT", VAR_DIR / "media")
 
@@ -150,6 +159,11 @@ FILE_UPLOAD_TEMP_DIR: str | None = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
 # Slides are large: let uploads through Django's size guards; SLIDE_MAX_PIXELS bounds decoding.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# Resumable chunked uploads (papreview.uploads): partial files live here until the last chunk.
+UPLOAD_TEMP_DIR = _path_from_env("UPLOAD_TEMP_DIR", VAR_DIR / "uploads")
+UPLOAD_MAX_BYTES: int = env.int("UPLOAD_MAX_BYTES", default=20 * 1024**3)
+UPLOAD_CHUNK_MAX_BYTES: int = env.int("UPLOAD_CHUNK_MAX_BYTES", default=32 * 1024**2)
+
 # --- PapReview ------------------------------------------------------------------------------------
 PAPREVIEW_DATA_DIR = _path_from_env("PAPREVIEW_DATA_DIR", ROOT_DIR.parent / "shared" / "data")
 INFERENCE_DEVICE: str = env.str("INFERENCE_DEVICE", default="auto")
@@ -164,7 +178,7 @@ CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="") or "filesystem
 CELERY_BROKER_IS_FILESYSTEM = CELERY_BROKER_URL.startswith("filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
 if CELERY_BROKER_IS_FILESYSTEM:
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
@@ -173,7 +187,7 @@ if CELERY_BROKER_IS_FILESYSTEM:
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
-    # The filesystem transport has no fanout exchange for remote control (ping, inspect).
+    # One local worker needs no remote control (ping, inspect), which would poll more folders.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 10}
@@ -216,6 +230,8 @@ REST_FRAMEWORK: dict[str, Any] = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Only the token endpoint is throttled (per client IP): it is the one that takes passwords.
+    "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_TOKEN_THROTTLE", default="30/min")},
 }
 
 SPECTACULAR_SETTINGS: dict[str, Any] = {

@@ -297,3 +297,26 @@ def test_editing_a_signed_out_slide_is_refused(api, pathologist) -> None:
         reverse("cell-detail", args=[cell.pk]), {"version": 1, "current_class": "NILM"}
     )
     assert_error(response, 409, "slide_not_reviewable", "Reopen")
+
+
+def test_an_unexpected_error_is_json_500_and_logged(api, viewer, monkeypatch, caplog) -> None:
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("papreview.cases.apis.patient_list", broken)
+    response = api(viewer).get(reverse("patient-list"))
+    assert_error(response, 500, "server_error", "logged")
+    assert "disk on fire" not in response.json()["detail"]
+    assert any("disk on fire" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_token_endpoint_is_throttled(api, settings) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    responses = [
+        api().post(reverse("api-token"), {"username": "x", "password": "y"}) for _ in range(31)
+    ]
+    assert responses[0].status_code == 400
+    assert_error(responses[-1], 429, "throttled", "throttled")
+    cache.clear()

@@ -109,3 +109,16 @@ def test_schema_and_docs_need_login(client, viewer) -> None:
     client.force_login(viewer)
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_healthz_is_503_when_the_database_is_down(client, monkeypatch) -> None:
+    from django.db import OperationalError, connections
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connections["default"], "cursor", refuse)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"]["ok"] is False and "connection refused" in body["database"]["error"]

@@ -1,0 +1,159 @@
+"""Reading pixels of stored slides for the viewer: Deep Zoom tiles and cell crops.
+
+One code path for both kinds of slide: an OpenSlide object (`openslide.OpenSlide` for whole-slide
+images, `openslide.ImageSlide` over the decoded RGB field image) wrapped in OpenSlide's
+`DeepZoomGenerator`. Opened slides are cached per process (a small LRU keyed by slide id and
+checksum), so a viewer's hundreds of tile requests open the file once. Coordinates are level-0
+pixels; `limit_bounds=False` keeps Deep Zoom's full-resolution level aligned with them.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openslide
+from django.conf import settings
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image
+
+from inference.errors import InputError
+from inference.slides import read_image
+from inference.types import SlideKind
+from papreview.cases.models import Slide
+from papreview.core.exceptions import ApplicationError, NotFoundError
+from papreview.review.models import Cell
+
+TILE_SIZE = 254
+TILE_OVERLAP = 1
+TILE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
+JPEG_QUALITY = 85
+CACHE_SIZE = 8
+# Largest side of a crop we send; larger boxes are scaled down to it.
+CROP_MAX_SIDE = 1024
+
+
+class SlideImageUnavailableError(ApplicationError):
+    """The slide's stored image cannot be read (missing file, remote storage, corrupt)."""
+
+    status_code = 404
+    code = "slide_image_unavailable"
+
+
+@dataclass
+class OpenedSlide:
+    slide: Any  # openslide.AbstractSlide
+    deepzoom: DeepZoomGenerator
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_cache: OrderedDict[tuple[int, str], OpenedSlide] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _local_path(slide: Slide) -> Path:
+    try:
+        return Path(slide.file.path)
+    except NotImplementedError as exc:  # remote storage (S3): no local path
+        raise SlideImageUnavailableError(
+            f"Slide {slide.pk} is kept in remote storage, which the tile server cannot read."
+        ) from exc
+
+
+def _open(slide: Slide) -> OpenedSlide:
+    path = _local_path(slide)
+    if not path.is_file():
+        raise SlideImageUnavailableError(f"The image file of slide {slide.pk} is missing.")
+    try:
+        if slide.kind == SlideKind.WHOLE_SLIDE:
+            osr: Any = openslide.OpenSlide(str(path))
+        else:
+            rgb = read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS)
+            osr = openslide.ImageSlide(Image.fromarray(rgb, mode="RGB"))
+    except (InputError, openslide.OpenSlideError, OSError) as exc:
+        raise SlideImageUnavailableError(
+            f"The image of slide {slide.pk} cannot be read ({exc})."
+        ) from exc
+    dz = DeepZoomGenerator(osr, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, limit_bounds=False)
+    return OpenedSlide(slide=osr, deepzoom=dz)
+
+
+def opened_slide(slide: Slide) -> OpenedSlide:
+    """The cached opened slide and its Deep Zoom generator (opened on first use)."""
+    key = (slide.pk, slide.sha256)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    opened = _open(slide)
+    with _cache_lock:
+        _cache[key] = opened
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _, old = _cache.popitem(last=False)
+            old.slide.close()
+    return opened
+
+
+def slide_cache_clear() -> None:
+    with _cache_lock:
+        for opened in _cache.values():
+            opened.slide.close()
+        _cache.clear()
+
+
+def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg") -> str:
+    """The Deep Zoom descriptor (XML) of a slide."""
+    return str(opened_slide(slide).deepzoom.get_dzi(fmt))
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "jpeg") -> bytes:
+    """One encoded Deep Zoom tile, or NotFoundError outside the pyramid."""
+    opened = opened_slide(slide)
+    dz = opened.deepzoom
+    if not 0 <= level < dz.level_count:
+        raise NotFoundError(f"No Deep Zoom level {level} (the slide has {dz.level_count}).")
+    cols, rows = dz.level_tiles[level]
+    if not (0 <= col < cols and 0 <= row < rows):
+        raise NotFoundError(f"No tile {col}_{row} at level {level} ({cols} x {rows} tiles).")
+    with opened.lock:
+        tile = dz.get_tile(level, (col, row))
+    return _encode(tile, fmt)
+
+
+def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
+    """A JPEG of the cell's box at full resolution (level 0), with `pad` pixels of context.
+
+    Boxes larger than CROP_MAX_SIDE are scaled down to it; areas outside the slide are white.
+    """
+    pad = max(0, min(pad, 512))
+    x, y = cell.x - pad, cell.y - pad
+    w, h = cell.width + 2 * pad, cell.height + 2 * pad
+    opened = opened_slide(slide)
+    downsample = max(w, h) / CROP_MAX_SIDE
+    level = 0
+    if downsample > 1:
+        level = opened.slide.get_best_level_for_downsample(downsample)
+    scale = float(opened.slide.level_downsamples[level])
+    size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    with opened.lock:
+        region = opened.slide.read_region((x, y), level, size)
+    background = Image.new("RGB", region.size, (255, 255, 255))
+    background.paste(region, mask=region.split()[3])
+    if max(background.size) > CROP_MAX_SIDE:
+        background.thumbnail((CROP_MAX_SIDE, CROP_MAX_SIDE))
+    return _encode(background, "jpeg")
