@@ -14,8 +14,6 @@ when evaluated), temperature and decision thresholds. Loading validates all of i
 from __future__ import annotations
 
 import hashlib
-import pickle
-import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,17 +116,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (
-        RuntimeError,
-        EOFError,
-        OSError,
-        ValueError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        AttributeError,
-        TypeError,
-        KeyError,
-    ) as exc:
+    except Exception as exc:  # any failure to unpickle means an unusable file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path.name}: not a readable checkpoint (corrupt or truncated file: {first[:120]})"

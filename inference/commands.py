@@ -387,9 +387,25 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
                 pred_xy=np.array([c.box.centre for c in res.cells], np.float64).reshape(-1, 2),
                 pred_labels=[c.label for c in res.cells],
                 pred_p_abnormal=abnormal_probability(probs) if len(probs) else np.zeros(0),
+                extra={"probs": probs},
             )
         )
     metrics = detection_metrics(evals, radius=args.radius)
+    # the same predictions under the plain argmax rule (no sensitivity-first threshold)
+    argmax_evals = [
+        ImageEval(
+            e.name,
+            e.gt_xy,
+            e.gt_labels,
+            e.pred_xy,
+            [BETHESDA_CLASSES[int(i)] for i in e.extra["probs"].argmax(1)]
+            if len(e.pred_xy)
+            else [],
+            e.pred_p_abnormal,
+        )
+        for e in evals
+    ]
+    argmax_metrics = detection_metrics(argmax_evals, radius=args.radius)
     result = {
         "model_versions": pipeline.model_versions,
         "device": str(pipeline.device),
@@ -406,6 +422,15 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         },
         "metrics": metrics,
         "targets": check_targets(metrics),
+        "argmax_decision": {
+            "note": "labels = argmax of the calibrated probabilities instead of the "
+            "validation-chosen P(abnormal) threshold",
+            "abnormal_recall": argmax_metrics["abnormal_recall"],
+            "fp_per_image": argmax_metrics["fp_per_image"],
+            "fp_per_image_upper_bound": argmax_metrics["fp_per_image_upper_bound"],
+            "matched_cells": argmax_metrics["matched_cells"],
+            "targets": check_targets(argmax_metrics),
+        },
     }
     if args.out is not None:
         out: Path = args.out

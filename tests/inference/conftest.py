@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-
-def _data_dir() -> Path:
-    env = os.environ.get("PAPREVIEW_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-CRIC_DIR = _data_dir() / "cric"
-HAS_CRIC = (CRIC_DIR / "cells.csv").is_file() and (CRIC_DIR / "images").is_dir()
-needs_cric = pytest.mark.skipif(
-    not HAS_CRIC, reason=f"CRIC data not found at {CRIC_DIR} (set PAPREVIEW_DATA_DIR)"
-)
+from tests.inference.support import CRIC_DIR
 
 
 @pytest.fixture(scope="session")
 def cric_dir() -> Path:
     return CRIC_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Randomly initialised (small) detector and classifier checkpoints with full metadata."""
+    import torch
+
+    from inference.checkpoints import save_checkpoint
+    from inference.classifier import ClassifierConfig, build_classifier
+    from inference.detector import DetectorConfig, build_detector
+    from inference.types import BETHESDA_CLASSES
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ckpt")
+    dcfg = DetectorConfig(widths=(8, 8, 16, 16), neck=8)
+    ccfg = ClassifierConfig(crop_px=32, widths=(8, 8, 16, 16))
+    det, cls = out / "detector.pt", out / "classifier.pt"
+    save_checkpoint(
+        det,
+        stage="detector",
+        model=build_detector(dcfg),
+        meta={
+            "config": dcfg.to_dict(),
+            "classes": list(BETHESDA_CLASSES),
+            "thresholds": {"cell": 0.3, "abnormal": 0.1},
+            "data": {"split": {"train": ["a.jpg"], "val": ["b.jpg"], "test": ["c.jpg"]}},
+        },
+    )
+    save_checkpoint(
+        cls,
+        stage="classifier",
+        model=build_classifier(ccfg),
+        meta={
+            "config": ccfg.to_dict(),
+            "classes": list(BETHESDA_CLASSES),
+            "temperature": 1.5,
+            "abnormal_threshold": 0.4,
+        },
+    )
+    return det, cls

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import CRIC_DIR, needs_cric
 from PIL import Image
 
 from inference.errors import InputError, SlideTooLargeError, UnreadableSlideError
@@ -29,6 +28,7 @@ from inference.slides import (
 )
 from inference.synthetic import synthetic_field, write_pyramidal_tiff
 from inference.types import SlideKind
+from tests.inference.support import CRIC_DIR, needs_cric
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,301 @@
+"""The pipeline end to end: fields and a pyramidal TIFF through OpenSlide, tiling without
+duplicates, border crops, progress, batching, the CLI, and no Django import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from inference.checkpoints import load_checkpoint
+from inference.classifier import ClassifierConfig, build_classifier
+from inference.detector import DetectorConfig, DetectorNet
+from inference.errors import SlideTooLargeError, UnreadableSlideError
+from inference.metrics import match_points
+from inference.pipeline import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, Pipeline
+from inference.slides import FieldReader
+from inference.synthetic import synthetic_field, write_pyramidal_tiff
+from inference.types import BETHESDA_CLASSES, SlideKind, SlideResult
+from tests.inference.support import CRIC_DIR, needs_cric
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DarkSpotDetector(DetectorNet):
+    """A deterministic stand-in for stage 1: a peak at each dark, nucleus-sized blob. It tests
+    the pipeline's mechanics (scales, tiles, ownership, crops) independently of training."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.config.stride
+        dark = -x.mean(dim=1, keepdim=True)
+        pooled = F.avg_pool2d(dark, s, s)
+        pooled = F.avg_pool2d(pooled, 3, 1, 1, count_include_pad=False)
+        logits = (pooled - 0.6) * 12.0
+        return torch.cat([logits, logits], 1), torch.zeros_like(torch.cat([logits, logits], 1))
+
+
+def _pipeline(**kwargs: Any) -> Pipeline:
+    torch.manual_seed(0)
+    det = DarkSpotDetector(DetectorConfig(widths=(8, 8, 8, 8), neck=8))
+    ccfg = ClassifierConfig(crop_px=32, widths=(8, 8, 16, 16))
+    cls = build_classifier(ccfg)
+    meta_d = {"version": "fake-detector", "thresholds": {"cell": 0.5, "abnormal": 0.5}}
+    meta_c = {"version": "tiny-classifier", "temperature": 1.0, "abnormal_threshold": 0.5}
+    return Pipeline(det, meta_d, cls, meta_c, device="cpu", **kwargs)
+
+
+def _centres(result: SlideResult) -> np.ndarray:
+    return np.array([c.box.centre for c in result.cells]).reshape(-1, 2)
+
+
+NUCLEI = [(60.0 + 110 * i, 70.0 + 120 * j, 10.0) for i in range(6) for j in range(4)]
+
+
+@pytest.fixture
+def field_png(tmp_path: Path) -> Path:
+    img = synthetic_field(700, 520, cells=NUCLEI, seed=3)
+    path = tmp_path / "field.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_field_run_finds_each_nucleus_once(field_png: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    res = _pipeline().run(field_png, progress=lambda d, t: calls.append((d, t)))
+    assert res.info.kind == SlideKind.FIELD and (res.info.width, res.info.height) == (700, 520)
+    truth = np.array([(x, y) for x, y, _ in NUCLEI])
+    pairs = match_points(_centres(res), truth, radius=12)
+    assert len(pairs) == len(NUCLEI) == len(res.cells)
+    assert calls[0] == (0, 1) and calls[-1] == (1, 1)
+    for c in res.cells:
+        assert c.label in BETHESDA_CLASSES
+        assert sum(c.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert 0.0 <= c.detection_score <= 1.0
+        assert c.box.width == c.box.height == 96
+    assert res.model_versions == {"detector": "fake-detector", "classifier": "tiny-classifier"}
+    assert {"detector", "classifier", "read", "total"} <= set(res.timings)
+
+
+def test_small_overlapping_tiles_give_the_same_cells(field_png: Path) -> None:
+    whole = _pipeline().run(field_png)
+    calls: list[tuple[int, int]] = []
+    tiled = _pipeline(tile_size=96, tile_overlap=24, batch_size=3).run(
+        field_png, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls[-1][0] == calls[-1][1] > 4  # progress per tile
+    assert len(tiled.cells) == len(whole.cells) == len(NUCLEI)  # no duplicates, none lost
+    assert len(match_points(_centres(tiled), _centres(whole), radius=4)) == len(NUCLEI)
+
+
+def test_run_arrays_matches_run(field_png: Path) -> None:
+    img = np.asarray(Image.open(field_png).convert("RGB"))
+    pipe = _pipeline(batch_size=2)
+    batch = pipe.run_arrays([img, img[::-1].copy(), img])
+    single = pipe.run(field_png)
+    assert len(batch) == 3 and len(batch[0].cells) == len(single.cells)
+    assert np.allclose(_centres(batch[0]), _centres(single))
+    probs_a = np.array([list(c.probabilities.values()) for c in batch[0].cells])
+    probs_b = np.array([list(c.probabilities.values()) for c in single.cells])
+    assert np.allclose(probs_a, probs_b, atol=1e-4)
+
+
+def test_crops_at_image_borders_are_padded() -> None:
+    img = np.zeros((50, 60, 3), np.uint8)
+    pipe = _pipeline()
+    reader = FieldReader(img)
+    crop = pipe._crop(reader, 2.0, 3.0)  # crop_px = 32 centred near the corner
+    assert crop.shape == (32, 32, 3)
+    assert (crop[:10, :10] == 255).all()  # outside the image: white
+    assert (crop[20:, 20:] == 0).all()  # inside: the image
+
+
+def test_pyramidal_tiff_read_tile_by_tile_through_openslide(tmp_path: Path) -> None:
+    path = write_pyramidal_tiff(tmp_path / "slide.tiff", 2100, 1300, levels=3, mpp=0.5)
+    pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=4)
+    calls: list[tuple[int, int]] = []
+    res = pipe.run(path, progress=lambda d, t: calls.append((d, t)))
+    assert res.info.kind == SlideKind.WHOLE_SLIDE
+    # nuclei every 400 px from (200, 200): 5 x 3 of them
+    truth = np.array([(200 + 400 * i, 200 + 400 * j) for i in range(5) for j in range(3)], float)
+    assert len(match_points(_centres(res), truth, radius=12)) == 15
+    assert len(res.cells) == 15
+    assert calls[-1][0] == calls[-1][1] == res.timings["tiles"] > 1
+    plans = pipe._plan_tiles(pipe_reader := _open(path), pipe._detector_scale(res.info))
+    pipe_reader.close()
+    assert {p.level for p in plans} == {1}  # stage 1 at the 2x-downsampled level
+
+
+def _open(path: Path) -> Any:
+    from inference.slides import open_slide
+
+    return open_slide(path)
+
+
+def test_mpp_scales_stage1_and_crops() -> None:
+    pipe = _pipeline(model_mpp=0.25)
+    from inference.types import SlideInfo
+
+    info = SlideInfo("generic-tiff", SlideKind.WHOLE_SLIDE, 1000, 1000, mpp=0.5)
+    assert pipe._detector_scale(info) == pytest.approx(1.0)  # 0.5 x 0.5 / 0.25
+    assert pipe._crop_side(info) == 16  # 32 px at 0.25 um = 16 px at 0.5 um
+    assert _pipeline()._crop_side(info) == 32  # model mpp unknown: pixels as trained
+
+
+def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:
+    pipe = _pipeline(max_pixels=10_000)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(UnreadableSlideError):
+        pipe.run(empty)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(big)
+    with pytest.raises(SlideTooLargeError):
+        pipe.run(big)
+
+
+def test_from_checkpoints(tiny_checkpoints: tuple[Path, Path], field_png: Path) -> None:
+    det, cls = tiny_checkpoints
+    pipe = Pipeline.from_checkpoints(det, cls, device="cpu")
+    assert pipe.model_versions["detector"] == load_checkpoint(det, stage="detector").version
+    assert pipe.temperature == 1.5 and pipe.decision_threshold == 0.4
+    res = pipe.run(field_png)
+    assert res.device == "cpu"
+
+
+@pytest.mark.skipif(not DEFAULT_DETECTOR.is_file(), reason="default weights not committed yet")
+def test_default_weights_load() -> None:
+    pipe = Pipeline.default(device="cpu")
+    assert set(pipe.model_versions) == {"detector", "classifier"}
+    assert DEFAULT_DETECTOR.stat().st_size + DEFAULT_CLASSIFIER.stat().st_size < 10 * 2**20
+
+
+@needs_cric
+@pytest.mark.skipif(not DEFAULT_DETECTOR.is_file(), reason="default weights not committed yet")
+def test_default_weights_find_annotated_cells_on_real_val_images() -> None:
+    from inference.data.cric import read_cells_csv
+
+    pipe = Pipeline.default(device="cpu")
+    val = load_checkpoint(DEFAULT_DETECTOR, stage="detector").meta["data"]["split"]["val"][:2]
+    table = read_cells_csv(CRIC_DIR / "cells.csv")
+    found = total = 0
+    for name in val:
+        res = pipe.run(CRIC_DIR / "images" / name)
+        truth = np.array([(c.x, c.y) for c in table[name].cells])
+        found += len(match_points(_centres(res), truth, radius=20))
+        total += len(truth)
+    assert found / total > 0.6
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+def test_cli_predict_writes_json_and_overlay(
+    tiny_checkpoints: tuple[Path, Path], field_png: Path, tmp_path: Path
+) -> None:
+    det, cls = tiny_checkpoints
+    out = tmp_path / "pred"
+    proc = _cli(
+        "predict",
+        str(field_png),
+        "--out",
+        str(out),
+        "--detector",
+        str(det),
+        "--classifier",
+        str(cls),
+        "--device",
+        "cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "field.json").read_text())
+    assert data["slide"]["width"] == 700 and isinstance(data["cells"], list)
+    assert Image.open(out / "field_overlay.png").size == (700, 520)
+
+
+def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    det = tmp_path / "det.pt"
+    det.write_bytes(b"junk")
+    proc = _cli(
+        "predict",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+        "--detector",
+        str(det),
+        "--classifier",
+        str(det),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+
+
+def test_cli_evaluate_on_synthetic_annotations(
+    tiny_checkpoints: tuple[Path, Path], field_png: Path, tmp_path: Path
+) -> None:
+    det, cls = tiny_checkpoints
+    csv = tmp_path / "cells.csv"
+    rows = ["image_filename,nucleus_x,nucleus_y,bethesda_system"]
+    rows += [
+        f"field.png,{x},{y},{'HSIL' if i % 3 == 0 else 'NILM'}"
+        for i, (x, y, _) in enumerate(NUCLEI)
+    ]
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval" / "metrics.json"
+    proc = _cli(
+        "evaluate",
+        "--images",
+        str(field_png.parent),
+        "--cells",
+        str(csv),
+        "--out",
+        str(out),
+        "--detector",
+        str(det),
+        "--classifier",
+        str(cls),
+        "--device",
+        "cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["images_evaluated"] == 1 and result["metrics"]["annotated_cells"] == len(NUCLEI)
+    assert "targets" in result and (out.parent / "metrics_confusion_six_class.png").is_file()
+
+
+def test_importing_pipeline_loads_no_django() -> None:
+    code = (
+        "import sys, inference, inference.pipeline, inference.commands, inference.__main__;"
+        "print('django' in sys.modules or any(m.startswith('django.') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu(field_png: Path) -> None:
+    cpu = _pipeline().run(field_png)
+    torch.manual_seed(0)
+    gpu_pipe = _pipeline()
+    gpu_pipe.device = torch.device("cuda")
+    gpu_pipe.detector.cuda()
+    gpu_pipe.classifier.cuda()
+    gpu_pipe.amp = True
+    gpu = gpu_pipe.run(field_png)
+    assert gpu.device.startswith("cuda")
+    assert len(match_points(_centres(gpu), _centres(cpu), radius=4)) == len(cpu.cells)
