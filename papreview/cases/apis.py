@@ -20,7 +20,7 @@ from papreview.cases.selectors import (
     slide_get,
     slide_list,
 )
-from papreview.cases.services import patient_create, slide_create, slide_sign_out
+from papreview.cases.services import patient_create, slide_create, slide_reopen, slide_sign_out
 from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
 from papreview.core.choices import BETHESDA_CHOICES
 from papreview.core.pagination import PageNumberPagination
@@ -262,4 +262,13 @@ class SlideSignOutApi(APIView):
         serializer.is_valid(raise_exception=True)
         slide = slide_get(slide_id=slide_id)
         slide_sign_out(slide=slide, by=request_user(request), **serializer.validated_data)
+        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
+
+
+class SlideReopenApi(APIView):
+    """Take a signed-out slide back into review (its interpretation stays until re-signed)."""
+
+    @extend_schema(request=None, responses={200: SlideOutputSerializer, **ERROR_RESPONSES})
+    def post(self, request: Request, slide_id: int) -> Response:
+        slide_reopen(slide=slide_get(slide_id=slide_id), by=request_user(request))
         return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)

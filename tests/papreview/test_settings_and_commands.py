@@ -31,6 +31,7 @@ ENV_KEYS = (
     "MEDIA_ROOT",
     "DJANGO_SETTINGS_MODULE",
     "PAPREVIEW_BROKER_DIR",
+    "CELERY_BEAT_SCHEDULE_FILENAME",
     "SECRET_KEY",
     "DEBUG",
 )
@@ -236,6 +237,7 @@ def test_runstack_serves_the_app_and_its_worker_consumes_the_filesystem_broker(
     env = clean_env(
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         PAPREVIEW_BROKER_DIR=str(tmp_path / "broker"),
+        CELERY_BEAT_SCHEDULE_FILENAME=str(tmp_path / "beat-schedule"),
         MEDIA_ROOT=str(tmp_path / "media"),
         DJANGO_SETTINGS_MODULE="papreview.settings.base",
     )
