@@ -5,18 +5,24 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
 from papreview.core import views as core_views
+from papreview.imaging import urls as imaging_urls
+from papreview.workflow import urls as workflow_urls
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/", include("papreview.accounts.urls")),
     path("patients/", include(patient_urlpatterns)),
     path("slides/", include(slide_urlpatterns)),
+    path("slides/", include(imaging_urls.slide_urlpatterns + workflow_urls.slide_urlpatterns)),
     path("cells/", include("papreview.review.urls")),
+    path("cells/", include(imaging_urls.cell_urlpatterns)),
+    path("uploads/", include("papreview.uploads.urls")),
+    path("reviewers/", include(workflow_urls.reviewer_urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", include("papreview.web.urls")),  # review queue (home), upload, slide review
     path("healthz", core_views.healthz, name="healthz"),
     path(
         "accounts/login/",

@@ -1,0 +1,114 @@
+"""Image endpoints for the viewer: the Deep Zoom descriptor, its tiles, and cell crops.
+
+They answer images (not JSON) but go through DRF for the same authentication and error handling
+as the rest of the API. Slide pixels never change once stored, so tiles are cacheable by the
+browser (private: they are patient data); a crop's URL carries the cell's version.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.utils.cache import patch_cache_control
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from papreview.cases.models import Slide
+from papreview.core.api import ERROR_RESPONSES
+from papreview.core.exceptions import NotFoundError
+from papreview.imaging.selectors import TILE_FORMATS, cell_crop, deepzoom_dzi, deepzoom_tile
+from papreview.review.selectors import cell_get
+
+TILE_MAX_AGE = 7 * 24 * 3600
+
+
+def _slide(slide_id: int) -> Slide:
+    slide = Slide.objects.filter(pk=slide_id).first()
+    if slide is None:
+        raise NotFoundError(f"No slide with id {slide_id}.")
+    return slide
+
+
+def _image_response(data: bytes, content_type: str, *, etag: str, max_age: int) -> HttpResponse:
+    response = HttpResponse(data, content_type=content_type)
+    response["ETag"] = f'"{etag}"'
+    patch_cache_control(response, private=True, max_age=max_age)
+    if max_age >= TILE_MAX_AGE:
+        patch_cache_control(response, immutable=True)
+    return response
+
+
+class SlideDeepZoomApi(APIView):
+    """The Deep Zoom descriptor (DZI XML) of a slide; tiles are under `deepzoom_files/`."""
+
+    @extend_schema(
+        responses={(200, "application/xml"): OpenApiTypes.STR, **ERROR_RESPONSES},
+    )
+    def get(self, request: Request, slide_id: int) -> HttpResponse:
+        slide = _slide(slide_id)
+        return _image_response(
+            deepzoom_dzi(slide=slide).encode(),
+            "application/xml",
+            etag=f"{slide.sha256[:32]}-dzi",
+            max_age=TILE_MAX_AGE,
+        )
+
+
+class SlideDeepZoomTileApi(APIView):
+    """One Deep Zoom tile: level, column and row as in the Deep Zoom file layout."""
+
+    @extend_schema(
+        responses={
+            (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY, description="Tile."),
+            **ERROR_RESPONSES,
+        },
+    )
+    def get(
+        self, request: Request, slide_id: int, level: int, col: int, row: int, fmt: str
+    ) -> HttpResponse:
+        if fmt not in TILE_FORMATS:
+            raise NotFoundError(f"Tiles are served as {' or '.join(TILE_FORMATS)}, not {fmt}.")
+        slide = _slide(slide_id)
+        data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt)
+        return _image_response(
+            data,
+            TILE_FORMATS[fmt],
+            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}",
+            max_age=TILE_MAX_AGE,
+        )
+
+
+class CellCropApi(APIView):
+    """The cell's box at full resolution (JPEG), with some context around it."""
+
+    class FilterSerializer(serializers.Serializer):
+        pad = serializers.IntegerField(required=False, default=16, min_value=0, max_value=512)
+        v = serializers.IntegerField(required=False, help_text="Cell version (cache key).")
+
+        class Meta:
+            ref_name = "CellCropFilter"
+
+    @extend_schema(
+        parameters=[OpenApiParameter("pad", OpenApiTypes.INT), OpenApiParameter("v", int)],
+        responses={
+            (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY, description="Crop."),
+            **ERROR_RESPONSES,
+        },
+    )
+    def get(self, request: Request, cell_id: int) -> HttpResponse:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        cell = cell_get(cell_id=cell_id)
+        slide = _slide(cell.slide_id)
+        pad = filters.validated_data["pad"]
+        data = cell_crop(cell=cell, slide=slide, pad=pad)
+        # The URL names the version when the page asks for it: then the crop never changes.
+        versioned = filters.validated_data.get("v") == cell.version
+        return _image_response(
+            data,
+            "image/jpeg",
+            etag=f"cell-{cell.pk}-v{cell.version}-p{pad}",
+            max_age=TILE_MAX_AGE if versioned else 0,
+        )

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from papreview.web import views
+
+urlpatterns = [
+    path("", views.review_queue, name="home"),
+    path("upload/", views.upload_page, name="upload"),
+    path("slides/<int:slide_id>/", views.slide_review, name="slide-review"),
+]

@@ -1,0 +1,199 @@
+"""Thin HTML views: the review queue (home), the upload page and the slide review page.
+
+The pages are server-rendered shells; their scripts (static/js/) talk to the REST API for
+everything that changes data. LoginRequiredMiddleware keeps anonymous users out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_safe
+
+from inference.types import CLASS_COLOURS
+from papreview.accounts.roles import SIGN_OUT_CATEGORIES, Role, user_can_write, user_has_role
+from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
+from papreview.cases.selectors import patient_list, slide_get
+from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
+from papreview.core.exceptions import NotFoundError
+from papreview.workflow.selectors import OPEN_STATUSES, review_queue_list, reviewer_list
+
+QUEUE_PAGE_SIZE = 50
+# Bytes per upload request from the upload page (the server accepts up to UPLOAD_CHUNK_MAX_BYTES).
+UPLOAD_CHUNK_SIZE = 8 * 1024 * 1024
+CLASS_NAMES: dict[str, str] = {
+    "NILM": "Negative for intraepithelial lesion or malignancy",
+    "ASC-US": "Atypical squamous cells of undetermined significance",
+    "LSIL": "Low-grade squamous intraepithelial lesion",
+    "ASC-H": "Atypical squamous cells, cannot exclude HSIL",
+    "HSIL": "High-grade squamous intraepithelial lesion",
+    "SCC": "Squamous cell carcinoma",
+}
+IN_PROGRESS = (SlideStatus.UPLOADED, SlideStatus.QUEUED, SlideStatus.ANALYSING)
+
+
+class QueueFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        required=False,
+        choices=[("open", "Not signed out"), ("all", "All"), *SlideStatus.choices],
+    )
+    triage_class = forms.ChoiceField(
+        required=False,
+        label="Most severe class",
+        choices=[("", "Any class"), *[(c, c) for c in BETHESDA_CLASSES]],
+    )
+    mine = forms.BooleanField(required=False, label="Assigned to me")
+    date_from = forms.DateField(required=False, label="From")
+    date_to = forms.DateField(required=False, label="To")
+    q = forms.CharField(required=False, max_length=64, label="Patient")
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    slide: Slide
+    suggestion: str
+    suggestion_source: str
+    in_progress: bool
+
+
+def _suggestion(slide: Slide) -> tuple[str, str]:
+    interpretation = getattr(slide, "interpretation", None)
+    if interpretation is not None and slide.status == SlideStatus.SIGNED_OUT:
+        return interpretation.bethesda_category, "signed out"
+    draft = getattr(slide, "interpretation_draft", None)
+    if draft is not None and draft.bethesda_category:
+        return draft.bethesda_category, "draft"
+    reviewed: str | None = getattr(slide, "reviewed_class", None)
+    if reviewed:
+        return reviewed, "reviewed cells"
+    if slide.triage_class:
+        return slide.triage_class, "AI"
+    return "", ""
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+@require_safe
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Slides to review, most suspicious first, with filters, patient search and paging."""
+    form = QueueFilterForm(request.GET or None)
+    filters: dict[str, Any] = {}
+    if form.is_valid():
+        data = form.cleaned_data
+        status = data["status"] or "open"
+        filters["statuses"] = {"open": OPEN_STATUSES, "all": ()}.get(status, [status])
+        filters["triage_class"] = data["triage_class"]
+        if data["mine"]:
+            assert isinstance(request.user, User)
+            filters["assigned_to"] = request.user
+        filters["date_from"] = data["date_from"]
+        filters["date_to"] = data["date_to"]
+        filters["search"] = data["q"]
+    paginator = Paginator(review_queue_list(**filters), QUEUE_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    rows = [
+        QueueRow(slide, *_suggestion(slide), in_progress=slide.status in IN_PROGRESS)
+        for slide in page.object_list
+    ]
+    return render(
+        request,
+        "web/queue.html",
+        {
+            "form": form,
+            "page": page,
+            "rows": rows,
+            "reviewers": list(reviewer_list()),
+            "query": _query_without_page(request),
+            "class_colours": CLASS_COLOURS,
+            "can_write": user_can_write(request.user),
+        },
+    )
+
+
+@require_safe
+def upload_page(request: HttpRequest) -> HttpResponse:
+    """Pick or create a patient, then drop slide files (chunked, resumable uploads)."""
+    patients = list(patient_list().order_by("-created_at")[:200])
+    selected = request.GET.get("patient", "")
+    return render(
+        request,
+        "web/upload.html",
+        {
+            "patients": patients,
+            "selected_patient": selected,
+            "can_write": user_can_write(request.user),
+            "chunk_size": min(UPLOAD_CHUNK_SIZE, settings.UPLOAD_CHUNK_MAX_BYTES),
+        },
+    )
+
+
+def _sign_out_classes(user: Any) -> list[str]:
+    allowed: set[str] = set()
+    for role, categories in SIGN_OUT_CATEGORIES.items():
+        if user_has_role(user, role):
+            allowed |= set(BETHESDA_CLASSES if categories is None else categories)
+    return [c for c in BETHESDA_CLASSES if c in allowed]
+
+
+@require_safe
+def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
+    """The deep-zoom viewer with the cells, the gallery and the interpretation panel."""
+    try:
+        slide = slide_get(slide_id=slide_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    config = {
+        "slide": {
+            "id": slide.pk,
+            "width": slide.width,
+            "height": slide.height,
+            "status": slide.status,
+            "filename": slide.original_filename,
+            "mpp": slide.mpp,
+        },
+        "urls": {
+            "slide": reverse("slide-detail", args=[slide.pk]),
+            "dzi": reverse("slide-deepzoom", args=[slide.pk]),
+            "cellLayer": reverse("slide-cell-layer", args=[slide.pk]),
+            "cells": reverse("slide-cells", args=[slide.pk]),
+            "cell": reverse("cell-detail", args=[0]).replace("/0/", "/{id}/"),
+            "crop": reverse("cell-crop", args=[0]).replace("/0/", "/{id}/"),
+            "interpretation": reverse("slide-interpretation", args=[slide.pk]),
+            "signOut": reverse("slide-sign-out", args=[slide.pk]),
+            "reopen": reverse("slide-reopen-with-reason", args=[slide.pk]),
+            "osdImages": "/static/vendor/openseadragon/images/",
+        },
+        "user": {
+            "canWrite": user_can_write(request.user),
+            "canReopen": user_has_role(request.user, Role.PATHOLOGIST, Role.ADMIN),
+            "signOutClasses": _sign_out_classes(request.user),
+        },
+        "classes": list(BETHESDA_CLASSES),
+        "classNames": CLASS_NAMES,
+        "colours": CLASS_COLOURS,
+        "severity": SEVERITY,
+        "adequacy": SpecimenAdequacy.choices,
+    }
+    return render(
+        request,
+        "web/review.html",
+        {
+            "slide": slide,
+            "config": config,
+            "classes": [(c, CLASS_COLOURS[c], CLASS_NAMES[c]) for c in BETHESDA_CLASSES],
+            "adequacy": SpecimenAdequacy.choices,
+            "in_progress": slide.status in IN_PROGRESS,
+        },
+    )

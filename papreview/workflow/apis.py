@@ -1,0 +1,214 @@
+"""Thin API views for the review workflow: the viewer's cell layer, the interpretation draft,
+reopening a signed-out slide, and assigning a slide to a reviewer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from papreview.cases.apis import InterpretationOutputSerializer, SlideOutputSerializer
+from papreview.cases.models import Interpretation, SpecimenAdequacy
+from papreview.cases.selectors import slide_get
+from papreview.core.api import ERROR_RESPONSES, request_user
+from papreview.core.choices import BETHESDA_CHOICES
+from papreview.workflow.models import InterpretationDraft, SlideEvent
+from papreview.workflow.selectors import (
+    CELL_LAYER_FIELDS,
+    interpretation_suggestion,
+    reviewer_list,
+    slide_cell_layer,
+    slide_event_list,
+)
+from papreview.workflow.services import (
+    interpretation_draft_save,
+    slide_assign,
+    slide_reopen_with_reason,
+)
+
+
+class CellLayerOutputSerializer(serializers.Serializer):
+    rows = serializers.ListField(child=serializers.ListField(), help_text="One row per cell.")
+
+    class Meta:
+        ref_name = "CellLayer"
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # "fields" cannot be a class attribute: it would hide Serializer.fields.
+        fields = super().get_fields()
+        fields["fields"] = serializers.ListField(
+            child=serializers.CharField(), help_text="Names of the row items."
+        )
+        return fields
+
+
+class SlideCellLayerApi(APIView):
+    """Every cell of a slide in one compact answer for the viewer's overlay.
+
+    `{"fields": [...], "rows": [[id, x, y, width, height, current_class, predicted_class,
+    review_status, confidence, version], ...]}`; `GET /api/cells/{id}/` has the full cell.
+    """
+
+    @extend_schema(responses={200: CellLayerOutputSerializer, **ERROR_RESPONSES})
+    def get(self, request: Request, slide_id: int) -> Response:
+        slide = slide_get(slide_id=slide_id)
+        return Response(
+            {"fields": list(CELL_LAYER_FIELDS), "rows": slide_cell_layer(slide_id=slide.pk)}
+        )
+
+
+class DraftOutputSerializer(serializers.ModelSerializer[InterpretationDraft]):
+    updated_by = serializers.CharField(source="updated_by.username", default=None)
+
+    class Meta:
+        model = InterpretationDraft
+        ref_name = "InterpretationDraft"
+        fields = ("bethesda_category", "specimen_adequacy", "comment", "updated_by", "updated_at")
+
+
+class SlideEventOutputSerializer(serializers.ModelSerializer[SlideEvent]):
+    by = serializers.CharField(source="by.username")
+
+    class Meta:
+        model = SlideEvent
+        ref_name = "SlideEvent"
+        fields = ("id", "kind", "by", "at", "reason", "before", "after")
+
+
+class SuggestionOutputSerializer(serializers.Serializer):
+    bethesda_category = serializers.CharField(allow_blank=True)
+    reviewed_counts = serializers.DictField(child=serializers.IntegerField())
+
+    class Meta:
+        ref_name = "InterpretationSuggestion"
+
+
+class InterpretationStateSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    suggestion = SuggestionOutputSerializer()
+    draft = DraftOutputSerializer(allow_null=True)
+    interpretation = InterpretationOutputSerializer(allow_null=True)
+    events = SlideEventOutputSerializer(many=True)
+
+    class Meta:
+        ref_name = "InterpretationState"
+
+
+def _interpretation_state(slide_id: int) -> dict[str, Any]:
+    slide = slide_get(slide_id=slide_id)
+    draft = InterpretationDraft.objects.select_related("updated_by").filter(slide=slide).first()
+    interpretation: Interpretation | None = getattr(slide, "interpretation", None)
+    suggestion = interpretation_suggestion(slide_id=slide.pk)
+    return dict(
+        InterpretationStateSerializer(
+            {
+                "status": slide.status,
+                "suggestion": suggestion,
+                "draft": draft,
+                "interpretation": interpretation,
+                "events": slide_event_list(slide_id=slide.pk),
+            }
+        ).data
+    )
+
+
+class SlideInterpretationApi(APIView):
+    """The interpretation panel: the suggestion from the reviewed cells, the draft being edited,
+    the signed-out interpretation, and the slide's events. PUT saves the draft."""
+
+    class InputSerializer(serializers.Serializer):
+        bethesda_category = serializers.ChoiceField(
+            choices=BETHESDA_CHOICES, allow_blank=True, required=False, default=""
+        )
+        specimen_adequacy = serializers.ChoiceField(
+            choices=SpecimenAdequacy.choices, default=SpecimenAdequacy.SATISFACTORY
+        )
+        comment = serializers.CharField(
+            required=False, allow_blank=True, default="", max_length=5000
+        )
+
+        class Meta:
+            ref_name = "InterpretationDraftInput"
+
+    @extend_schema(responses={200: InterpretationStateSerializer, **ERROR_RESPONSES})
+    def get(self, request: Request, slide_id: int) -> Response:
+        return Response(_interpretation_state(slide_id))
+
+    @extend_schema(
+        request=InputSerializer, responses={200: InterpretationStateSerializer, **ERROR_RESPONSES}
+    )
+    def put(self, request: Request, slide_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        slide = slide_get(slide_id=slide_id)
+        interpretation_draft_save(
+            slide=slide, by=request_user(request), **serializer.validated_data
+        )
+        return Response(_interpretation_state(slide_id))
+
+
+class SlideReopenApi(APIView):
+    """Reopen a signed-out slide (pathologists only), with the reason kept as an event."""
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=2000)
+
+        class Meta:
+            ref_name = "SlideReopenInput"
+
+    @extend_schema(
+        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request, slide_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        slide = slide_get(slide_id=slide_id)
+        slide_reopen_with_reason(
+            slide=slide, by=request_user(request), reason=serializer.validated_data["reason"]
+        )
+        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
+
+
+class SlideAssignApi(APIView):
+    """Assign the slide to a reviewer (`reviewer`: a user id, or null for nobody)."""
+
+    class InputSerializer(serializers.Serializer):
+        reviewer = serializers.PrimaryKeyRelatedField(
+            queryset=User.objects.filter(is_active=True),
+            allow_null=True,
+            error_messages={"does_not_exist": "No active user with id {pk_value}."},
+        )
+
+        class Meta:
+            ref_name = "SlideAssignInput"
+
+    @extend_schema(
+        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request, slide_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        slide = slide_get(slide_id=slide_id)
+        slide_assign(
+            slide=slide, reviewer=serializer.validated_data["reviewer"], by=request_user(request)
+        )
+        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
+
+
+class ReviewerListApi(APIView):
+    """Users a slide can be assigned to."""
+
+    class OutputSerializer(serializers.ModelSerializer[User]):
+        class Meta:
+            model = User
+            ref_name = "Reviewer"
+            fields = ("id", "username", "first_name", "last_name")
+
+    @extend_schema(responses={200: OutputSerializer(many=True), **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(reviewer_list(), many=True).data)

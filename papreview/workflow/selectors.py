@@ -1,0 +1,160 @@
+"""Reads of the review workflow: the queue, the reviewers, a slide's suggested interpretation and
+its cells in the compact form the viewer draws. Each is a fixed number of queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db.models import Case, Count, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+
+from papreview.accounts.roles import Role
+from papreview.cases.models import Slide, SlideStatus
+from papreview.cases.selectors import slide_list
+from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
+from papreview.review.models import Cell, ReviewStatus
+from papreview.workflow.models import SlideEvent
+
+# Cells a reviewer has vouched for: they drive the suggested interpretation.
+REVIEWED_STATUSES: tuple[str, ...] = (
+    ReviewStatus.CONFIRMED,
+    ReviewStatus.RELABELLED,
+    ReviewStatus.ADDED,
+)
+OPEN_STATUSES: tuple[str, ...] = tuple(s for s in SlideStatus.values if s != SlideStatus.SIGNED_OUT)
+
+
+def _severity_expression() -> Case:
+    return Case(
+        *[When(current_class=code, then=Value(rank)) for code, rank in SEVERITY.items()],
+        output_field=IntegerField(),
+    )
+
+
+def review_queue_list(
+    *,
+    statuses: Sequence[str] = OPEN_STATUSES,
+    triage_class: str = "",
+    assigned_to: User | None = None,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    search: str = "",
+    ordering: str = "-triage_score",
+) -> QuerySet[Slide]:
+    """The review queue, most suspicious first by default.
+
+    Each slide comes with its patient, assigned reviewer, interpretation, draft, analysis progress
+    and the class of its most severe reviewed cell, in one query per page (plus the count).
+    """
+    most_severe_reviewed = (
+        Cell.objects.filter(slide=OuterRef("pk"), review_status__in=REVIEWED_STATUSES)
+        .annotate(severity=_severity_expression())
+        .order_by("-severity")
+        .values("current_class")[:1]
+    )
+    qs = (
+        slide_list(statuses=statuses, ordering=ordering)
+        .select_related("assigned_reviewer", "interpretation_draft")
+        .annotate(reviewed_class=Subquery(most_severe_reviewed))
+    )
+    if triage_class:
+        qs = qs.filter(triage_class=triage_class)
+    if assigned_to is not None:
+        qs = qs.filter(assigned_reviewer=assigned_to)
+    if date_from is not None:
+        qs = qs.filter(created_at__date__gte=date_from)
+    if date_to is not None:
+        qs = qs.filter(created_at__date__lte=date_to)
+    if search.strip():
+        qs = qs.filter(patient__identifier__icontains=search.strip())
+    return qs
+
+
+def reviewer_list() -> QuerySet[User]:
+    """Active users who may review slides (pathologists and cytotechnologists)."""
+    return (
+        User.objects.filter(
+            is_active=True, groups__name__in=[Role.PATHOLOGIST.value, Role.CYTOTECHNOLOGIST.value]
+        )
+        .distinct()
+        .order_by("username")
+    )
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The interpretation the reviewed cells point to: the most severe reviewed cell's class."""
+
+    bethesda_category: str  # "" when no cell has been reviewed
+    reviewed_counts: dict[str, int]  # class -> number of reviewed (not rejected) cells
+
+
+def interpretation_suggestion(*, slide_id: int) -> Suggestion:
+    rows = (
+        Cell.objects.filter(slide_id=slide_id, review_status__in=REVIEWED_STATUSES)
+        .values("current_class")
+        .annotate(n=Count("id"))
+    )
+    counts = {row["current_class"]: row["n"] for row in rows}
+    ordered = {code: counts[code] for code in BETHESDA_CLASSES if counts.get(code)}
+    category = max(ordered, key=lambda c: SEVERITY[c]) if ordered else ""
+    return Suggestion(bethesda_category=category, reviewed_counts=ordered)
+
+
+CELL_LAYER_FIELDS: tuple[str, ...] = (
+    "id",
+    "x",
+    "y",
+    "width",
+    "height",
+    "current_class",
+    "predicted_class",
+    "review_status",
+    "confidence",
+    "version",
+)
+
+
+def _confidence(probabilities: Any, predicted: str, score: float | None, status: str) -> float:
+    """How sure the model was of its class (probability of the predicted class, else the
+    detection score); a cell a reviewer drew counts as certain."""
+    if status == ReviewStatus.ADDED:
+        return 1.0
+    if isinstance(probabilities, dict) and predicted in probabilities:
+        try:
+            return round(float(probabilities[predicted]), 4)
+        except (TypeError, ValueError):
+            pass
+    return round(float(score), 4) if score is not None else 0.0
+
+
+def slide_cell_layer(*, slide_id: int) -> list[list[Any]]:
+    """Every cell of a slide as a row of CELL_LAYER_FIELDS (one query, no per-row objects)."""
+    rows = (
+        Cell.objects.filter(slide_id=slide_id)
+        .order_by("id")
+        .values_list(
+            "id",
+            "x",
+            "y",
+            "width",
+            "height",
+            "current_class",
+            "predicted_class",
+            "review_status",
+            "probabilities",
+            "detection_score",
+            "version",
+        )
+    )
+    return [
+        [cid, x, y, w, h, cls, pred, status, _confidence(probs, pred, score, status), version]
+        for cid, x, y, w, h, cls, pred, status, probs, score, version in rows
+    ]
+
+
+def slide_event_list(*, slide_id: int) -> QuerySet[SlideEvent]:
+    return SlideEvent.objects.filter(slide_id=slide_id).select_related("by").order_by("-at", "-id")

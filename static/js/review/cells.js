@@ -1,0 +1,280 @@
+// The cells of a slide in memory, a spatial grid to find those in view, and the canvas overlay
+// that draws them (one canvas, never one DOM node per cell).
+
+const REVIEWED = new Set(["confirmed", "relabelled", "added"]);
+
+export class CellStore {
+  constructor(config) {
+    this.severity = config.severity;
+    this.width = config.slide.width;
+    this.height = config.slide.height;
+    this.cells = [];
+    this.byId = new Map();
+    this.bucket = 512;
+    this.grid = new Map();
+    this.cols = 1;
+    this.classOn = Object.fromEntries(config.classes.map((c) => [c, true]));
+    this.minConfidence = 0;
+    this.showRejected = false;
+    this.listeners = new Set();
+  }
+
+  load(layer) {
+    const f = Object.fromEntries(layer.fields.map((name, i) => [name, i]));
+    this.cells = layer.rows.map((r) => ({
+      id: r[f.id], x: r[f.x], y: r[f.y], w: r[f.width], h: r[f.height],
+      cls: r[f.current_class], pred: r[f.predicted_class], status: r[f.review_status],
+      conf: r[f.confidence], version: r[f.version],
+    }));
+    this.byId = new Map(this.cells.map((c) => [c.id, c]));
+    // About 4 cells per bucket on average, within sensible bounds.
+    const area = this.width * this.height;
+    this.bucket = Math.max(256, Math.min(4096, Math.round(Math.sqrt((area * 4) / Math.max(1, this.cells.length)))));
+    this.rebuild();
+  }
+
+  rebuild() {
+    this.grid = new Map();
+    this.cols = Math.ceil(this.width / this.bucket) + 1;
+    for (const cell of this.cells) this.index(cell);
+    this.changed();
+  }
+
+  keys(cell) {
+    const b = this.bucket;
+    const out = [];
+    for (let by = Math.floor(cell.y / b); by <= Math.floor((cell.y + cell.h) / b); by++) {
+      for (let bx = Math.floor(cell.x / b); bx <= Math.floor((cell.x + cell.w) / b); bx++) out.push(by * this.cols + bx);
+    }
+    return out;
+  }
+
+  index(cell) {
+    cell._keys = this.keys(cell);
+    for (const k of cell._keys) {
+      let list = this.grid.get(k);
+      if (!list) { list = []; this.grid.set(k, list); }
+      list.push(cell);
+    }
+  }
+
+  unindex(cell) {
+    for (const k of cell._keys || []) {
+      const list = this.grid.get(k);
+      if (!list) continue;
+      const i = list.indexOf(cell);
+      if (i >= 0) list.splice(i, 1);
+    }
+  }
+
+  /** Replace a cell's fields with the server's (or add it), keeping the grid right. */
+  upsert(data) {
+    const fields = {
+      id: data.id, x: data.x, y: data.y, w: data.width, h: data.height, cls: data.current_class,
+      pred: data.predicted_class, status: data.review_status, version: data.version,
+    };
+    let cell = this.byId.get(data.id);
+    if (!cell) {
+      const conf = data.review_status === "added" ? 1 : confidenceOf(data);
+      cell = { ...fields, conf };
+      this.cells.push(cell);
+      this.byId.set(cell.id, cell);
+      this.index(cell);
+    } else {
+      this.unindex(cell);
+      Object.assign(cell, fields);
+      this.index(cell);
+    }
+    if (data.probabilities) cell.probabilities = data.probabilities;
+    this.changed();
+    return cell;
+  }
+
+  moveLocal(cell, box) {
+    this.unindex(cell);
+    Object.assign(cell, box);
+    this.index(cell);
+  }
+
+  visible(cell) {
+    if (cell.status === "rejected") return this.showRejected;
+    if (!this.classOn[cell.cls]) return false;
+    if (REVIEWED.has(cell.status)) return true;
+    return cell.conf >= this.minConfidence;
+  }
+
+  /** Cells intersecting the level-0 rectangle, passing the display filters. */
+  query(x0, y0, x1, y1, cb) {
+    const b = this.bucket;
+    const bx0 = Math.max(0, Math.floor(x0 / b)), by0 = Math.max(0, Math.floor(y0 / b));
+    const bx1 = Math.min(this.cols - 1, Math.floor(x1 / b)), by1 = Math.floor(Math.min(y1, this.height) / b);
+    const stamp = (this._stamp = (this._stamp || 0) + 1);
+    for (let by = by0; by <= by1; by++) {
+      for (let bx = bx0; bx <= bx1; bx++) {
+        const list = this.grid.get(by * this.cols + bx);
+        if (!list) continue;
+        for (const cell of list) {
+          if (cell._seen === stamp) continue;
+          cell._seen = stamp;
+          if (cell.x > x1 || cell.y > y1 || cell.x + cell.w < x0 || cell.y + cell.h < y0) continue;
+          if (this.visible(cell)) cb(cell);
+        }
+      }
+    }
+  }
+
+  suspicion(cell) {
+    return (this.severity[cell.cls] || 0) * cell.conf;
+  }
+
+  /** Cells ranked by suspicion (severity x confidence), then confidence. */
+  ranked(filter = (c) => this.visible(c)) {
+    return this.cells.filter(filter).sort((a, b) => this.suspicion(b) - this.suspicion(a) || b.conf - a.conf || a.id - b.id);
+  }
+
+  counts() {
+    const out = {};
+    for (const c of this.cells) if (c.status !== "rejected") out[c.cls] = (out[c.cls] || 0) + 1;
+    return out;
+  }
+
+  onChange(fn) { this.listeners.add(fn); }
+  changed() { for (const fn of this.listeners) fn(); }
+}
+
+export function confidenceOf(data) {
+  const p = data.probabilities || {};
+  if (data.predicted_class && p[data.predicted_class] !== undefined) return Number(p[data.predicted_class]);
+  return data.detection_score ?? 0;
+}
+
+export class Overlay {
+  constructor(viewer, canvas, store, colours) {
+    this.viewer = viewer;
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.store = store;
+    this.colours = colours;
+    this.selected = null;
+    this.draft = null; // a box being drawn or dragged: {x, y, w, h, cls}
+    this.pending = false;
+    this.drawnCount = 0;
+    this.onDrawn = null;
+    const schedule = () => this.schedule();
+    viewer.addHandler("update-viewport", schedule);
+    viewer.addHandler("resize", schedule);
+    window.addEventListener("resize", schedule);
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.draw(); });
+  }
+
+  /** Level-0 to screen: screen = origin + image * scale (no rotation). */
+  transform() {
+    const OSD = window.OpenSeadragon;
+    const vp = this.viewer.viewport;
+    const a = vp.imageToViewerElementCoordinates(new OSD.Point(0, 0));
+    const b = vp.imageToViewerElementCoordinates(new OSD.Point(this.store.width, this.store.height));
+    return { ox: a.x, oy: a.y, s: (b.x - a.x) / this.store.width };
+  }
+
+  toImage(point) {
+    const t = this.transform();
+    return { x: (point.x - t.ox) / t.s, y: (point.y - t.oy) / t.s };
+  }
+
+  toScreenBox(c) {
+    const t = this.transform();
+    return { x: t.ox + c.x * t.s, y: t.oy + c.y * t.s, w: c.w * t.s, h: c.h * t.s };
+  }
+
+  draw() {
+    const dpr = window.devicePixelRatio || 1;
+    const cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
+    if (this.canvas.width !== Math.round(cw * dpr) || this.canvas.height !== Math.round(ch * dpr)) {
+      this.canvas.width = Math.round(cw * dpr);
+      this.canvas.height = Math.round(ch * dpr);
+    }
+    const ctx = this.ctx;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, cw, ch);
+    if (!this.viewer.world.getItemCount()) return;
+    const t = this.transform();
+    const x0 = -t.ox / t.s, y0 = -t.oy / t.s;
+    const x1 = (cw - t.ox) / t.s, y1 = (ch - t.oy) / t.s;
+    // Group boxes by class and style, then stroke each group as one path.
+    const groups = new Map();
+    let n = 0;
+    this.store.query(x0, y0, x1, y1, (c) => {
+      n++;
+      const style = c.status === "rejected" ? "rejected" : (c.status === "predicted" ? "p" : "r");
+      const key = `${c.cls}|${style}`;
+      let g = groups.get(key);
+      if (!g) { g = []; groups.set(key, g); }
+      g.push(c);
+    });
+    const thin = t.s < 0.05;
+    for (const [key, cells] of groups) {
+      const [cls, style] = key.split("|");
+      ctx.beginPath();
+      for (const c of cells) {
+        const w = Math.max(3, c.w * t.s), h = Math.max(3, c.h * t.s);
+        ctx.rect(t.ox + c.x * t.s, t.oy + c.y * t.s, w, h);
+      }
+      ctx.setLineDash(style === "rejected" ? [4, 3] : []);
+      ctx.strokeStyle = style === "rejected" ? "rgba(120,120,120,.9)" : this.colours[cls];
+      ctx.lineWidth = thin ? 1 : (style === "r" ? 3 : 1.6);
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    const sel = this.draft || (this.selected && this.store.byId.get(this.selected));
+    if (sel) {
+      const b = { x: t.ox + sel.x * t.s, y: t.oy + sel.y * t.s, w: Math.max(4, sel.w * t.s), h: Math.max(4, sel.h * t.s) };
+      ctx.lineWidth = 5;
+      ctx.strokeStyle = "rgba(255,255,255,.95)";
+      ctx.strokeRect(b.x - 3, b.y - 3, b.w + 6, b.h + 6);
+      ctx.lineWidth = 2.5;
+      ctx.strokeStyle = this.colours[sel.cls] || "#1f5fbf";
+      ctx.strokeRect(b.x - 3, b.y - 3, b.w + 6, b.h + 6);
+      if (b.w > 14 && b.h > 14) {
+        ctx.fillStyle = "#fff";
+        ctx.strokeStyle = "#1b2230";
+        ctx.lineWidth = 1;
+        for (const [hx, hy] of [[b.x, b.y], [b.x + b.w, b.y], [b.x, b.y + b.h], [b.x + b.w, b.y + b.h]]) {
+          ctx.fillRect(hx - 5, hy - 5, 10, 10);
+          ctx.strokeRect(hx - 5, hy - 5, 10, 10);
+        }
+      }
+    }
+    this.drawnCount = n;
+    if (this.onDrawn) this.onDrawn(n, t.s);
+  }
+
+  /** The smallest visible cell under a screen point (a few pixels of tolerance). */
+  hit(point) {
+    const t = this.transform();
+    const p = { x: (point.x - t.ox) / t.s, y: (point.y - t.oy) / t.s };
+    const tol = 4 / t.s;
+    let best = null;
+    this.store.query(p.x - tol, p.y - tol, p.x + tol, p.y + tol, (c) => {
+      if (!best || c.w * c.h < best.w * best.h) best = c;
+    });
+    return best;
+  }
+
+  /** What a press on the selected box grabs: a corner (resize) or the body (move). */
+  grab(point) {
+    const cell = this.selected && this.store.byId.get(this.selected);
+    if (!cell) return null;
+    const b = this.toScreenBox(cell);
+    const corners = { nw: [b.x, b.y], ne: [b.x + b.w, b.y], sw: [b.x, b.y + b.h], se: [b.x + b.w, b.y + b.h] };
+    for (const [name, [hx, hy]] of Object.entries(corners)) {
+      if (Math.abs(point.x - hx) <= 9 && Math.abs(point.y - hy) <= 9) return { cell, mode: name };
+    }
+    if (point.x >= b.x - 3 && point.x <= b.x + b.w + 3 && point.y >= b.y - 3 && point.y <= b.y + b.h + 3) return { cell, mode: "move" };
+    return null;
+  }
+}

@@ -1,0 +1,178 @@
+"""The server-rendered pages: the review queue (ordering, filters, paging, a constant number of
+queries with 10,000 slides), the upload page and the slide review page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+
+import pytest
+from django.utils import timezone
+
+from papreview.analysis.models import AnalysisRun, RunStatus
+from papreview.cases.models import Patient, Slide, SlideStatus
+from papreview.review.models import ReviewStatus
+from tests.factories import CellFactory, PatientFactory, SlideFactory
+
+pytestmark = pytest.mark.django_db
+
+STATUSES = [s for s in SlideStatus.values]
+
+
+def _bulk_slides(n: int, patients: list[Patient]) -> list[Slide]:
+    classes = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]
+    slides = []
+    for i in range(n):
+        cls = classes[i % 6]
+        slides.append(
+            Slide(
+                patient=patients[i % len(patients)],
+                file=f"slides/bulk/{i}.png",
+                original_filename=f"bulk-{i:05d}.png",
+                format="png",
+                kind="field",
+                width=1000,
+                height=800,
+                sha256=hashlib.sha256(f"bulk-{i}".encode()).hexdigest(),
+                status=STATUSES[i % len(STATUSES)],
+                failure_reason="broken" if STATUSES[i % len(STATUSES)] == "failed" else "",
+                triage_class=cls,
+                triage_score=classes.index(cls) + (i % 97) / 100,
+            )
+        )
+    return Slide.objects.bulk_create(slides, batch_size=2000)
+
+
+def test_queue_query_count_is_constant_with_10000_slides(
+    client, pathologist, cytotech, django_assert_max_num_queries
+) -> None:
+    patients = PatientFactory.create_batch(50)
+    slides = _bulk_slides(10_000, patients)
+    AnalysisRun.objects.bulk_create(
+        [AnalysisRun(slide=s, status=RunStatus.RUNNING, progress=40) for s in slides[:2000]]
+    )
+    for s in slides[:20]:
+        CellFactory.create(slide=s, review_status=ReviewStatus.CONFIRMED, current_class="SCC")
+    Slide.objects.filter(pk__in=[s.pk for s in slides[:500]]).update(assigned_reviewer=pathologist)
+    client.force_login(pathologist)
+    urls = [
+        "/",
+        "/?page=3",
+        "/?status=all&triage_class=HSIL&mine=on",
+        "/?q=P-&date_from=2020-01-01&date_to=2100-01-01&status=analysing",
+    ]
+    for url in urls:
+        with django_assert_max_num_queries(8):
+            response = client.get(url)
+        assert response.status_code == 200
+    first = client.get("/")
+    assert b"page 1 of" in first.content
+    scores = [
+        float(s)
+        for s in re.findall(
+            rb'<span class="cls" data-class="[^"]+">([0-9.]+)</span>', first.content
+        )
+    ]
+    assert len(scores) == 50 and scores == sorted(scores, reverse=True)  # most suspicious first
+
+
+def test_queue_filters_and_search(client, pathologist, cytotech) -> None:
+    mine = SlideFactory.create(
+        original_filename="mine-hsil.png",
+        triage_class="HSIL",
+        triage_score=4.9,
+        assigned_reviewer=pathologist,
+        patient=PatientFactory.create(identifier="LAB-777"),
+    )
+    SlideFactory.create(original_filename="other-lsil.png", triage_class="LSIL", triage_score=2.5)
+    signed = SlideFactory.create(original_filename="done.png", status=SlideStatus.SIGNED_OUT)
+    old = SlideFactory.create(original_filename="old.png")
+    Slide.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(days=30))
+    client.force_login(pathologist)
+
+    def names(url: str) -> set[str]:
+        content = client.get(url).content.decode()
+        return set(re.findall(r">([\w-]+\.png)</a>", content))
+
+    assert names("/") == {"mine-hsil.png", "other-lsil.png", "old.png"}  # not signed out
+    assert "done.png" in names("/?status=all") and names("/?status=signed_out") == {"done.png"}
+    assert names("/?triage_class=HSIL") == {"mine-hsil.png"}
+    assert names("/?mine=on") == {"mine-hsil.png"}
+    assert names("/?q=lab-7") == {"mine-hsil.png"}
+    since = (timezone.now() - dt.timedelta(days=2)).date().isoformat()
+    assert "old.png" not in names(f"/?date_from={since}")
+    until = (timezone.now() - dt.timedelta(days=10)).date().isoformat()
+    assert names(f"/?date_to={until}") == {"old.png"}
+    page = client.get("/").content.decode()
+    assert f'data-assign="{mine.pk}"' in page and "(me)" in page
+    assert signed.pk
+
+
+def test_queue_shows_progress_and_suggestion(client, pathologist) -> None:
+    running = SlideFactory.create(status=SlideStatus.ANALYSING, original_filename="run.png")
+    AnalysisRun.objects.create(slide=running, status=RunStatus.RUNNING, progress=37)
+    reviewed = SlideFactory.create(triage_class="LSIL", triage_score=2.8)
+    CellFactory.create(slide=reviewed, current_class="ASC-H", review_status=ReviewStatus.RELABELLED)
+    client.force_login(pathologist)
+    content = client.get("/").content.decode()
+    assert 'aria-valuenow="37"' in content and 'data-poll="1"' in content
+    assert 'data-class="ASC-H">ASC-H</span> <span class="source">reviewed cells' in content
+
+
+def test_upload_page(client, pathologist, viewer) -> None:
+    PatientFactory.create(identifier="UP-1")
+    client.force_login(pathologist)
+    page = client.get("/upload/")
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert "UP-1" in content and 'id="dropzone"' in content and "js/upload.js" in content
+    assert 'data-chunk-size="8388608"' in content
+    client.force_login(viewer)
+    assert "cannot upload" in client.get("/upload/").content.decode() or "not upload" in (
+        client.get("/upload/").content.decode()
+    )
+
+
+def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
+    slide = SlideFactory.create(width=4000, height=3000)
+    client.force_login(cytotech)
+    page = client.get(f"/slides/{slide.pk}/")
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert "vendor/openseadragon/openseadragon.min.js" in content
+    assert "cdn" not in content.lower() and "https://" not in content
+    found = re.search(r'id="review-config" type="application/json">(.*?)</script>', content)
+    assert found is not None
+    config = json.loads(found.group(1))
+    assert config["slide"] == {
+        "id": slide.pk,
+        "width": 4000,
+        "height": 3000,
+        "status": "analysed",
+        "filename": slide.original_filename,
+        "mpp": None,
+    }
+    assert config["urls"]["dzi"] == f"/api/slides/{slide.pk}/deepzoom.dzi"
+    assert config["user"] == {"canWrite": True, "canReopen": False, "signOutClasses": ["NILM"]}
+    assert config["colours"]["HSIL"] == "#c62828"
+    client.force_login(pathologist)
+    pathologist_config = client.get(f"/slides/{slide.pk}/").content.decode()
+    assert (
+        '"signOutClasses": ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]' in pathologist_config
+    )
+    assert client.get("/slides/999999/").status_code == 404
+
+
+def test_static_files_come_from_npm_and_static(client, pathologist) -> None:
+    client.force_login(pathologist)
+    for path in (
+        "/static/vendor/openseadragon/openseadragon.min.js",
+        "/static/vendor/openseadragon/images/home_rest.png",
+        "/static/css/app.css",
+        "/static/js/review/main.js",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        b"".join(response.streaming_content)

@@ -1,0 +1,142 @@
+"""The viewer's cell layer, the interpretation draft and suggestion, reopening with a reason,
+assignment, and sign-out rules enforced on the server."""
+
+from __future__ import annotations
+
+import pytest
+
+from papreview.cases.models import Slide, SlideStatus
+from papreview.review.models import Cell, ReviewStatus
+from papreview.workflow.models import InterpretationDraft, SlideEvent, SlideEventKind
+from tests.factories import CellFactory, SlideFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_cell_layer_is_compact_and_complete(api, pathologist, django_assert_max_num_queries):
+    slide = SlideFactory.create()
+    CellFactory.create_batch(30, slide=slide)
+    added = CellFactory.create(
+        slide=slide, run=None, predicted_class="", review_status=ReviewStatus.ADDED
+    )
+    client = api(pathologist)
+    with django_assert_max_num_queries(6):
+        response = client.get(f"/api/slides/{slide.pk}/cell-layer/")
+    body = response.json()
+    assert body["fields"] == [
+        "id",
+        "x",
+        "y",
+        "width",
+        "height",
+        "current_class",
+        "predicted_class",
+        "review_status",
+        "confidence",
+        "version",
+    ]
+    assert len(body["rows"]) == 31
+    rows = {row[0]: row for row in body["rows"]}
+    assert rows[added.pk][8] == 1.0  # a drawn cell counts as certain
+    some = Cell.objects.filter(slide=slide, run__isnull=False).first()
+    assert some is not None
+    assert rows[some.pk][1:6] == [some.x, some.y, some.width, some.height, "HSIL"]
+    assert rows[some.pk][8] == 0.9  # probability of the predicted class
+
+
+def test_suggestion_is_the_most_severe_reviewed_cell(api, pathologist) -> None:
+    slide = SlideFactory.create()
+    CellFactory.create(slide=slide, current_class="SCC", review_status=ReviewStatus.PREDICTED)
+    CellFactory.create(slide=slide, current_class="SCC", review_status=ReviewStatus.REJECTED)
+    CellFactory.create(slide=slide, current_class="LSIL", review_status=ReviewStatus.CONFIRMED)
+    CellFactory.create(slide=slide, current_class="NILM", review_status=ReviewStatus.RELABELLED)
+    client = api(pathologist)
+    state = client.get(f"/api/slides/{slide.pk}/interpretation/").json()
+    assert state["suggestion"] == {
+        "bethesda_category": "LSIL",
+        "reviewed_counts": {"NILM": 1, "LSIL": 1},
+    }
+    assert state["draft"] is None and state["interpretation"] is None
+    CellFactory.create(
+        slide=slide, run=None, predicted_class="", current_class="HSIL", review_status="added"
+    )
+    state = client.get(f"/api/slides/{slide.pk}/interpretation/").json()
+    assert state["suggestion"]["bethesda_category"] == "HSIL"
+
+
+def test_draft_is_kept_and_refused_once_signed_out(api, pathologist) -> None:
+    slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    client = api(pathologist)
+    url = f"/api/slides/{slide.pk}/interpretation/"
+    saved = client.put(
+        url,
+        {"bethesda_category": "HSIL", "specimen_adequacy": "satisfactory", "comment": "koilocytes"},
+    )
+    assert saved.status_code == 200
+    assert saved.json()["draft"]["comment"] == "koilocytes"
+    assert saved.json()["draft"]["updated_by"] == pathologist.username
+    assert client.get(url).json()["draft"]["bethesda_category"] == "HSIL"
+    bad = client.put(url, {"bethesda_category": "XYZ"})
+    assert bad.status_code == 400 and "bethesda_category" in bad.json()["fields"]
+    signed = client.post(f"/api/slides/{slide.pk}/sign-out/", {"bethesda_category": "HSIL"})
+    assert signed.status_code == 200
+    refused = client.put(url, {"bethesda_category": "NILM"})
+    assert refused.status_code == 409 and refused.json()["code"] == "slide_signed_out"
+    assert "reopen" in refused.json()["detail"]
+
+
+def test_sign_out_rules_are_enforced_by_the_server(api, cytotech, pathologist) -> None:
+    slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    refused = api(cytotech).post(
+        f"/api/slides/{slide.pk}/sign-out/", {"bethesda_category": "ASC-US"}
+    )
+    assert refused.status_code == 403 and "pathologist" in refused.json()["detail"]
+    nilm = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    ok = api(cytotech).post(f"/api/slides/{nilm.pk}/sign-out/", {"bethesda_category": "NILM"})
+    assert ok.status_code == 200 and ok.json()["status"] == "signed_out"
+    # A signed-out slide's cells are read-only.
+    cell = CellFactory.create(slide=nilm)
+    change = api(pathologist).patch(
+        f"/api/cells/{cell.pk}/", {"version": cell.version, "current_class": "LSIL"}
+    )
+    assert change.status_code == 409 and "Reopen" in change.json()["detail"]
+
+
+def test_only_a_pathologist_reopens_and_the_reason_is_kept(api, cytotech, pathologist) -> None:
+    slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    client = api(pathologist)
+    client.post(
+        f"/api/slides/{slide.pk}/sign-out/", {"bethesda_category": "LSIL", "comment": "first read"}
+    )
+    url = f"/api/slides/{slide.pk}/reopen-with-reason/"
+    assert api(cytotech).post(url, {"reason": "check"}).status_code == 403
+    no_reason = client.post(url, {"reason": "  "})
+    assert no_reason.status_code == 400 and "reason" in no_reason.json()["fields"]
+    response = client.post(url, {"reason": "Second opinion found HSIL cells"})
+    assert response.status_code == 200 and response.json()["status"] == "in_review"
+    event = SlideEvent.objects.get(slide=slide, kind=SlideEventKind.REOPENED)
+    assert event.reason == "Second opinion found HSIL cells" and event.by == pathologist
+    assert event.before["bethesda_category"] == "LSIL" and event.before["comment"] == "first read"
+    draft = InterpretationDraft.objects.get(slide=slide)
+    assert draft.bethesda_category == "LSIL" and draft.comment == "first read"
+    state = client.get(f"/api/slides/{slide.pk}/interpretation/").json()
+    assert state["events"][0]["reason"] == "Second opinion found HSIL cells"
+    # Reopening an open slide is an illegal transition.
+    again = client.post(url, {"reason": "again"})
+    assert again.status_code == 409 and again.json()["code"] == "illegal_transition"
+
+
+def test_assign_to_a_reviewer(api, pathologist, cytotech, viewer) -> None:
+    slide = SlideFactory.create()
+    client = api(pathologist)
+    url = f"/api/slides/{slide.pk}/assign/"
+    response = client.post(url, {"reviewer": cytotech.pk})
+    assert response.status_code == 200 and response.json()["assigned_reviewer"] == cytotech.pk
+    assert SlideEvent.objects.filter(slide=slide, kind="assigned").count() == 1
+    not_reviewer = client.post(url, {"reviewer": viewer.pk})
+    assert not_reviewer.status_code == 400 and "reviewer" in not_reviewer.json()["fields"]
+    assert client.post(url, {"reviewer": None}).json()["assigned_reviewer"] is None
+    assert api(viewer).post(url, {"reviewer": pathologist.pk}).status_code == 403
+    reviewers = {r["username"] for r in client.get("/api/reviewers/").json()}
+    assert reviewers == {pathologist.username, cytotech.username}
+    assert Slide.objects.get(pk=slide.pk).assigned_reviewer is None
