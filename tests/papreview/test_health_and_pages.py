@@ -111,6 +111,13 @@ def test_schema_and_docs_need_login(client, viewer) -> None:
     assert client.get("/api/docs/").status_code == 200
 
 
+def test_api_docs_load_nothing_from_a_cdn(client, viewer) -> None:
+    client.force_login(viewer)
+    page = client.get("/api/docs/").content.decode()
+    assert "swagger-ui-bundle.js" in page
+    assert "//cdn." not in page and "jsdelivr" not in page and "unpkg" not in page
+
+
 def test_healthz_is_503_when_the_database_is_down(client, monkeypatch) -> None:
     from django.db import OperationalError, connections
 
