@@ -191,7 +191,17 @@ if CELERY_BROKER_IS_FILESYSTEM:
     # One local worker needs no remote control (ping, inspect), which would poll more folders.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 10}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+        # A job not acknowledged within this time is handed to another worker (late ack: a job
+        # is acknowledged when it ends). Must exceed ANALYSIS_TIME_LIMIT_S (below), or a long
+        # slide would be started a second time while the first execution still runs.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3 * 3600),
+        # How often workers look for jobs of dead workers past the visibility timeout.
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+    }
 CELERY_RESULT_BACKEND: str | None = env.str("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
 CELERY_TASK_SERIALIZER = "json"
@@ -204,6 +214,8 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Analysis jobs go to the `inference` queue (GPU workers); everything else to `celery`.
 CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
     "papreview.analysis.tasks.*": {"queue": "inference"},
+    # The sweeper must not wait behind long slide jobs.
+    "papreview.analysis.tasks.analysis_sweep": {"queue": "celery"},
 }
 CELERY_TASK_TRACK_STARTED = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -212,6 +224,52 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
+
+# --- Analysis (the `inference` queue) -------------------------------------------------------------
+# GPU workers: one process per GPU (`--concurrency 1`, one worker per GPU with
+# CUDA_VISIBLE_DEVICES), prefetch multiplier 1 (set above): a slide job holds the GPU's memory and
+# runs for minutes, so a worker never reserves a second job that another worker could start now.
+# Default weights: used (registered as ModelVersions and activated) while no version is active.
+ANALYSIS_DEFAULT_DETECTOR = _path_from_env(
+    "ANALYSIS_DEFAULT_DETECTOR", ROOT_DIR / "inference" / "weights" / "detector.pt"
+)
+ANALYSIS_DEFAULT_CLASSIFIER = _path_from_env(
+    "ANALYSIS_DEFAULT_CLASSIFIER", ROOT_DIR / "inference" / "weights" / "classifier.pt"
+)
+# Local copies of weights kept in remote (S3) media storage.
+ANALYSIS_MODEL_CACHE_DIR = _path_from_env("ANALYSIS_MODEL_CACHE_DIR", VAR_DIR / "model-cache")
+INFERENCE_TORCH_THREADS: int = env.int("INFERENCE_TORCH_THREADS", default=0)  # 0: torch decides
+ANALYSIS_WARM_UP: bool = env.bool("ANALYSIS_WARM_UP", default=True)  # load models at process start
+ANALYSIS_BATCH_SIZE: int = env.int("ANALYSIS_BATCH_SIZE", default=8)  # detector tiles per pass
+ANALYSIS_TILE_SIZE: int = env.int("ANALYSIS_TILE_SIZE", default=1024)  # detector tile side, px
+# Batches of tiles read ahead by a background thread while the models work (0: no read-ahead).
+ANALYSIS_PREFETCH_BATCHES: int = env.int("ANALYSIS_PREFETCH_BATCHES", default=2)
+# Progress (tiles done / total) is written at most this often; each write is also a heartbeat.
+ANALYSIS_PROGRESS_INTERVAL_S: float = env.float("ANALYSIS_PROGRESS_INTERVAL_S", default=1.0)
+# Time limits, sized for the largest slide in production: a 40x whole-slide image of about
+# 100,000 x 80,000 px is ~2,000 detector tiles after background skipping; a CPU worker needs up to
+# about an hour for it, a GPU worker minutes. Soft limit: the run fails with a clear reason; hard
+# limit: the process is killed. Both stay below CELERY_VISIBILITY_TIMEOUT (3 h).
+ANALYSIS_SOFT_TIME_LIMIT_S: int = env.int("ANALYSIS_SOFT_TIME_LIMIT_S", default=2 * 3600 - 300)
+ANALYSIS_TIME_LIMIT_S: int = env.int("ANALYSIS_TIME_LIMIT_S", default=2 * 3600)
+# Transient errors (database or broker connection): retries with exponential backoff and jitter.
+ANALYSIS_MAX_RETRIES: int = env.int("ANALYSIS_MAX_RETRIES", default=5)
+ANALYSIS_RETRY_BACKOFF_S: float = env.float("ANALYSIS_RETRY_BACKOFF_S", default=5.0)
+ANALYSIS_RETRY_BACKOFF_MAX_S: float = env.float("ANALYSIS_RETRY_BACKOFF_MAX_S", default=300.0)
+# A run is failed once it was started this many times without finishing (poison slide).
+ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
+# The sweeper (celery beat): sends jobs that never reached the broker after the grace period, and
+# re-sends (or fails) runs without a heartbeat for ANALYSIS_STALE_AFTER_S whose worker is dead.
+ANALYSIS_SWEEP_INTERVAL_S: float = env.float("ANALYSIS_SWEEP_INTERVAL_S", default=60.0)
+ANALYSIS_PUBLISH_GRACE_S: int = env.int("ANALYSIS_PUBLISH_GRACE_S", default=30)
+ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=15 * 60)
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "analysis-sweep": {
+        "task": "papreview.analysis.tasks.analysis_sweep",
+        "schedule": ANALYSIS_SWEEP_INTERVAL_S,
+        "options": {"queue": "celery", "expires": ANALYSIS_SWEEP_INTERVAL_S},
+    },
+}
 
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK: dict[str, Any] = {
