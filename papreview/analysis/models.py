@@ -82,6 +82,16 @@ class AnalysisRun(TimeStampedModel):
     model_versions = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done, 0-100.")
+    tiles_done = models.PositiveIntegerField(default=0, help_text="Detector tiles processed.")
+    tiles_total = models.PositiveIntegerField(default=0, help_text="Detector tiles in the slide.")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Executions started (deliveries, retries, takeovers after a crash)."
+    )
+    # Outbox: null until the broker accepted the job; the sweeper re-sends unpublished runs.
+    published_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life of the execution (start, every progress write); the sweeper's deadline.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the execution.")
     device = models.CharField(max_length=64, blank=True)
     task_id = models.CharField(max_length=255, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -111,8 +121,25 @@ class AnalysisRun(TimeStampedModel):
                 condition=~Q(status=RunStatus.FAILED) | ~Q(error=""),
                 name="run_failed_has_error",
             ),
+            models.CheckConstraint(
+                condition=Q(tiles_done__lte=models.F("tiles_total")),
+                name="run_tiles_done_le_total",
+            ),
+            # At most one unfinished run per slide: two requests cannot queue the same slide twice.
+            models.UniqueConstraint(
+                fields=["slide"],
+                condition=Q(status__in=["queued", "running"]),
+                name="run_one_active_per_slide",
+            ),
         ]
-        indexes = [models.Index(fields=["slide", "-created_at"], name="run_slide_recent_idx")]
+        indexes = [
+            models.Index(fields=["slide", "-created_at"], name="run_slide_recent_idx"),
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                condition=Q(status__in=["queued", "running"]),
+                name="run_active_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of slide {self.slide_id} ({self.status})"

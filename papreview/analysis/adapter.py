@@ -1,0 +1,397 @@
+"""The one place the web side calls the `inference` library.
+
+* `pipeline_for(detector=..., classifier=...)` loads the two-stage pipeline for two ModelVersion
+  rows ONCE per process and caches it (module cache; a worker warms it up in
+  `worker_process_init`, see tasks.py). A new active version loads a new pipeline on the next job.
+* `checkpoint_describe(path)` reads a checkpoint's stage, version and metadata (for registering a
+  ModelVersion row; the registration itself is a service).
+* `slide_analyse(pipeline, path, progress=...)` runs the pipeline over a slide with a prefetching
+  reader: a background thread reads, background-checks and resizes the next batches of detector
+  tiles while the models work on the current one (the library's `Pipeline.run` reads and computes
+  in turn, so the model waits for every read). Result: `inference.types.SlideResult`.
+* `cells_from_result(...)` turns the result's `CellPrediction`s into unsaved `Cell` rows.
+
+Errors: everything a bad input causes arrives as `inference.errors.InputError` (unreadable slide,
+too large, bad checkpoint); the services turn it into a failed run with the message as reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from inference.checkpoints import load_checkpoint
+from inference.errors import CheckpointError, UnreadableSlideError
+from inference.pipeline import Pipeline
+from inference.slides import SlideReader, open_slide
+from inference.types import CellPrediction, ProgressCallback, SlideResult
+from papreview.analysis.models import AnalysisRun, ModelVersion
+from papreview.cases.models import Slide
+from papreview.review.models import Cell, ReviewStatus
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints and model versions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointDescription:
+    stage: str
+    version: str
+    sha256: str
+    meta: dict[str, Any]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_describe(path: Path, *, stage: str) -> CheckpointDescription:
+    """Validate a checkpoint of `stage` and read its version string and metadata.
+
+    Raises `CheckpointError` (an InputError) when the file is missing, corrupt or of another stage.
+    """
+    ckpt = load_checkpoint(Path(path), stage=stage)
+    meta = {k: v for k, v in ckpt.meta.items() if k != "config"}
+    return CheckpointDescription(
+        stage=stage, version=ckpt.version, sha256=file_sha256(Path(path)), meta=meta
+    )
+
+
+def model_version_local_path(model_version: ModelVersion) -> Path:
+    """A local file with the version's weights, checked against its sha256.
+
+    Media on the local disk is used in place; from remote storage (S3) the file is downloaded once
+    into ANALYSIS_MODEL_CACHE_DIR, named by its digest.
+    """
+    name = model_version.file.name
+    if not name:
+        raise CheckpointError(f"model version {model_version} has no weights file")
+    try:
+        local = Path(default_storage.path(name))
+    except NotImplementedError:
+        cache_dir = Path(settings.ANALYSIS_MODEL_CACHE_DIR)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        local = cache_dir / f"{model_version.sha256 or Path(name).stem}.pt"
+        if not local.is_file():
+            tmp = local.with_name(local.name + f".{threading.get_ident()}.tmp")
+            with default_storage.open(name, "rb") as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+            tmp.replace(local)
+    if not local.is_file():
+        raise CheckpointError(f"weights of {model_version} not found in storage ({name})")
+    return local
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline, once per process
+# --------------------------------------------------------------------------------------------
+
+_pipeline_lock = threading.Lock()
+_pipeline_cache: dict[str, Any] = {"key": None, "pipeline": None, "loads": 0}
+
+
+def _pipeline_key(detector: ModelVersion, classifier: ModelVersion) -> tuple[Any, ...]:
+    return (
+        detector.pk,
+        detector.sha256,
+        classifier.pk,
+        classifier.sha256,
+        settings.INFERENCE_DEVICE,
+        settings.ANALYSIS_BATCH_SIZE,
+        settings.ANALYSIS_TILE_SIZE,
+    )
+
+
+def pipeline_for(*, detector: ModelVersion, classifier: ModelVersion) -> Pipeline:
+    """The pipeline for these two versions, loaded at most once per process (cached)."""
+    key = _pipeline_key(detector, classifier)
+    with _pipeline_lock:
+        if _pipeline_cache["key"] == key:
+            pipeline: Pipeline = _pipeline_cache["pipeline"]
+            return pipeline
+        _pipeline_cache.update(key=None, pipeline=None)  # free the old models first
+        t0 = time.perf_counter()
+        paths = []
+        for mv in (detector, classifier):
+            path = model_version_local_path(mv)
+            if mv.sha256 and file_sha256(path) != mv.sha256:
+                raise CheckpointError(
+                    f"weights of {mv} do not match their recorded sha256 (file changed or "
+                    "corrupt); register the file again"
+                )
+            paths.append(path)
+        pipeline = Pipeline.from_checkpoints(
+            paths[0],
+            paths[1],
+            device=settings.INFERENCE_DEVICE,
+            batch_size=settings.ANALYSIS_BATCH_SIZE,
+            tile_size=settings.ANALYSIS_TILE_SIZE,
+            max_pixels=settings.SLIDE_MAX_PIXELS,
+        )
+        _pipeline_cache.update(key=key, pipeline=pipeline, loads=_pipeline_cache["loads"] + 1)
+        logger.info(
+            "pipeline loaded on %s in %.2fs: %s + %s",
+            pipeline.device,
+            time.perf_counter() - t0,
+            detector.name,
+            classifier.name,
+        )
+        return pipeline
+
+
+def pipeline_loads() -> int:
+    """How many times this process loaded a pipeline (for tests and operators)."""
+    return int(_pipeline_cache["loads"])
+
+
+def pipeline_forget() -> None:
+    with _pipeline_lock:
+        _pipeline_cache.update(key=None, pipeline=None)
+
+
+# --------------------------------------------------------------------------------------------
+# Slides
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def slide_local_path(slide: Slide) -> Iterator[Path]:
+    """The slide's file as a local path (in place on local disk, a temporary copy otherwise).
+
+    A file that storage no longer has is an `UnreadableSlideError` (permanent: show it, no retry).
+    """
+    name = slide.file.name
+    if not name or not default_storage.exists(name):
+        raise UnreadableSlideError(
+            f"{slide.original_filename}: the stored file is missing ({name or 'no name'}); "
+            "upload the slide again."
+        )
+    try:
+        yield Path(default_storage.path(name))
+        return
+    except NotImplementedError:
+        pass
+    suffix = Path(name).suffix
+    with tempfile.TemporaryDirectory(prefix="papreview-slide-") as tmp:
+        local = Path(tmp) / f"slide{suffix}"
+        with default_storage.open(name, "rb") as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+        yield local
+
+
+_DONE = object()
+
+
+def slide_analyse(
+    pipeline: Pipeline,
+    path: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    prefetch: int | None = None,
+) -> SlideResult:
+    """Run the pipeline over a slide file, reading ahead `prefetch` batches of tiles.
+
+    With `prefetch` 0 this is `pipeline.run` (reads and model work take turns).
+    """
+    depth = settings.ANALYSIS_PREFETCH_BATCHES if prefetch is None else prefetch
+    if depth <= 0:
+        return pipeline.run(Path(path), progress=progress)
+    t0 = time.perf_counter()
+    with open_slide(Path(path), max_pixels=pipeline.max_pixels) as reader:
+        t_open = time.perf_counter() - t0
+        result = _run_prefetching(pipeline, reader, progress=progress, depth=depth)
+    result.timings["open"] = t_open
+    result.timings["total"] = time.perf_counter() - t0
+    return result
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _run_prefetching(
+    pipeline: Pipeline,
+    reader: SlideReader,
+    *,
+    progress: ProgressCallback | None,
+    depth: int,
+) -> SlideResult:
+    """`Pipeline.run_reader` with tile reading moved to a producer thread.
+
+    Reading (OpenSlide decoding, resizing) and the models release the GIL, so on a GPU worker the
+    reads hide behind model work, and on a CPU worker they use a core the model leaves idle.
+    Uses the pipeline's tile planning and batch processing (`_plan_tiles`, `_read_tile`,
+    `_process`): the same tiles, the same cells as `run_reader`.
+    """
+    timings: dict[str, float] = {"read": 0.0, "detector": 0.0, "classifier": 0.0, "wait": 0.0}
+    t_start = time.perf_counter()
+    plans = pipeline._plan_tiles(reader, pipeline._detector_scale(reader.info))
+    total = len(plans)
+    batches: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in _chunks(plans, pipeline.batch_size):
+                t = time.perf_counter()
+                jobs = [pipeline._read_tile(reader, plan) for plan in batch]
+                if not put((len(batch), jobs, time.perf_counter() - t)):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    producer = threading.Thread(target=produce, name="tile-prefetch", daemon=True)
+    cells: list[CellPrediction] = []
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    producer.start()
+    try:
+        while True:
+            t = time.perf_counter()
+            item = batches.get()
+            timings["wait"] += time.perf_counter() - t
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            count, jobs, read_s = item
+            timings["read"] += read_s
+            tiles = [job for job in jobs if job is not None]
+            if tiles:
+                cells += pipeline._process(tiles, [reader], timings)
+            done += count
+            if progress is not None:
+                progress(done, total)
+    finally:
+        stop.set()
+        producer.join()
+    timings["total"] = time.perf_counter() - t_start
+    timings["tiles"] = float(total)
+    return SlideResult(
+        info=reader.info,
+        cells=cells,
+        model_versions=pipeline.model_versions,
+        device=str(pipeline.device),
+        timings=timings,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Results -> rows
+# --------------------------------------------------------------------------------------------
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def cells_from_result(
+    result: SlideResult,
+    *,
+    slide: Slide,
+    run: AnalysisRun,
+    keep_boxes: Sequence[tuple[int, int, int, int]] = (),
+    overlap: float = 0.5,
+) -> list[Cell]:
+    """Unsaved predicted cells for the run; boxes clipped to the slide.
+
+    A prediction that overlaps a box in `keep_boxes` (cells a reviewer already handled) by IoU
+    >= `overlap` is left out, so a re-run does not put a second cell on a reviewed one.
+    """
+    cells: list[Cell] = []
+    for pred in result.cells:
+        box = pred.box
+        x0, y0 = max(0, box.x), max(0, box.y)
+        x1, y1 = min(slide.width, box.x + box.width), min(slide.height, box.y + box.height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        xywh = (x0, y0, x1 - x0, y1 - y0)
+        if any(_iou(xywh, kept) >= overlap for kept in keep_boxes):
+            continue
+        cells.append(
+            Cell(
+                slide=slide,
+                run=run,
+                x=xywh[0],
+                y=xywh[1],
+                width=xywh[2],
+                height=xywh[3],
+                predicted_class=pred.label,
+                current_class=pred.label,
+                probabilities={k: round(float(v), 6) for k, v in pred.probabilities.items()},
+                detection_score=min(1.0, max(0.0, float(pred.detection_score))),
+                review_status=ReviewStatus.PREDICTED,
+            )
+        )
+    return cells
+
+
+def most_severe(cells: Sequence[Cell]) -> tuple[str, float] | None:
+    """The (class, confidence) that ranks the slide: the most severe class found, weighted by
+    the probability the classifier gave it (severity rank + confidence, as triage_score_for)."""
+    from papreview.core.choices import SEVERITY
+
+    best: tuple[float, str, float] | None = None
+    for cell in cells:
+        confidence = float(cell.probabilities.get(cell.predicted_class, 0.0))
+        score = SEVERITY[cell.predicted_class] + min(max(confidence, 0.0), 1.0)
+        if best is None or score > best[0]:
+            best = (score, cell.predicted_class, confidence)
+    return None if best is None else (best[1], best[2])
+
+
+def progress_throttle(
+    write: Callable[[int, int], None], *, interval_s: float
+) -> Callable[[int, int], None]:
+    """A progress callback that calls `write(done, total)` at most every `interval_s` seconds,
+    always for the first and the last call."""
+    last = {"t": -1e18}
+
+    def callback(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done in (0, total) or now - last["t"] >= interval_s:
+            last["t"] = now
+            write(done, total)
+
+    return callback

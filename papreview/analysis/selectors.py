@@ -1,0 +1,50 @@
+"""Reads for model versions and analysis runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+
+from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
+
+ACTIVE_RUN_STATUSES: tuple[str, ...] = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def model_version_active(*, stage: ModelStage | str) -> ModelVersion | None:
+    """The active version of a stage, or None when none was activated yet."""
+    return ModelVersion.objects.filter(stage=stage, is_active=True).first()
+
+
+def analysis_run_active(*, slide_id: int) -> AnalysisRun | None:
+    """The slide's unfinished (queued or running) run; there is at most one."""
+    return (
+        AnalysisRun.objects.filter(slide_id=slide_id, status__in=ACTIVE_RUN_STATUSES)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def analysis_run_list(*, slide_id: int) -> QuerySet[AnalysisRun]:
+    """A slide's runs, newest first, with their model versions."""
+    return (
+        AnalysisRun.objects.filter(slide_id=slide_id)
+        .select_related("detector_version", "classifier_version", "requested_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def analysis_runs_unpublished(*, created_before: datetime) -> QuerySet[AnalysisRun]:
+    """Queued runs whose job never reached the broker (the outbox), oldest first."""
+    return AnalysisRun.objects.filter(
+        status=RunStatus.QUEUED, published_at__isnull=True, created_at__lt=created_before
+    ).order_by("created_at", "id")
+
+
+def analysis_runs_stale(*, heartbeat_before: datetime) -> QuerySet[AnalysisRun]:
+    """Running runs with no sign of life since `heartbeat_before`, oldest first."""
+    return AnalysisRun.objects.filter(
+        Q(heartbeat_at__lt=heartbeat_before)
+        | Q(heartbeat_at__isnull=True, updated_at__lt=heartbeat_before),
+        status=RunStatus.RUNNING,
+    ).order_by("heartbeat_at", "id")
