@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from papreview.analysis import urls as analysis_urls
 from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
 from papreview.core import views as core_views
 from papreview.imaging import urls as imaging_urls
@@ -12,6 +13,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/", include("papreview.accounts.urls")),
     path("patients/", include(patient_urlpatterns)),
     path("slides/", include(slide_urlpatterns)),
+    path("slides/", include(analysis_urls.slide_urlpatterns)),
     path("slides/", include(imaging_urls.slide_urlpatterns + workflow_urls.slide_urlpatterns)),
     path("cells/", include("papreview.review.urls")),
     path("cells/", include(imaging_urls.cell_urlpatterns)),

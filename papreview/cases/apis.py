@@ -64,6 +64,24 @@ class SlideOutputSerializer(serializers.ModelSerializer[Slide]):
         read_only=True, allow_null=True, help_text="Percent done of the latest analysis run."
     )
     latest_run = serializers.IntegerField(source="latest_run_id", read_only=True, allow_null=True)
+    run_status = serializers.CharField(
+        source="latest_run_status",
+        read_only=True,
+        allow_null=True,
+        help_text="Status of the latest analysis run: queued, running, succeeded, failed.",
+    )
+    tiles_done = serializers.IntegerField(
+        source="latest_run_tiles_done",
+        read_only=True,
+        allow_null=True,
+        help_text="Detector tiles the latest analysis run has processed.",
+    )
+    tiles_total = serializers.IntegerField(
+        source="latest_run_tiles_total",
+        read_only=True,
+        allow_null=True,
+        help_text="Detector tiles in the slide (0 until the run has planned its tiles).",
+    )
     interpretation = serializers.SerializerMethodField()
 
     class Meta:
@@ -86,6 +104,9 @@ class SlideOutputSerializer(serializers.ModelSerializer[Slide]):
             "failure_reason",
             "progress",
             "latest_run",
+            "run_status",
+            "tiles_done",
+            "tiles_total",
             "triage_score",
             "triage_class",
             "assigned_reviewer",

@@ -44,6 +44,8 @@ def _slide_queryset() -> QuerySet[Slide]:
         progress=Subquery(_latest_run().values("progress")[:1]),
         latest_run_id=Subquery(_latest_run().values("id")[:1]),
         latest_run_status=Subquery(_latest_run().values("status")[:1]),
+        latest_run_tiles_done=Subquery(_latest_run().values("tiles_done")[:1]),
+        latest_run_tiles_total=Subquery(_latest_run().values("tiles_total")[:1]),
     )
 
 

@@ -118,6 +118,9 @@ def slide_create(
 
     Raises InvalidSlideFileError (empty, unreadable, not an image), SlideTooLargeFileError, or
     DuplicateSlideError (the same bytes already uploaded for this patient).
+
+    The slide's analysis is queued (`papreview.analysis.services.analysis_request`): its job is
+    sent to the `inference` queue when the transaction commits.
     """
     name = original_filename or Path(file.name or "").name
     if not name:
@@ -194,6 +197,11 @@ def slide_create(
         info.height,
         stored_name,
     )
+    # Queue its analysis: a run row now, the job on the broker once the caller's transaction
+    # commits (an outbox: if the broker is down the slide stays saved and the sweeper sends it).
+    from papreview.analysis.services import analysis_request  # analysis imports this module
+
+    analysis_request(slide=slide, requested_by=uploaded_by if user_can_write(uploaded_by) else None)
     return slide
 
 
