@@ -1,0 +1,341 @@
+"""The analysis services, adapter and task in this process (no worker): the real pipeline with
+small random weights, the real PostgreSQL (advisory locks) and Redis (publishing)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.db import OperationalError, connection
+from django.utils import timezone
+
+from inference.errors import CheckpointError
+from inference.slides import FieldReader, SlideInfo
+from inference.types import Box, CellPrediction, SlideKind, SlideResult
+from papreview.analysis import adapter
+from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
+from papreview.analysis.services import (
+    _LOCK_NAMESPACE,
+    RunOutcome,
+    analysis_request,
+    analysis_run,
+    analysis_sweep,
+    model_version_register,
+    model_versions_for_analysis,
+)
+from papreview.cases.models import Slide, SlideStatus
+from papreview.cases.services import slide_create
+from papreview.celery import celery_app
+from papreview.review.models import Cell
+from tests.analysis.conftest import field_bytes, field_image
+from tests.factories import PatientFactory, SlideFactory, upload
+
+pytestmark = pytest.mark.django_db
+
+
+def new_slide(seed: int = 0, size: int = 256) -> Slide:
+    return slide_create(
+        patient=PatientFactory.create(),
+        file=upload("field.png", field_bytes(size, size, seed=seed)),
+    )
+
+
+# --- adapter ---------------------------------------------------------------------------------
+
+
+def test_the_pipeline_is_loaded_once_per_process_and_again_for_new_versions(
+    tiny_weights: tuple[Path, Path],
+) -> None:
+    detector, classifier = model_versions_for_analysis()
+    first = adapter.pipeline_for(detector=detector, classifier=classifier)
+    loads = adapter.pipeline_loads()
+    assert adapter.pipeline_for(detector=detector, classifier=classifier) is first
+    assert adapter.pipeline_loads() == loads
+
+    # Activating another classifier version: the next job loads a new pipeline, once.
+    other = model_version_register(stage=ModelStage.CLASSIFIER, path=tiny_weights[1])
+    assert other == classifier  # the same checkpoint is not registered twice
+    assert adapter.pipeline_for(detector=detector, classifier=classifier) is first
+
+
+def test_default_weights_are_registered_with_their_digest_and_activated(
+    tiny_weights: tuple[Path, Path],
+) -> None:
+    assert not ModelVersion.objects.exists()
+    detector, classifier = model_versions_for_analysis()
+    assert detector.is_active and classifier.is_active
+    assert detector.stage == ModelStage.DETECTOR and detector.name.startswith("detector-")
+    assert detector.sha256 == adapter.file_sha256(tiny_weights[0])
+    assert default_storage.exists(str(detector.file.name))
+    assert classifier.metrics == {"val": {"accuracy": 0.0}}
+    assert model_versions_for_analysis() == (detector, classifier)  # no second registration
+    assert ModelVersion.objects.count() == 2
+
+
+def test_a_missing_default_checkpoint_is_a_checkpoint_error(settings: Any, tmp_path: Path) -> None:
+    settings.ANALYSIS_DEFAULT_DETECTOR = tmp_path / "missing.pt"
+    with pytest.raises(CheckpointError, match="not found"):
+        model_versions_for_analysis()
+
+
+def test_the_prefetching_reader_finds_the_same_cells_as_the_pipeline(tmp_path: Path) -> None:
+    detector, classifier = model_versions_for_analysis()
+    pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
+    path = tmp_path / "field.png"
+    path.write_bytes(field_bytes(3000, 2000, seed=5))  # several detector tiles at 1024 px
+    steps: list[tuple[int, int]] = []
+
+    plain = pipeline.run(path)
+    ahead = adapter.slide_analyse(
+        pipeline, path, progress=lambda d, t: steps.append((d, t)), prefetch=2
+    )
+
+    assert ahead.timings["tiles"] == plain.timings["tiles"] > 1
+    assert [(c.box, c.label) for c in ahead.cells] == [(c.box, c.label) for c in plain.cells]
+    assert steps[0] == (0, steps[0][1]) and steps[-1] == (steps[-1][1], steps[-1][1])
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps)
+    assert ahead.model_versions == plain.model_versions and "wait" in ahead.timings
+
+
+def test_a_read_error_in_the_prefetch_thread_reaches_the_caller() -> None:
+    detector, classifier = model_versions_for_analysis()
+    pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
+
+    class BrokenReader(FieldReader):
+        def read_region(self, location: Any, level: int, size: Any) -> Any:
+            raise OSError("disk gone")
+
+    reader = BrokenReader(field_image(3000, 2000))
+    with pytest.raises(OSError, match="disk gone"):
+        adapter._run_prefetching(pipeline, reader, progress=None, depth=2)
+
+
+def test_cells_are_clipped_to_the_slide_and_skip_reviewed_boxes() -> None:
+    slide = SlideFactory.create(width=100, height=80)
+    run = AnalysisRun.objects.create(slide=slide)
+    probs = {"NILM": 0.2, "ASC-US": 0.0, "LSIL": 0.0, "ASC-H": 0.0, "HSIL": 0.7, "SCC": 0.1}
+    result = SlideResult(
+        info=SlideInfo(format="png", kind=SlideKind.FIELD, width=100, height=80),
+        cells=[
+            CellPrediction(Box(-10, -5, 30, 30), "HSIL", probs, 0.9),  # clipped at the origin
+            CellPrediction(Box(90, 70, 30, 30), "HSIL", probs, 0.5),  # clipped at the far edge
+            CellPrediction(Box(40, 40, 20, 20), "HSIL", probs, 0.5),  # on a reviewed cell
+        ],
+        model_versions={},
+        device="cpu",
+    )
+    cells = adapter.cells_from_result(result, slide=slide, run=run, keep_boxes=[(41, 41, 20, 20)])
+    assert [(c.x, c.y, c.width, c.height) for c in cells] == [(0, 0, 20, 25), (90, 70, 10, 10)]
+    assert adapter.most_severe(cells) == ("HSIL", 0.7)
+
+
+def test_progress_writes_are_throttled_but_the_first_and_last_always_written() -> None:
+    written: list[tuple[int, int]] = []
+    callback = adapter.progress_throttle(lambda d, t: written.append((d, t)), interval_s=3600)
+    for done in range(11):
+        callback(done, 10)
+    assert written == [(0, 10), (10, 10)]
+
+
+# --- services --------------------------------------------------------------------------------
+
+
+def test_creating_a_slide_queues_one_run_on_commit(django_capture_on_commit_callbacks: Any) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        slide = new_slide()
+    run = AnalysisRun.objects.get(slide=slide)
+    assert run.status == RunStatus.QUEUED and run.published_at is None
+    assert slide.status == SlideStatus.UPLOADED  # until the broker has the job
+    assert len(callbacks) == 1
+
+
+def test_analysis_run_is_idempotent_and_tags_cells_with_run_and_versions() -> None:
+    slide = new_slide(seed=2)
+
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
+    slide.refresh_from_db()
+    run = AnalysisRun.objects.get(slide=slide)
+    assert slide.status == SlideStatus.ANALYSED and run.status == RunStatus.SUCCEEDED
+    assert run.detector_version is not None and run.detector_version.is_active
+    assert run.classifier_version is not None and run.classifier_version.is_active
+    count = Cell.objects.filter(slide=slide, run=run).count()
+    assert count > 0
+
+    # A second delivery of the same job: nothing to do, nothing doubled.
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.NOTHING_TO_DO
+    assert Cell.objects.filter(slide=slide).count() == count
+    assert AnalysisRun.objects.get(pk=run.pk).attempts == 1
+
+
+def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside() -> None:
+    slide = new_slide(seed=4)
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    try:  # another worker's session holds the slide's execution lock
+        assert other.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, slide.pk)
+        ).fetchone() == (True,)
+        assert analysis_run(slide_id=slide.pk) == RunOutcome.BUSY
+        assert AnalysisRun.objects.get(slide=slide).attempts == 0
+    finally:
+        other.close()  # the "worker" dies: its lock goes with its connection
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
+
+
+def test_a_run_started_too_often_is_failed_with_a_reason(settings: Any) -> None:
+    slide = new_slide(seed=6)
+    run = AnalysisRun.objects.get(slide=slide)
+    AnalysisRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, attempts=settings.ANALYSIS_MAX_ATTEMPTS
+    )
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.FAILED
+    slide.refresh_from_db()
+    assert slide.status == SlideStatus.FAILED and "never finished" in slide.failure_reason
+    assert not Cell.objects.filter(slide=slide).exists()
+
+
+def test_a_missing_file_fails_the_run_and_the_slide_with_a_reason() -> None:
+    slide = new_slide(seed=8)
+    default_storage.delete(str(slide.file.name))
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.FAILED
+    slide.refresh_from_db()
+    assert slide.status == SlideStatus.FAILED and "stored file is missing" in slide.failure_reason
+    assert AnalysisRun.objects.get(slide=slide).error == slide.failure_reason
+
+
+def test_a_rerun_cannot_be_queued_twice_nor_for_a_signed_out_slide(api: Any, cytotech: Any) -> None:
+    slide = new_slide(seed=9)  # its first run is queued
+    response = api(cytotech).post(f"/api/slides/{slide.pk}/analyze/")
+    assert response.status_code == 409 and response.json()["code"] == "analysis_in_progress"
+
+    signed = SlideFactory.create(status=SlideStatus.SIGNED_OUT)
+    response = api(cytotech).post(f"/api/slides/{signed.pk}/analyze/")
+    assert response.status_code == 409 and response.json()["code"] == "illegal_transition"
+    assert api(cytotech).post("/api/slides/999999/analyze/").status_code == 404
+
+
+def test_the_sweeper_resends_a_dead_workers_run_and_fails_it_when_out_of_attempts(
+    settings: Any,
+) -> None:
+    slide = new_slide(seed=10)
+    run = AnalysisRun.objects.get(slide=slide)
+    old = timezone.now() - timedelta(seconds=settings.ANALYSIS_STALE_AFTER_S + 5)
+    AnalysisRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, attempts=1, heartbeat_at=old, published_at=old
+    )
+    Slide.objects.filter(pk=slide.pk).update(status=SlideStatus.ANALYSING)
+
+    report = analysis_sweep()
+    assert report.resent == [run.pk] and not report.failed
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.heartbeat_at is not None
+    assert run.heartbeat_at > old, "the deadline restarts, so the next sweep does not resend"
+    assert analysis_sweep().resent == []
+
+    AnalysisRun.objects.filter(pk=run.pk).update(
+        attempts=settings.ANALYSIS_MAX_ATTEMPTS, heartbeat_at=old
+    )
+    report = analysis_sweep()
+    assert report.failed == [run.pk]
+    slide.refresh_from_db()
+    assert slide.status == SlideStatus.FAILED and "stopped responding" in slide.failure_reason
+
+
+def test_manage_analyze_requeues_failed_slides(settings: Any) -> None:
+    failed = SlideFactory.create(status=SlideStatus.FAILED, failure_reason="corrupt")
+    analysed = SlideFactory.create(status=SlideStatus.ANALYSED)
+    out = StringIO()
+
+    call_command("analyze", "--status", "failed", stdout=out)
+
+    assert AnalysisRun.objects.filter(slide=failed, status=RunStatus.QUEUED).count() == 1
+    assert not AnalysisRun.objects.filter(slide=analysed).exists()
+    failed.refresh_from_db()
+    assert failed.status == SlideStatus.QUEUED and failed.failure_reason == ""
+    assert "1 queued, 0 refused" in out.getvalue()
+    call_command("analyze", str(analysed.pk), "--dry-run", stdout=out)
+    assert f"would queue slide {analysed.pk}" in out.getvalue()
+
+
+def test_analysis_request_needs_a_writer(viewer: Any) -> None:
+    slide = SlideFactory.create(status=SlideStatus.ANALYSED)
+    from papreview.core.exceptions import PermissionDeniedError
+
+    with pytest.raises(PermissionDeniedError):
+        analysis_request(slide=slide, requested_by=viewer)
+
+
+# --- task ------------------------------------------------------------------------------------
+
+
+def test_transient_errors_are_retried_with_backoff_then_the_run_fails(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from papreview.analysis import tasks
+
+    slide = new_slide(seed=12)
+    calls: list[int] = []
+
+    def database_gone(*, slide_id: int, task_id: str = "") -> RunOutcome:
+        calls.append(slide_id)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(tasks, "analysis_run", database_gone)
+    countdowns = [tasks.retry_countdown(n) for n in range(8)]
+    assert countdowns[0] <= settings.ANALYSIS_RETRY_BACKOFF_S
+    assert max(countdowns) <= settings.ANALYSIS_RETRY_BACKOFF_MAX_S
+    assert countdowns[4] >= settings.ANALYSIS_RETRY_BACKOFF_S * 2**4 / 2  # exponential
+
+    result = tasks.analysis_run_task.apply(kwargs={"slide_id": slide.pk})  # eager: retries inline
+
+    assert isinstance(result.result, OperationalError)
+    assert len(calls) == tasks.analysis_run_task.max_retries + 1
+    slide.refresh_from_db()
+    assert slide.status == SlideStatus.FAILED and "retries" in slide.failure_reason
+
+
+def test_the_task_is_configured_for_crash_safe_long_jobs(settings: Any) -> None:
+    from papreview.analysis.tasks import analysis_run_task, analysis_sweep_task
+
+    assert analysis_run_task.acks_late and analysis_run_task.reject_on_worker_lost
+    assert analysis_run_task.name == "papreview.analysis.tasks.analysis_run"
+    router = celery_app.amqp.router
+    assert router.route({}, analysis_run_task.name, (), {})["queue"].name == "inference"
+    assert router.route({}, analysis_sweep_task.name, (), {})["queue"].name == "celery"
+    assert analysis_run_task.soft_time_limit < analysis_run_task.time_limit
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] > (
+        analysis_run_task.time_limit
+    ), "a live job is never handed to a second worker"
+    schedule = celery_app.conf.beat_schedule["analysis-sweep"]
+    assert schedule["task"] == analysis_sweep_task.name
+    assert celery_app.conf.worker_prefetch_multiplier == 1
+
+
+def test_slide_api_shows_progress_and_failure_reason(api: Any, viewer: Any) -> None:
+    slide = SlideFactory.create(status=SlideStatus.ANALYSING)
+    AnalysisRun.objects.create(
+        slide=slide, status=RunStatus.RUNNING, tiles_done=3, tiles_total=12, progress=25
+    )
+    body = api(viewer).get(f"/api/slides/{slide.pk}/").json()
+    assert (body["run_status"], body["tiles_done"], body["tiles_total"], body["progress"]) == (
+        "running",
+        3,
+        12,
+        25,
+    )
+    corrupt = default_storage.save("slides/test/x.png", ContentFile(b"not an image"))
+    failed = SlideFactory.create(file=corrupt, status=SlideStatus.UPLOADED)
+    analysis_request(slide=failed)
+    assert analysis_run(slide_id=failed.pk) == RunOutcome.FAILED
+    body = api(viewer).get(f"/api/slides/{failed.pk}/").json()
+    assert body["status"] == "failed" and body["run_status"] == "failed"
+    assert "x.png" in body["failure_reason"]
