@@ -18,6 +18,7 @@ from papreview.cases.services import slide_create
 from papreview.imaging.selectors import slide_cache_clear
 from papreview.review.models import Cell, ReviewStatus
 from tests.factories import PatientFactory
+from tests.web.browser import browser, page  # noqa: F401  (Chromium fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -25,9 +25,9 @@ const state = {
   drag: null,
   galleryLimit: 60,
 };
-window.__review = state; // for tests and the benchmark
-
 const store = new CellStore(config);
+state.store = store;
+window.__review = state; // for tests and the benchmark
 let overlay = null;
 let viewer = null;
 let interpretation = null;
@@ -84,17 +84,18 @@ function startViewer() {
 }
 
 function panTo(cell, zoomIn = false) {
+  // Centre the cell; zoom in until it is about an eighth of the view wide (never out, unless it
+  // does not fit), so a reviewer sees it at a useful magnification.
   if (!viewer || !viewer.world.getItemCount()) return;
   const OSD = window.OpenSeadragon;
   const vp = viewer.viewport;
   const centre = vp.imageToViewportCoordinates(new OSD.Point(cell.x + cell.w / 2, cell.y + cell.h / 2));
   const box = vp.imageToViewportRectangle(new OSD.Rect(cell.x, cell.y, cell.w, cell.h));
-  const bounds = vp.getBounds();
-  const tooSmall = box.width < bounds.width / 40;
-  if (zoomIn || tooSmall || box.width > bounds.width / 2) {
-    const pad = Math.max(cell.w, cell.h) * 5;
-    const rect = vp.imageToViewportRectangle(new OSD.Rect(cell.x + cell.w / 2 - pad / 2 - cell.w / 2, cell.y + cell.h / 2 - pad / 2 - cell.h / 2, pad + cell.w, pad + cell.h));
-    vp.fitBounds(rect);
+  const view = vp.getBounds();
+  const want = Math.max(box.width, box.height * (view.width / view.height)) * 8;
+  if (zoomIn || view.width > want * 1.5 || box.width > view.width / 2 || box.height > view.height / 2) {
+    const h = want * (view.height / view.width);
+    vp.fitBounds(new OSD.Rect(centre.x - want / 2, centre.y - h / 2, want, h));
   } else {
     vp.panTo(centre);
   }
@@ -135,9 +136,10 @@ function renderCell() {
   const img = $("cell-crop");
   const src = `${url(config.urls.crop, cell.id)}?v=${cell.version}&pad=24`;
   if (img.getAttribute("src") !== src) img.src = src;
-  $("cell-class").innerHTML = "";
-  $("cell-class").append(el("span", { class: "cls", "data-class": cell.cls, text: cell.cls }),
-    cell.pred && cell.pred !== cell.cls ? el("span", { class: "source", text: ` (model: ${cell.pred})` }) : null);
+  const label = [el("span", { class: "cls", "data-class": cell.cls, text: cell.cls })];
+  if (cell.pred && cell.pred !== cell.cls) label.push(el("span", { class: "source", text: ` (model: ${cell.pred})` }));
+  if (!cell.pred) label.push(el("span", { class: "source", text: " (drawn by a reviewer)" }));
+  $("cell-class").replaceChildren(...label);
   const statusText = { predicted: "not reviewed", confirmed: "accepted", relabelled: "relabelled", rejected: "rejected", added: "added by a reviewer" }[cell.status] || cell.status;
   $("cell-status").textContent = `#${cell.id} · ${statusText} · v${cell.version}`;
   const probs = $("cell-probs");

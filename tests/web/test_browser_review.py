@@ -1,0 +1,80 @@
+"""The slide review page in real Chromium: keyboard review, drawing, undo, reload, sign-out."""
+
+from __future__ import annotations
+
+import pytest
+
+from papreview.cases.models import Slide, SlideStatus
+from papreview.review.models import Cell, ReviewStatus
+from tests.web.browser import log_in, screenshot, wait_saved
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) -> None:
+    slide = stored_slide(cells=300, seed=2)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    assert page.evaluate("window.__review.store.cells.length") == 300
+    hud = page.locator("#hud").inner_text()
+    assert "300" in hud
+
+    # N selects the most suspicious cell; 3 relabels it LSIL, saved at once with its version.
+    page.keyboard.press("n")
+    first = page.evaluate("window.__review.selected")
+    ranked = page.evaluate("window.__review.store.ranked()[0].id")
+    assert first == ranked
+    page.wait_for_selector("#cell-detail:not([hidden])")
+    page.keyboard.press("3")
+    wait_saved(page)
+    cell = Cell.objects.get(pk=first)
+    assert cell.current_class == "LSIL" and cell.version == 2
+    assert cell.review_status in (ReviewStatus.RELABELLED, ReviewStatus.CONFIRMED)
+    assert Slide.objects.get(pk=slide.pk).status == SlideStatus.IN_REVIEW
+    page.wait_for_timeout(600)  # the suggestion follows the reviewed cells
+    screenshot(page, "review.png")
+
+    # D, then drag on the slide: a missed cell is added (as the "Draw as" class).
+    before = set(Cell.objects.filter(slide=slide).values_list("pk", flat=True))
+    page.keyboard.press("d")
+    assert page.locator("#mode").is_visible()
+    box = page.locator("#viewer").bounding_box()
+    x, y = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.45
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 40, y + 30, steps=5)
+    page.mouse.move(x + 80, y + 60, steps=5)
+    page.mouse.up()
+    page.wait_for_function("window.__review.undo.length === 2")
+    wait_saved(page)
+    (added,) = Cell.objects.filter(slide=slide).exclude(pk__in=before)
+    assert added.review_status == ReviewStatus.ADDED and added.current_class == "ASC-US"
+    assert added.run_id is None and added.width > 10 and added.height > 10
+
+    # Ctrl+Z undoes the addition (the cell is rejected, its history kept).
+    page.keyboard.press("Control+z")
+    page.wait_for_function("window.__review.redo.length === 1")
+    wait_saved(page)
+    added.refresh_from_db()
+    assert added.review_status == ReviewStatus.REJECTED and added.revisions.count() == 2
+
+    # Reload: the relabel and the undone addition are there.
+    page.reload()
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    assert page.evaluate(f"window.__review.store.byId.get({first}).cls") == "LSIL"
+    assert page.evaluate(f"window.__review.store.byId.get({added.pk}).status") == "rejected"
+
+    # Sign out as HSIL: the page turns read-only.
+    page.get_by_label("Bethesda category").select_option("HSIL")
+    page.get_by_role("button", name="Sign out as HSIL").click()
+    page.wait_for_selector(".signed-banner")
+    assert "Signed out as HSIL" in page.locator(".signed-banner").inner_text()
+    assert Slide.objects.get(pk=slide.pk).status == SlideStatus.SIGNED_OUT
+    assert page.get_by_label("Bethesda category").is_disabled()
+    page.keyboard.press("n")
+    page.keyboard.press("5")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__review.inFlight") == 0
+    assert Cell.objects.filter(slide=slide, current_class="HSIL", version__gt=1).count() == 0
+    screenshot(page, "review-signed-out.png")
