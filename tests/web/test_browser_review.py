@@ -78,3 +78,86 @@ def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) 
     assert page.evaluate("window.__review.inFlight") == 0
     assert Cell.objects.filter(slide=slide, current_class="HSIL", version__gt=1).count() == 0
     screenshot(page, "review-signed-out.png")
+
+
+def test_display_filters_gallery_move_and_conflict(
+    live_server, page, pathologist, stored_slide
+) -> None:
+    slide = stored_slide(cells=400, seed=3)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    page.wait_for_function("window.__review.overlay.drawnCount === 400")
+
+    # The help overlay lists the shortcuts.
+    page.keyboard.press("?")
+    assert page.get_by_role("dialog").is_visible()
+    assert "Relabel: 1 NILM" in page.get_by_role("dialog").inner_text()
+    page.keyboard.press("Escape")
+    assert not page.get_by_role("dialog").is_visible()
+
+    # Shift+1 hides NILM cells; the confidence slider hides unsure predictions.
+    nilm = Cell.objects.filter(slide=slide, current_class="NILM").count()
+    page.keyboard.press("Shift+Digit1")
+    page.wait_for_function(f"window.__review.overlay.drawnCount === {400 - nilm}")
+    assert not page.get_by_label("Show NILM cells").is_checked()
+    page.keyboard.press("Shift+Digit1")
+    page.locator("#confidence").fill("0.8")
+    sure = sum(
+        1 for c in Cell.objects.filter(slide=slide) if c.probabilities[c.predicted_class] >= 0.8
+    )
+    page.wait_for_function(f"window.__review.overlay.drawnCount === {sure}")
+    page.locator("#confidence").fill("0")
+
+    # The gallery is ranked by severity x confidence; a click selects the cell and moves there.
+    thumbs = page.locator("#gallery .thumb")
+    first_id = int(thumbs.first.get_attribute("data-cell"))
+    top = max(
+        Cell.objects.filter(slide=slide).exclude(current_class="NILM"),
+        key=lambda c: (
+            ("NILM ASC-US LSIL ASC-H HSIL SCC".split().index(c.current_class))
+            * c.probabilities[c.current_class]
+        ),
+    )
+    assert first_id == top.pk
+    second = int(thumbs.nth(1).get_attribute("data-cell"))
+    thumbs.nth(1).click()
+    assert page.evaluate("window.__review.selected") == second
+    page.wait_for_timeout(1500)  # the viewer's spring animation
+    cell = Cell.objects.get(pk=second)
+    centre = page.evaluate(
+        f"""(() => {{ const c = window.__review.store.byId.get({second});
+        const b = window.__review.overlay.toScreenBox(c);
+        const r = document.getElementById('viewer').getBoundingClientRect();
+        return [r.left + b.x + b.w / 2, r.top + b.y + b.h / 2, b.w / c.w,
+                r.left + r.width / 2, r.top + r.height / 2]; }})()"""
+    )
+    x, y, scale, vx, vy = centre
+    assert abs(x - vx) < 3 and abs(y - vy) < 3  # centred
+    assert cell.width * scale > 40  # and zoomed in to see it
+
+    # Drag the selected box: it moves by the same distance in slide pixels.
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 20, y + 10, steps=4)
+    page.mouse.move(x + 40, y + 20, steps=4)
+    page.mouse.up()
+    wait_saved(page)
+    page.wait_for_function("window.__review.undo.length === 1")
+    moved = Cell.objects.get(pk=second)
+    assert abs((moved.x - cell.x) - 40 / scale) <= 2 and abs((moved.y - cell.y) - 20 / scale) <= 2
+    assert (moved.width, moved.height) == (cell.width, cell.height)
+    assert moved.review_status == ReviewStatus.CONFIRMED and moved.version == 2
+
+    # Someone else changes the cell: the next key gets 409, the page reloads the cell and says so.
+    Cell.objects.filter(pk=second).update(current_class="NILM", version=7)
+    page.keyboard.press("4")
+    page.locator(".toast.warn").wait_for()
+    assert "changed by someone else" in page.locator(".toast.warn").inner_text()
+    assert page.evaluate(f"window.__review.store.byId.get({second}).cls") == "NILM"
+    assert page.evaluate(f"window.__review.store.byId.get({second}).version") == 7
+    assert Cell.objects.get(pk=second).current_class == "NILM"
+    # Applying it again now works with the fresh version.
+    page.keyboard.press("4")
+    wait_saved(page)
+    assert Cell.objects.get(pk=second).current_class == "ASC-H"

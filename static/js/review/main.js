@@ -67,6 +67,8 @@ function startViewer() {
     timeout: 60000,
   });
   overlay = new Overlay(viewer, $("overlay"), store, config.colours);
+  state.overlay = overlay;
+  state.viewer = viewer;
   overlay.onDrawn = (n, scale) => {
     $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%`;
     if (state.cellsLoaded && window.__cellsDrawnAt === undefined) {
