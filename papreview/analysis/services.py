@@ -121,11 +121,25 @@ def model_version_register(
     stage = ModelStage(stage)
     described = adapter.checkpoint_describe(Path(path), stage=stage.value)
     model_version = ModelVersion.objects.filter(stage=stage, name=described.version).first()
+    name = f"models/{stage.value}/{described.version}-{described.sha256[:12]}.pt"
+
+    def store() -> str:
+        if default_storage.exists(name):
+            return name
+        with Path(path).open("rb") as fh:
+            return default_storage.save(name, File(fh))
+
+    # The version string carries a digest of the weights themselves (inference.checkpoints), so
+    # a file with the same version holds the same weights even when its bytes (metadata) differ.
+    # A row that survived its file (media restored or moved) gets the weights stored again.
+    if model_version is not None and not (
+        model_version.file.name and default_storage.exists(model_version.file.name)
+    ):
+        model_version.file.name = store()
+        model_version.sha256 = described.sha256
+        model_version.save(update_fields=["file", "sha256", "updated_at"])
     if model_version is None:
-        name = f"models/{stage.value}/{described.version}-{described.sha256[:12]}.pt"
-        if not default_storage.exists(name):
-            with Path(path).open("rb") as fh:
-                name = default_storage.save(name, File(fh))
+        name = store()
         data = described.meta.get("data")
         metrics = described.meta.get("metrics")
         try:

@@ -79,6 +79,16 @@ def test_default_weights_are_registered_with_their_digest_and_activated(
     assert ModelVersion.objects.count() == 2
 
 
+def test_a_version_whose_file_was_lost_gets_its_weights_stored_again(
+    tiny_weights: tuple[Path, Path],
+) -> None:
+    first = model_version_register(stage=ModelStage.DETECTOR, path=tiny_weights[0])
+    default_storage.delete(str(first.file.name))
+    again = model_version_register(stage=ModelStage.DETECTOR, path=tiny_weights[0])
+    assert again.pk == first.pk and default_storage.exists(str(again.file.name))
+    assert adapter.file_sha256(adapter.model_version_local_path(again)) == again.sha256
+
+
 def test_a_missing_default_checkpoint_is_a_checkpoint_error(settings: Any, tmp_path: Path) -> None:
     settings.ANALYSIS_DEFAULT_DETECTOR = tmp_path / "missing.pt"
     with pytest.raises(CheckpointError, match="not found"):
