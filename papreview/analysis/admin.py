@@ -1,6 +1,35 @@
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from papreview.analysis.models import AnalysisRun, ModelVersion
+from papreview.analysis.services import analysis_request, analysis_sweep, model_version_activate
+from papreview.cases.models import Slide
+from papreview.core.exceptions import ApplicationError
+
+
+def _queue(request: HttpRequest, slides: list[Slide]) -> None:
+    queued, refused = 0, []
+    user: Any = request.user
+    for slide in slides:
+        try:
+            analysis_request(slide=slide, requested_by=user)
+            queued += 1
+        except ApplicationError as exc:
+            refused.append(f"slide {slide.pk}: {exc.message}")
+    if queued:
+        messages.success(request, f"{queued} slide(s) queued for analysis.")
+    for line in refused:
+        messages.warning(request, line)
+
+
+@admin.action(description="Analyse the selected slides again")
+def slides_analyse_again(
+    modeladmin: admin.ModelAdmin[Slide], request: HttpRequest, queryset: QuerySet[Slide]
+) -> None:
+    _queue(request, list(queryset.order_by("pk")))
 
 
 @admin.register(ModelVersion)
@@ -9,11 +38,52 @@ class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
     list_filter = ("stage", "is_active")
     search_fields = ("name", "sha256")
     readonly_fields = ("sha256", "activated_at", "created_at", "updated_at")
+    actions = ["activate"]
+
+    @admin.action(description="Activate the selected version (one per stage)")
+    def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        chosen = list(queryset)
+        if len({mv.stage for mv in chosen}) != len(chosen):
+            messages.error(request, "Choose at most one version per stage.")
+            return
+        for mv in chosen:
+            model_version_activate(model_version=mv)
+        messages.success(
+            request, f"Active now: {', '.join(mv.name for mv in chosen)} (used by the next jobs)."
+        )
 
 
 @admin.register(AnalysisRun)
 class AnalysisRunAdmin(admin.ModelAdmin[AnalysisRun]):
-    list_display = ("id", "slide", "status", "progress", "device", "created_at")
-    list_filter = ("status",)
+    list_display = (
+        "id",
+        "slide",
+        "status",
+        "progress",
+        "tiles_done",
+        "tiles_total",
+        "attempts",
+        "device",
+        "published_at",
+        "heartbeat_at",
+        "created_at",
+    )
+    list_filter = ("status", "device")
+    search_fields = ("slide__original_filename", "worker", "task_id", "error")
     raw_id_fields = ("slide",)
     readonly_fields = [f.name for f in AnalysisRun._meta.fields]
+    actions = ["analyse_again", "sweep_now"]
+
+    @admin.action(description="Analyse these runs' slides again")
+    def analyse_again(self, request: HttpRequest, queryset: QuerySet[AnalysisRun]) -> None:
+        slide_ids = sorted(set(queryset.values_list("slide_id", flat=True)))
+        _queue(request, list(Slide.objects.filter(pk__in=slide_ids).order_by("pk")))
+
+    @admin.action(description="Sweep now: send unpublished jobs, re-send or fail stuck runs")
+    def sweep_now(self, request: HttpRequest, queryset: QuerySet[AnalysisRun]) -> None:
+        report = analysis_sweep()
+        messages.info(
+            request,
+            f"Sent {len(report.published)} unpublished job(s), re-sent {len(report.resent)} "
+            f"stuck run(s), failed {len(report.failed)}, {len(report.busy)} still running.",
+        )

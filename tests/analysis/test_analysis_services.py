@@ -349,3 +349,24 @@ def test_slide_api_shows_progress_and_failure_reason(api: Any, viewer: Any) -> N
     body = api(viewer).get(f"/api/slides/{failed.pk}/").json()
     assert body["status"] == "failed" and body["run_status"] == "failed"
     assert "x.png" in body["failure_reason"]
+
+
+def test_admin_actions_queue_slides_and_activate_versions(client: Any) -> None:
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("root", "root@example.org", "pw-123-xyz"))
+    slide = SlideFactory.create(status=SlideStatus.ANALYSED)
+    response = client.post(
+        "/admin/cases/slide/", {"action": "slides_analyse_again", "_selected_action": [slide.pk]}
+    )
+    assert response.status_code == 302
+    assert AnalysisRun.objects.filter(slide=slide, status=RunStatus.QUEUED).count() == 1
+
+    detector, _ = model_versions_for_analysis()
+    newer = ModelVersion.objects.create(stage=ModelStage.DETECTOR, name="detector-newer")
+    assert detector.is_active
+    response = client.post(
+        "/admin/analysis/modelversion/", {"action": "activate", "_selected_action": [newer.pk]}
+    )
+    assert response.status_code == 302
+    assert ModelVersion.objects.get(stage=ModelStage.DETECTOR, is_active=True) == newer
