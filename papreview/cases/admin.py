@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from papreview.analysis.admin import slides_analyse_again
 from papreview.cases.models import Interpretation, Patient, Slide
 
 
@@ -30,6 +31,7 @@ class SlideAdmin(admin.ModelAdmin[Slide]):
     )
     list_filter = ("status", "kind", "format")
     search_fields = ("original_filename", "patient__identifier", "sha256")
+    actions = [slides_analyse_again]
     list_select_related = ("patient",)
     raw_id_fields = ("patient",)
     # Files and their checks come from the upload service; the admin edits the workflow fields.
