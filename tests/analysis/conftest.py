@@ -244,6 +244,8 @@ def workers(
         "CELERY_UNACKED_RESTORE_INTERVAL": "1",
         "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         "ANALYSIS_RETRY_BACKOFF_S": "0.5",
+        # Sweeps (only the broker-down test runs beat) send unpublished jobs after 1 s, not 30 s.
+        "ANALYSIS_PUBLISH_GRACE_S": "1",
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }

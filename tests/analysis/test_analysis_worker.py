@@ -8,9 +8,12 @@ retries; re-run keeps reviewer edits; broker down at upload -> the job runs once
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +31,7 @@ from papreview.celery import celery_app
 from papreview.core.choices import SEVERITY
 from papreview.review.models import Cell, CellRevision, ReviewStatus
 from papreview.review.services import cell_add, cell_update
-from tests.analysis.conftest import WorkerPool, field_bytes, wait_for
+from tests.analysis.conftest import ROOT, WorkerPool, field_bytes, wait_for
 from tests.factories import PatientFactory, SlideFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -187,7 +190,7 @@ def test_a_rerun_replaces_predictions_but_keeps_reviewer_work(
     reviewed = {
         c.pk: (c.review_status, c.current_class, c.version)
         for c in (relabelled, rejected, moved, added)
-    }  # noqa: E501
+    }
     revisions = sorted(CellRevision.objects.values_list("pk", "cell_id", "version"))
     assert len(revisions) == 4
 
@@ -201,7 +204,7 @@ def test_a_rerun_replaces_predictions_but_keeps_reviewer_work(
     after = {
         c.pk: (c.review_status, c.current_class, c.version)
         for c in Cell.objects.filter(pk__in=reviewed)
-    }  # noqa: E501
+    }
     assert after == reviewed, "reviewed, rejected, moved and added cells are untouched"
     assert sorted(CellRevision.objects.values_list("pk", "cell_id", "version")) == revisions
     unreviewed_old = [c.pk for c in predicted[3:]]
@@ -230,7 +233,7 @@ def broker_at(url: str) -> Iterator[None]:
 
 
 def test_upload_while_the_broker_is_down_runs_once_the_broker_is_back(
-    workers: WorkerPool, api: Any, pathologist: Any, settings: Any, caplog: Any
+    workers: WorkerPool, api: Any, pathologist: Any, caplog: Any, tmp_path: Path
 ) -> None:
     workers.current()
     client = api(pathologist)
@@ -249,12 +252,27 @@ def test_upload_while_the_broker_is_down_runs_once_the_broker_is_back(
     time.sleep(1.0)
     assert AnalysisRun.objects.get(pk=run.pk).started_at is None, "no job reached a worker"
 
-    # The beat sweeper's next pass, after the grace period.
-    grace = timedelta(seconds=settings.ANALYSIS_PUBLISH_GRACE_S + 1)
-    report = analysis_sweep(now=timezone.now() + grace)
-    assert report.published == [run.pk]
-    slide = slide_reaches(slide_id, SlideStatus.ANALYSED, SlideStatus.FAILED)
+    # The broker is back: a real `celery beat` sends the sweeper to the worker every second
+    # (production: every minute), and the sweeper publishes the job from the outbox.
+    beat_env = {
+        **workers.env,
+        "ANALYSIS_SWEEP_INTERVAL_S": "1",
+        "CELERY_BEAT_SCHEDULE_FILENAME": str(tmp_path / "beat-schedule"),
+    }
+    beat_log = tmp_path / "beat.log"
+    with beat_log.open("wb") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "papreview", "beat", "--loglevel", "INFO"],
+            cwd=ROOT, env=beat_env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            slide = slide_reaches(slide_id, SlideStatus.ANALYSED, SlideStatus.FAILED, timeout=60)
+        finally:
+            beat.terminate()
+            beat.wait(timeout=20)
     assert slide.status == SlideStatus.ANALYSED, slide.failure_reason
+    assert "analysis_sweep" in beat_log.read_text()
+    assert f"published=[{run.pk}]" in workers.output()
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.attempts == 1 and run.published_at
     assert analysis_sweep(now=timezone.now() + timedelta(hours=1)).published == []
