@@ -18,6 +18,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
 
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="train on a PapReview dataset export (folder or zip) instead of CRIC",
+    )
+    p.add_argument(
+        "--merge-base", action="store_true", help="with --data: add the CRIC base data (--data-dir)"
+    )
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector", type=Path, default=None, help="detector checkpoint (default: committed)"
@@ -51,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training")
+    _add_export_args(p)
     _add_common(p)
 
     p = sub.add_parser("train-classifier", help="train stage 2 on CRIC cell crops (train split)")
@@ -64,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None)
+    _add_export_args(p)
     _add_common(p)
 
     p = sub.add_parser("predict", help="run the pipeline on images; JSON + overlay PNG per image")

@@ -64,11 +64,25 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .train import load_cric_fields, train_detector
 
     _setup(args)
-    dataset, split, seed = _load_split(args.data_dir, args.split_seed)
     config = DetectorConfig()
     started = time.monotonic()
-    train = load_cric_fields(dataset, split["train"], scale=config.input_scale, desc="train images")
-    val = load_cric_fields(dataset, split["val"], scale=config.input_scale, desc="val images")
+    if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
+        from .data.export import detector_data
+
+        train, val, data_meta = detector_data(
+            args.data,
+            scale=config.input_scale,
+            merge_base=args.merge_base,
+            data_dir=args.data_dir,
+            split_seed=args.split_seed,
+        )
+    else:
+        dataset, split, seed = _load_split(args.data_dir, args.split_seed)
+        train = load_cric_fields(
+            dataset, split["train"], scale=config.input_scale, desc="train images"
+        )
+        val = load_cric_fields(dataset, split["val"], scale=config.input_scale, desc="val images")
+        data_meta = _data_meta(dataset, split, seed)
     result = train_detector(
         train,
         val,
@@ -93,7 +107,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "model_mpp": None,
         "thresholds": result.thresholds,
         "match_radius_px": 20.0,
-        "data": _data_meta(dataset, split, seed),
+        "data": data_meta,
         "training": {
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
@@ -132,12 +146,24 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .train import class_counts, cric_patches, train_classifier
 
     _setup(args)
-    dataset, split, seed = _load_split(args.data_dir, args.split_seed)
     config = ClassifierConfig(crop_px=args.crop_px)
     patch = round(config.crop_px * 1.5)
     started = time.monotonic()
-    train = cric_patches(dataset, split["train"], patch, desc="train crops")
-    val = cric_patches(dataset, split["val"], patch, desc="val crops")
+    if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
+        from .data.export import classifier_data
+
+        train, val, data_meta = classifier_data(
+            args.data,
+            patch=patch,
+            merge_base=args.merge_base,
+            data_dir=args.data_dir,
+            split_seed=args.split_seed,
+        )
+    else:
+        dataset, split, seed = _load_split(args.data_dir, args.split_seed)
+        train = cric_patches(dataset, split["train"], patch, desc="train crops")
+        val = cric_patches(dataset, split["val"], patch, desc="val crops")
+        data_meta = _data_meta(dataset, split, seed)
     result = train_classifier(
         train,
         val,
@@ -161,7 +187,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "temperature": result.temperature,
         "abnormal_threshold": result.abnormal_threshold,
         "data": {
-            **_data_meta(dataset, split, seed),
+            **data_meta,
             "train_cells": class_counts(train.labels),
             "val_cells": class_counts(val.labels),
         },
