@@ -114,11 +114,10 @@ _pipeline_cache: dict[str, Any] = {"key": None, "pipeline": None, "loads": 0}
 
 
 def _pipeline_key(detector: ModelVersion, classifier: ModelVersion) -> tuple[Any, ...]:
+    """The same weights (by digest) on the same device with the same options: the same pipeline."""
     return (
-        detector.pk,
-        detector.sha256,
-        classifier.pk,
-        classifier.sha256,
+        detector.sha256 or detector.pk,
+        classifier.sha256 or classifier.pk,
         settings.INFERENCE_DEVICE,
         settings.ANALYSIS_BATCH_SIZE,
         settings.ANALYSIS_TILE_SIZE,

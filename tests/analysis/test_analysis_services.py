@@ -51,18 +51,34 @@ def new_slide(seed: int = 0, size: int = 256) -> Slide:
 
 
 def test_the_pipeline_is_loaded_once_per_process_and_again_for_new_versions(
-    tiny_weights: tuple[Path, Path],
+    tiny_weights: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    import torch
+
+    from inference.checkpoints import save_checkpoint
+    from inference.classifier import ClassifierConfig, build_classifier
+    from inference.types import BETHESDA_CLASSES
+
     detector, classifier = model_versions_for_analysis()
     first = adapter.pipeline_for(detector=detector, classifier=classifier)
     loads = adapter.pipeline_loads()
     assert adapter.pipeline_for(detector=detector, classifier=classifier) is first
     assert adapter.pipeline_loads() == loads
+    # The same checkpoint is not registered twice.
+    assert model_version_register(stage=ModelStage.CLASSIFIER, path=tiny_weights[1]) == classifier
 
-    # Activating another classifier version: the next job loads a new pipeline, once.
-    other = model_version_register(stage=ModelStage.CLASSIFIER, path=tiny_weights[1])
-    assert other == classifier  # the same checkpoint is not registered twice
-    assert adapter.pipeline_for(detector=detector, classifier=classifier) is first
+    # An admin activates another classifier: the next job loads a new pipeline, once.
+    torch.manual_seed(1)
+    config = ClassifierConfig(crop_px=32, widths=(8, 8, 16, 16))
+    path = tmp_path / "classifier-2.pt"
+    meta = {"config": config.to_dict(), "classes": list(BETHESDA_CLASSES)}
+    save_checkpoint(path, stage="classifier", model=build_classifier(config), meta=meta)
+    newer = model_version_register(stage=ModelStage.CLASSIFIER, path=path, activate=True)
+    assert model_versions_for_analysis() == (detector, newer)
+    second = adapter.pipeline_for(detector=detector, classifier=newer)
+    assert second is not first and second.model_versions["classifier"] == newer.name
+    assert adapter.pipeline_for(detector=detector, classifier=newer) is second
+    assert adapter.pipeline_loads() == loads + 1
 
 
 def test_default_weights_are_registered_with_their_digest_and_activated(
