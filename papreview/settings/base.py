@@ -263,6 +263,13 @@ ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
 ANALYSIS_SWEEP_INTERVAL_S: float = env.float("ANALYSIS_SWEEP_INTERVAL_S", default=60.0)
 ANALYSIS_PUBLISH_GRACE_S: int = env.int("ANALYSIS_PUBLISH_GRACE_S", default=30)
 ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=15 * 60)
+# --- Dataset exports (the `celery` queue) ---------------------------------------------------------
+# Exports are built slide by slide in a temporary folder here (local disk, room for one export),
+# then zipped and renamed into media `exports/`.
+DATASET_EXPORT_TMP_DIR = _path_from_env("DATASET_EXPORT_TMP_DIR", VAR_DIR / "export-tmp")
+# Below the Redis visibility timeout (3 h) with the hard limit (+5 min) included.
+DATASET_EXPORT_SOFT_TIME_LIMIT_S: int = env.int("DATASET_EXPORT_SOFT_TIME_LIMIT_S", default=10200)
+
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "analysis-sweep": {
         "task": "papreview.analysis.tasks.analysis_sweep",
