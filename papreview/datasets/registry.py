@@ -1,0 +1,182 @@
+"""The model registry around the retraining loop: register a trained checkpoint (linked to the
+export it was trained on), evaluate versions on a test export (compare page), activate one.
+
+Registration and activation themselves are the analysis app's services (`model_version_register`,
+`model_version_activate`); this module adds the export link, the admin-only rule for activation
+from the web, and evaluations. New analyses use the active versions (the analysis service reads
+them per job); finished runs keep the versions they were made with (their own foreign keys).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from inference.checkpoints import load_checkpoint
+from inference.data.export import Export, evaluate_checkpoint, opened
+from inference.errors import InputError
+from papreview.accounts.roles import user_is_admin
+from papreview.analysis.adapter import model_version_local_path
+from papreview.analysis.models import ModelStage, ModelVersion
+from papreview.analysis.services import (
+    TRANSIENT_ERRORS,
+    model_version_activate,
+    model_version_register,
+)
+from papreview.core.exceptions import ApplicationError, NotFoundError, PermissionDeniedError
+from papreview.datasets.models import (
+    DatasetExport,
+    EvaluationStatus,
+    ExportStatus,
+    ModelEvaluation,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _export_from_meta(meta: dict[str, Any]) -> DatasetExport | None:
+    """The export a checkpoint says it was trained on (by id, then by name and version)."""
+    data = meta.get("data")
+    ref = data.get("export") if isinstance(data, dict) else None
+    if not isinstance(ref, dict):
+        return None
+    if ref.get("id"):
+        found = DatasetExport.objects.filter(pk=ref["id"], name=ref.get("name")).first()
+        if found is not None:
+            return found
+    name, version = ref.get("name"), ref.get("version")
+    if not isinstance(name, str) or not isinstance(version, int):
+        return None
+    return DatasetExport.objects.filter(name=name, version=version).first()
+
+
+def model_version_register_checkpoint(
+    *,
+    stage: ModelStage | str,
+    path: Path,
+    created_by: User | None = None,
+    training_export: DatasetExport | None = None,
+    activate: bool = False,
+) -> ModelVersion:
+    """Record a checkpoint as a ModelVersion: weights in media storage with their sha256, the
+    checkpoint's metrics, and the training data reference (the export, when it came from one).
+    Registering the same checkpoint again returns the same row."""
+    stage = ModelStage(stage)
+    ckpt = load_checkpoint(Path(path), stage=stage.value)
+    export = training_export or _export_from_meta(ckpt.meta)
+    mv = model_version_register(stage=stage, path=Path(path), created_by=created_by)
+    changed: list[str] = []
+    if export is not None and mv.training_export_id != export.pk:
+        mv.training_export = export
+        mv.training_data = f"dataset export {export.name} v{export.version}"[:255]
+        changed += ["training_export", "training_data"]
+    if not mv.metrics and isinstance(ckpt.meta.get("metrics"), dict):
+        mv.metrics = ckpt.meta["metrics"]
+        changed.append("metrics")
+    if changed:
+        mv.save(update_fields=[*changed, "updated_at"])
+    if activate:
+        mv = model_version_activate(model_version=mv)
+    return mv
+
+
+def model_version_activate_by(*, model_version: ModelVersion, by: User) -> ModelVersion:
+    """Activate a version from the web: admins only."""
+    if not user_is_admin(by):
+        raise PermissionDeniedError("Only an administrator may activate a model version.")
+    logger.info("%s activated by %s", model_version, by.get_username())
+    return model_version_activate(model_version=model_version)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluations
+# --------------------------------------------------------------------------------------------
+
+
+def model_evaluation_request(
+    *, model_version: ModelVersion, export: DatasetExport, by: User, split: str = "test"
+) -> ModelEvaluation:
+    """Queue the scoring of a version on an export's split (admins). An evaluation already done
+    is returned as is; a failed one is queued again."""
+    if not user_is_admin(by):
+        raise PermissionDeniedError("Only an administrator may evaluate model versions.")
+    if export.status != ExportStatus.READY:
+        raise ApplicationError(f"Export {export} is not ready yet.")
+    from papreview.datasets.tasks import model_evaluation_run_task
+
+    with transaction.atomic():
+        evaluation, created = ModelEvaluation.objects.select_for_update().get_or_create(
+            model_version=model_version,
+            export=export,
+            split=split,
+            defaults={"requested_by": by},
+        )
+        if not created and evaluation.status != EvaluationStatus.FAILED:
+            return evaluation
+        if not created:
+            evaluation.status = EvaluationStatus.PENDING
+            evaluation.error = ""
+            evaluation.requested_by = by
+            evaluation.save(update_fields=["status", "error", "requested_by", "updated_at"])
+        evaluation_id = evaluation.pk
+        transaction.on_commit(lambda: model_evaluation_run_task.delay(evaluation_id))
+    return evaluation
+
+
+@contextlib.contextmanager
+def export_opened(export: DatasetExport) -> Iterator[Export]:
+    """A ready export unpacked in a temporary folder, for reading."""
+    if not export.file.name or not default_storage.exists(export.file.name):
+        raise NotFoundError(f"The file of export {export} is missing from storage.")
+    try:
+        local = Path(default_storage.path(export.file.name))
+        with opened(local) as ex:
+            yield ex
+        return
+    except NotImplementedError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="papreview-eval-") as tmp:
+        local = Path(tmp) / "export.zip"
+        with default_storage.open(export.file.name, "rb") as src, local.open("wb") as dst:
+            for chunk in iter(lambda: src.read(1024 * 1024), b""):
+                dst.write(chunk)
+        with opened(local) as ex:
+            yield ex
+
+
+def model_evaluation_run(*, evaluation_id: int) -> str:
+    """Score the version on the export (the task). Returns the final status."""
+    evaluation = ModelEvaluation.objects.select_related("model_version", "export").get(
+        pk=evaluation_id
+    )
+    if evaluation.status == EvaluationStatus.DONE:
+        return str(evaluation.status)
+    ModelEvaluation.objects.filter(pk=evaluation_id).update(
+        status=EvaluationStatus.RUNNING, updated_at=timezone.now()
+    )
+    mv = evaluation.model_version
+    try:
+        with export_opened(evaluation.export) as export:
+            metrics = evaluate_checkpoint(
+                model_version_local_path(mv), stage=mv.stage, export=export, split=evaluation.split
+            )
+    except TRANSIENT_ERRORS:
+        raise
+    except (InputError, ApplicationError) as exc:
+        ModelEvaluation.objects.filter(pk=evaluation_id).update(
+            status=EvaluationStatus.FAILED, error=str(exc)[:2000], updated_at=timezone.now()
+        )
+        return str(EvaluationStatus.FAILED)
+    ModelEvaluation.objects.filter(pk=evaluation_id).update(
+        status=EvaluationStatus.DONE, metrics=metrics, error="", updated_at=timezone.now()
+    )
+    return str(EvaluationStatus.DONE)

@@ -1,0 +1,47 @@
+"""Thin Celery tasks of the datasets app (queue `celery`): they take ids and call a service."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from papreview.analysis.services import TRANSIENT_ERRORS
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    name="papreview.datasets.tasks.dataset_export_build",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    soft_time_limit=settings.DATASET_EXPORT_SOFT_TIME_LIMIT_S,
+    time_limit=settings.DATASET_EXPORT_SOFT_TIME_LIMIT_S + 300,
+    ignore_result=True,
+)
+def dataset_export_build_task(self: Task, export_id: int) -> str:
+    from papreview.datasets.services import dataset_export_build
+
+    return dataset_export_build(export_id=export_id, task_id=self.request.id or "")
+
+
+@shared_task(
+    bind=True,
+    name="papreview.datasets.tasks.model_evaluation_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=5,
+    max_retries=5,
+    ignore_result=True,
+)
+def model_evaluation_run_task(self: Task, evaluation_id: int) -> str:
+    from papreview.datasets.registry import model_evaluation_run
+
+    return model_evaluation_run(evaluation_id=evaluation_id)

@@ -1,0 +1,366 @@
+"""Dataset exports: built by the task function from real reviewed slides, then read back with
+pycocotools and the project's own reader (inference.data.export)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from pycocotools.coco import COCO
+
+from inference.data.export import (
+    Export,
+    export_fields,
+    export_patches,
+    read_yolo_labels,
+)
+from inference.slides import tile_grid
+from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
+from papreview.datasets.models import DatasetExport, ExportStatus
+from papreview.datasets.services import (
+    EmptyExportError,
+    ExportParams,
+    dataset_export_build,
+    dataset_export_create,
+    patient_split,
+)
+from papreview.review.models import ReviewStatus
+from tests.factories import PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+YOLO_LINE = re.compile(r"^[0-5] (0|1)\.\d{6} (0|1)\.\d{6} (0|1)\.\d{6} (0|1)\.\d{6}$")
+
+
+def unpack(export: DatasetExport, dest: Path) -> Path:
+    with zipfile.ZipFile(default_storage.path(str(export.file.name))) as zf:
+        zf.extractall(dest)
+    return dest
+
+
+def build(name: str, user, **params) -> DatasetExport:
+    export = dataset_export_create(name=name, created_by=user, params=params)
+    assert dataset_export_build(export_id=export.pk) == "ready"
+    export.refresh_from_db()
+    return export
+
+
+@pytest.fixture
+def reviewed(make_slide):
+    """Three patients, four field slides (one without any cell), every review action."""
+    p1, p2, p3 = (PatientFactory.create(identifier=f"PT-{i}") for i in range(3))
+    slides = [
+        make_slide(
+            p1,
+            seed=1,
+            cells=[
+                (10, 12, 40, 36, "HSIL", "accepted"),
+                (80, 40, 30, 30, "LSIL", "confirmed"),
+                (150, 100, 44, 40, "ASC-US", "relabelled", "LSIL"),
+                (30, 120, 30, 30, "NILM", "rejected"),
+            ],
+        ),
+        make_slide(
+            p1,
+            seed=2,
+            cells=[(60, 60, 50, 40, "SCC", "moved"), (170, 20, 30, 30, "ASC-H", "added")],
+        ),
+        make_slide(p2, seed=3, cells=[(100, 100, 40, 40, "NILM", "accepted")], category="NILM"),
+        make_slide(p3, seed=4, cells=[], category="NILM"),
+    ]
+    return slides
+
+
+def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pathologist, tmp_path):
+    export = build("round trip", pathologist, crop_size=48)
+    assert export.status == ExportStatus.READY and export.progress == 100
+    assert export.slide_count == 4 and export.slides_done == 4
+    zip_path = Path(default_storage.path(str(export.file.name)))
+    assert hashlib.sha256(zip_path.read_bytes()).hexdigest() == export.sha256
+    root = unpack(export, tmp_path / "x")
+    ex = Export.open(root)
+    assert ex.verify() == []
+
+    # Expected: every non-rejected cell, with its final class and box, per slide.
+    expected: dict[int, Counter] = {}
+    for r in reviewed:
+        slide = r.slide
+        cells = slide.cells.exclude(review_status=ReviewStatus.REJECTED)
+        expected[slide.pk] = Counter(
+            (c.current_class, (c.x, c.y, c.width, c.height)) for c in cells
+        )
+    assert export.cell_count == sum(sum(c.values()) for c in expected.values()) == 6
+
+    seen: dict[int, Counter] = {}
+    images_seen = 0
+    for split in ("train", "val", "test"):
+        coco = COCO(str(ex.coco_path(split)))
+        cats = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+        assert [cats[i] for i in sorted(cats)] == list(BETHESDA_CLASSES)
+        ours = {im.file_name: im for im in ex.images(split)}
+        assert len(ours) == len(coco.getImgIds())
+        for img in coco.loadImgs(coco.getImgIds()):
+            images_seen += 1
+            assert (root / img["file_name"]).is_file()
+            assert (img["width"], img["height"]) == (256, 192)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]]))
+            got = Counter((cats[a["category_id"]], tuple(int(v) for v in a["bbox"])) for a in anns)
+            seen.setdefault(img["slide_id"], Counter()).update(got)
+            # the project's reader sees the same boxes and classes
+            mine = ours[img["file_name"]]
+            assert (
+                Counter(
+                    (a.label, (a.box.x, a.box.y, a.box.width, a.box.height))
+                    for a in mine.annotations
+                )
+                == got
+            )
+        fields = export_fields(ex, split)
+        assert sum(len(f.points) for f in fields) == len(coco.getAnnIds())
+    assert images_seen == 4  # the slide with no cells is kept as a negative image
+    assert {k: v for k, v in seen.items() if v} == {k: v for k, v in expected.items() if v}
+
+    # Provenance: every cell (the rejected one too), in the CSV and as COCO attributes.
+    rows = {int(r["cell_id"]): r for r in ex.provenance()}
+    assert len(rows) == 7
+    assert Counter(r["action"] for r in rows.values()) == {
+        "accepted": 3,  # left as predicted (2) or explicitly confirmed (1)
+        "relabelled": 1,
+        "moved": 1,
+        "rejected": 1,
+        "added": 1,
+    }
+    for key, cell in reviewed[0].cells.items():
+        row = rows[cell.pk]
+        assert row["predicted_class"] == cell.predicted_class
+        assert row["detector_version"] == "det-A" and row["classifier_version"] == "cls-A"
+        assert row["reviewer"] == pathologist.username
+        if key.startswith("relabelled"):
+            assert (row["action"], row["final_class"]) == ("relabelled", "LSIL")
+            assert float(row["predicted_score"]) == pytest.approx(0.75)
+        if key.startswith("rejected"):
+            assert (row["action"], row["final_class"]) == ("rejected", "")
+    added = reviewed[1].cells["added-1"]
+    assert rows[added.pk]["action"] == "added" and rows[added.pk]["predicted_class"] == ""
+    moved = reviewed[1].cells["moved-0"]
+    assert rows[moved.pk]["action"] == "moved"
+    split_of_slide = {s["id"]: s["split"] for s in ex.manifest["slides"]}
+    coco = COCO(str(ex.coco_path(split_of_slide[reviewed[1].slide.pk])))
+    attrs = {a["attributes"]["cell_id"]: a["attributes"] for a in coco.dataset["annotations"]}
+    assert attrs[moved.pk]["action"] == "moved"
+    assert attrs[moved.pk]["classifier_version"] == "cls-A"
+    assert attrs[added.pk]["action"] == "added"
+
+    # ImageFolder crops: one per kept cell, in its class folder, of the set size.
+    crops = [c for split in ("train", "val", "test") for c in ex.crops(split)]
+    assert Counter(code for _, code in crops) == Counter(
+        code for c in expected.values() for code, _ in c.elements()
+    )
+    patches = export_patches(ex, split_of_slide[reviewed[0].slide.pk], 48)
+    assert patches.images.shape[1:] == (48, 48, 3)
+
+
+def test_split_is_by_patient_and_manifest_counts(reviewed, pathologist, tmp_path):
+    export = build("split", pathologist)
+    m = export.manifest
+    assert set(m["split"]) == {"train", "val", "test"}
+    assert all(m["split"][s] for s in ("train", "val", "test"))  # 3 patients: one each
+    patients = [p for s in m["split"].values() for p in s]
+    assert sorted(patients) == ["PT-0", "PT-1", "PT-2"]
+    for slide in m["slides"]:
+        assert slide["patient"] in m["split"][slide["split"]]
+    assert m["counts"]["per_class"]["LSIL"] == 2  # confirmed + relabelled to LSIL
+    assert m["counts"]["actions"]["rejected"] == 1
+    assert m["model_versions"] == [
+        {"stage": "classifier", "name": "cls-A"},
+        {"stage": "detector", "name": "det-A"},
+    ]
+    assert m["exported_by"] == pathologist.username and m["created_at"]
+    # patient_split: deterministic, and all slides of a patient together
+    a = patient_split([f"p{i}" for i in range(20)], fractions=(0.7, 0.15, 0.15), seed=3)
+    assert a == patient_split(
+        [f"p{i}" for i in range(20)][::-1], fractions=(0.7, 0.15, 0.15), seed=3
+    )
+    assert Counter(a.values()) == {"train": 14, "val": 3, "test": 3}
+
+
+def test_manifest_checksums_verify_and_detect_tampering(reviewed, pathologist, tmp_path):
+    export = build("checksums", pathologist)
+    root = unpack(export, tmp_path / "x")
+    manifest = json.loads((root / "manifest.json").read_text())
+    files = [p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert sorted(manifest["files"]) == sorted(p.relative_to(root).as_posix() for p in files)
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((root / rel).read_bytes()).hexdigest() == digest
+    assert manifest == export.manifest
+    target = next(p for p in files if p.suffix == ".txt")
+    target.write_text(target.read_text() + "0 0.5 0.5 0.1 0.1\n")
+    (root / "stray.txt").write_text("x")
+    problems = Export.open(root).verify()
+    rel = target.relative_to(root).as_posix()
+    assert problems == [f"checksum differs: {rel}", "not in the manifest: stray.txt"]
+
+
+def test_yolo_labels_and_data_yaml(reviewed, pathologist, tmp_path):
+    export = build("yolo", pathologist)
+    root = unpack(export, tmp_path / "x")
+    yaml_text = (root / "data.yaml").read_text()
+    assert "train: images/train" in yaml_text and "  5: SCC" in yaml_text
+    ex = Export.open(root)
+    n_labels = 0
+    for split in ("train", "val", "test"):
+        for im in ex.images(split):
+            label_path = root / "labels" / split / (Path(im.file_name).stem + ".txt")
+            assert label_path.is_file()  # an empty file for an image without cells
+            text = label_path.read_text()
+            for line in text.splitlines():
+                assert YOLO_LINE.match(line), line
+            labels = read_yolo_labels(label_path)
+            assert len(labels) == len(im.annotations)
+            for lab, ann in zip(
+                sorted(labels, key=lambda v: (v.cx, v.cy)),
+                sorted(im.annotations, key=lambda a: a.box.centre),
+                strict=True,
+            ):
+                assert lab.code == ann.label
+                x, y, w, h = lab.box(im.width, im.height)
+                assert (x, y, w, h) == pytest.approx(
+                    (ann.box.x, ann.box.y, ann.box.width, ann.box.height), abs=0.01
+                )
+            n_labels += len(labels)
+    assert n_labels == 6
+
+
+def test_geojson_is_qupath_compatible(reviewed, pathologist, tmp_path):
+    export = build("geojson", pathologist)
+    root = unpack(export, tmp_path / "x")
+    for entry in export.manifest["slides"]:
+        data = json.loads((root / entry["geojson"]).read_text())
+        assert data["type"] == "FeatureCollection"
+        assert len(data["features"]) == entry["cells"]
+        for feature in data["features"]:
+            assert feature["type"] == "Feature"
+            geometry = feature["geometry"]
+            assert geometry["type"] == "Polygon"
+            ring = geometry["coordinates"][0]
+            assert len(ring) == 5 and ring[0] == ring[-1]
+            props = feature["properties"]
+            assert props["objectType"] == "annotation"
+            name = props["classification"]["name"]
+            colour = CLASS_COLOURS[name].lstrip("#")
+            assert props["classification"]["color"] == [
+                int(colour[i : i + 2], 16) for i in (0, 2, 4)
+            ]
+    first = reviewed[0]
+    kept = first.slide.cells.exclude(review_status=ReviewStatus.REJECTED)
+    data = json.loads((root / f"geojson/s{first.slide.pk:06d}.geojson").read_text())
+    boxes = sorted(
+        (f["properties"]["classification"]["name"], tuple(f["geometry"]["coordinates"][0][0]))
+        for f in data["features"]
+    )
+    assert boxes == sorted((c.current_class, (c.x, c.y)) for c in kept)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_whole_slide_images_are_tiled_with_empty_tiles_at_the_set_ratio(
+    make_slide, pathologist, tmp_path, ratio
+):
+    # 1100 x 700 px, tiles of 512 with 64 overlap: starts 0, 448, 588 (x) and 0, 188 (y).
+    # Cells sit where only one tile holds their centre.
+    r = make_slide(
+        wsi=True,
+        size=(1100, 700),
+        cells=[
+            (100, 60, 40, 40, "HSIL", "accepted"),  # tile (0, 0)
+            (1000, 600, 40, 40, "LSIL", "accepted"),  # tile (588, 188)
+        ],
+    )
+    export = build(
+        f"wsi {ratio}", pathologist, tile_size=512, tile_overlap=64, empty_tile_ratio=ratio
+    )
+    root = unpack(export, tmp_path / "x")
+    ex = Export.open(root)
+    assert ex.verify() == []
+    grid = tile_grid(1100, 700, tile=512, overlap=64)
+    split = export.manifest["slides"][0]["split"]
+    images = ex.images(split)
+    with_cells = [im for im in images if im.annotations]
+    assert len(with_cells) == 2
+    assert len(images) == (len(grid) if ratio == 1.0 else 2)
+    assert export.manifest["counts"]["empty_images"][split] == len(images) - 2
+    level0 = sorted(
+        (a.label, (im.origin[0] + a.box.x, im.origin[1] + a.box.y, a.box.width, a.box.height))
+        for im in with_cells
+        for a in im.annotations
+    )
+    cells = r.slide.cells.all()
+    assert level0 == sorted((c.current_class, (c.x, c.y, c.width, c.height)) for c in cells)
+    for im in images:
+        assert (im.width, im.height) in {(t.width, t.height) for t in grid}
+        assert (root / im.file_name).is_file()
+
+
+def test_create_checks_role_filter_and_numbers_versions(
+    reviewed, pathologist, viewer, django_capture_on_commit_callbacks
+):
+    from papreview.core.exceptions import PermissionDeniedError
+
+    with pytest.raises(PermissionDeniedError):
+        dataset_export_create(name="x", created_by=viewer)
+    with pytest.raises(EmptyExportError):
+        dataset_export_create(name="x", created_by=pathologist, filters={"patients": ["nobody"]})
+    with pytest.raises(ValidationError):
+        dataset_export_create(name="x", created_by=pathologist, params={"tile_overlap": 900})
+    with django_capture_on_commit_callbacks() as callbacks:
+        a = dataset_export_create(name="nightly", created_by=pathologist)
+        b = dataset_export_create(
+            name="nightly", created_by=pathologist, filters={"categories": ["NILM"]}
+        )
+    assert (a.version, b.version) == (1, 2)
+    assert len(callbacks) == 2  # each queued on commit
+    assert b.slide_count == 2 and a.slide_count == 4
+    assert ExportParams.from_dict(a.params) == ExportParams()
+
+
+def test_only_signed_out_slides_are_exported(make_slide, pathologist):
+    make_slide(cells=[(10, 10, 20, 20, "HSIL", "accepted")], sign_out=False)
+    with pytest.raises(EmptyExportError):
+        dataset_export_create(name="none", created_by=pathologist)
+
+
+def test_a_missing_slide_file_fails_the_export_with_its_reason(reviewed, pathologist):
+    export = dataset_export_create(name="broken", created_by=pathologist)
+    default_storage.delete(reviewed[2].slide.file.name)
+    assert dataset_export_build(export_id=export.pk) == "failed"
+    export.refresh_from_db()
+    assert export.status == ExportStatus.FAILED
+    assert "stored file is missing" in export.error
+    assert not export.file.name
+    assert not list(Path(default_storage.path("")).rglob("*.zip"))  # nothing half-written
+
+
+def test_a_ready_export_is_never_rebuilt(reviewed, pathologist, tmp_path):
+    export = build("immutable", pathologist)
+    before = (export.file.name, export.sha256, export.manifest)
+    assert dataset_export_build(export_id=export.pk) == "already_ready"
+    export.refresh_from_db()
+    assert (export.file.name, export.sha256, export.manifest) == before
+
+
+def test_provenance_csv_has_the_documented_columns(reviewed, pathologist, tmp_path):
+    from inference.data.export import PROVENANCE_COLUMNS
+
+    export = build("csv", pathologist)
+    root = unpack(export, tmp_path / "x")
+    with (root / "provenance.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == PROVENANCE_COLUMNS
+        assert len(list(reader)) == 7
