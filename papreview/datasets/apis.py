@@ -1,0 +1,218 @@
+"""Thin API views: dataset exports (create, progress, download), model versions (list, activate),
+evaluations on a test export, the model dashboard's figures and QC re-review labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from papreview.analysis.models import ModelVersion
+from papreview.core.api import ERROR_RESPONSES, request_user
+from papreview.core.exceptions import ConflictError, NotFoundError
+from papreview.datasets.models import DatasetExport, ExportStatus, ModelEvaluation
+from papreview.datasets.registry import model_evaluation_request, model_version_activate_by
+from papreview.datasets.selectors import (
+    dataset_export_get,
+    dataset_export_list,
+    model_evaluation_list,
+    model_version_get,
+    model_version_list,
+)
+from papreview.datasets.services import dataset_export_create
+
+
+class DatasetExportOutputSerializer(serializers.ModelSerializer[DatasetExport]):
+    created_by = serializers.CharField(
+        source="created_by.username", read_only=True, allow_null=True, default=None
+    )
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatasetExport
+        ref_name = "DatasetExport"
+        fields = (
+            "id",
+            "name",
+            "version",
+            "status",
+            "progress",
+            "slides_done",
+            "slide_count",
+            "cell_count",
+            "formats",
+            "filters",
+            "params",
+            "sha256",
+            "size_bytes",
+            "error",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "download_url",
+        )
+
+    def get_download_url(self, obj: DatasetExport) -> str | None:
+        if obj.status != ExportStatus.READY:
+            return None
+        return f"/api/exports/{obj.pk}/download/"
+
+
+class DatasetExportListApi(APIView):
+    """Exports, newest first (GET); a new export version built in the background (POST, 202).
+
+    Only signed-out slides are exported. `filters`: signed_out_from / signed_out_to (dates),
+    categories (slide Bethesda categories), patients (identifiers), slide_ids. `params`:
+    tile_size, tile_overlap, empty_tile_ratio, crop_size, split ([train, val, test]), seed.
+    """
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        filters = serializers.DictField(required=False, default=dict)
+        params = serializers.DictField(required=False, default=dict)
+
+        class Meta:
+            ref_name = "DatasetExportInput"
+
+    @extend_schema(responses={200: DatasetExportOutputSerializer(many=True), **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        exports = dataset_export_list()[:200]
+        return Response(DatasetExportOutputSerializer(exports, many=True).data)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: DatasetExportOutputSerializer, **ERROR_RESPONSES},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = dataset_export_create(created_by=request_user(request), **data.validated_data)
+        return Response(DatasetExportOutputSerializer(export).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetExportDetailApi(APIView):
+    """One export: status and progress while it is built, manifest summary when ready."""
+
+    @extend_schema(responses={200: DatasetExportOutputSerializer, **ERROR_RESPONSES})
+    def get(self, request: Request, export_id: int) -> Response:
+        return Response(DatasetExportOutputSerializer(dataset_export_get(export_id=export_id)).data)
+
+
+def export_file_response(export: DatasetExport) -> FileResponse:
+    """The export's zip, streamed (409 until it is ready)."""
+    if export.status != ExportStatus.READY:
+        raise ConflictError(f"Export {export} is {export.status}; download it once it is ready.")
+    name = str(export.file.name or "")
+    if not name or not default_storage.exists(name):
+        raise NotFoundError(f"The file of export {export} is missing from storage.")
+    filename = f"{export.name}-v{export.version}.zip".replace(" ", "_")
+    response = FileResponse(
+        default_storage.open(name, "rb"),
+        as_attachment=True,
+        filename=filename,
+        content_type="application/zip",
+    )
+    response["X-Checksum-SHA256"] = export.sha256
+    return response
+
+
+class DatasetExportDownloadApi(APIView):
+    """The export's zip (application/zip); header X-Checksum-SHA256 carries its digest."""
+
+    @extend_schema(responses={(200, "application/zip"): bytes, **ERROR_RESPONSES})
+    def get(self, request: Request, export_id: int) -> FileResponse:
+        return export_file_response(dataset_export_get(export_id=export_id))
+
+
+class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
+    training_export = serializers.CharField(
+        source="training_export.__str__", read_only=True, allow_null=True, default=None
+    )
+
+    class Meta:
+        model = ModelVersion
+        ref_name = "ModelVersionRegistry"
+        fields = (
+            "id",
+            "stage",
+            "name",
+            "sha256",
+            "is_active",
+            "activated_at",
+            "training_data",
+            "training_export",
+            "metrics",
+            "created_at",
+        )
+
+
+class ModelVersionListApi(APIView):
+    """Registered model versions of both stages (the active ones first)."""
+
+    @extend_schema(responses={200: ModelVersionOutputSerializer(many=True), **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        return Response(ModelVersionOutputSerializer(model_version_list(), many=True).data)
+
+
+class ModelVersionActivateApi(APIView):
+    """Make this version the active one of its stage (admins only; others get 403). New
+    analyses use it; finished runs keep the versions they were made with."""
+
+    @extend_schema(request=None, responses={200: ModelVersionOutputSerializer, **ERROR_RESPONSES})
+    def post(self, request: Request, version_id: int) -> Response:
+        mv = model_version_activate_by(
+            model_version=model_version_get(version_id=version_id), by=request_user(request)
+        )
+        return Response(ModelVersionOutputSerializer(mv).data)
+
+
+class ModelEvaluationOutputSerializer(serializers.ModelSerializer[ModelEvaluation]):
+    class Meta:
+        model = ModelEvaluation
+        ref_name = "ModelEvaluation"
+        fields = ("id", "model_version", "export", "split", "status", "metrics", "error")
+
+
+class ModelEvaluationListApi(APIView):
+    """Evaluations on one export (GET ?export=ID); queue one (POST, admins only, 202)."""
+
+    class InputSerializer(serializers.Serializer):
+        model_version = serializers.IntegerField()
+        export = serializers.IntegerField()
+        split = serializers.ChoiceField(choices=["train", "val", "test"], default="test")
+
+        class Meta:
+            ref_name = "ModelEvaluationInput"
+
+    @extend_schema(responses={200: ModelEvaluationOutputSerializer(many=True), **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        try:
+            export_id = int(request.query_params.get("export", ""))
+        except ValueError:
+            export_id = None
+        evaluations = model_evaluation_list(export_id=export_id)
+        return Response(ModelEvaluationOutputSerializer(evaluations, many=True).data)
+
+    @extend_schema(
+        request=InputSerializer, responses={202: ModelEvaluationOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values: dict[str, Any] = data.validated_data
+        evaluation = model_evaluation_request(
+            model_version=model_version_get(version_id=values["model_version"]),
+            export=dataset_export_get(export_id=values["export"]),
+            split=values["split"],
+            by=request_user(request),
+        )
+        return Response(
+            ModelEvaluationOutputSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED
+        )

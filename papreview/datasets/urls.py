@@ -1,0 +1,21 @@
+from django.urls import path
+
+from papreview.datasets import apis
+
+# Included under /api/.
+urlpatterns = [
+    path("exports/", apis.DatasetExportListApi.as_view(), name="export-list"),
+    path("exports/<int:export_id>/", apis.DatasetExportDetailApi.as_view(), name="export-detail"),
+    path(
+        "exports/<int:export_id>/download/",
+        apis.DatasetExportDownloadApi.as_view(),
+        name="export-download",
+    ),
+    path("model-versions/", apis.ModelVersionListApi.as_view(), name="model-version-list"),
+    path(
+        "model-versions/<int:version_id>/activate/",
+        apis.ModelVersionActivateApi.as_view(),
+        name="model-version-activate",
+    ),
+    path("evaluations/", apis.ModelEvaluationListApi.as_view(), name="evaluation-list"),
+]

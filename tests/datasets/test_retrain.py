@@ -1,0 +1,176 @@
+"""The retraining loop end to end on tiny data (CPU, seconds): export -> `python -m inference
+train-* --data` -> `manage.py register_model` -> evaluation on the export's test split ->
+activation (admins only) -> new analyses use it, old runs keep theirs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+
+from inference.__main__ import main as inference_main
+from inference.checkpoints import load_checkpoint
+from papreview.analysis.models import ModelStage, ModelVersion
+from papreview.analysis.services import model_versions_for_analysis
+from papreview.datasets.models import EvaluationStatus, ModelEvaluation
+from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
+from papreview.datasets.services import dataset_export_build, dataset_export_create
+from tests.datasets.conftest import field_pixels, png_bytes
+from tests.factories import AnalysisRunFactory, PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+CLASSES = ["NILM", "HSIL", "LSIL", "SCC"]
+
+
+@pytest.fixture
+def tiny_export(make_slide, pathologist, tmp_path):
+    """Three patients, two slides each, a few cells of several classes on every slide."""
+    for p in range(3):
+        patient = PatientFactory.create(identifier=f"R-{p}")
+        for s in range(2):
+            seed = 10 * p + s
+            cells = [
+                (20 + 60 * k, 30 + 40 * (k % 3), 36, 36, CLASSES[(seed + k) % 4], "accepted")
+                for k in range(3)
+            ]
+            make_slide(patient, seed=seed, cells=cells)
+    export = dataset_export_create(name="retrain", created_by=pathologist, params={"crop_size": 48})
+    assert dataset_export_build(export_id=export.pk) == "ready"
+    export.refresh_from_db()
+    zip_path = Path(default_storage.path(str(export.file.name)))
+    folder = tmp_path / "export"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(folder)
+    return export, zip_path, folder
+
+
+def run_cli(*argv: str) -> dict:
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        code = inference_main(list(argv))
+    text = out.getvalue()
+    assert code == 0, text
+    # training logs come first (tqdm.write); the result is the JSON document at the end
+    return json.loads(text[text.rindex("\n{\n") + 1 :] if not text.startswith("{\n") else text)
+
+
+def tiny_cric(root: Path) -> Path:
+    """A 6-image CRIC-shaped folder (cells.csv + images/) for --merge-base."""
+    images = root / "cric" / "images"
+    images.mkdir(parents=True)
+    with (root / "cric" / "cells.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_filename", "nucleus_x", "nucleus_y", "bethesda_system"])
+        for i in range(6):
+            (images / f"c{i}.png").write_bytes(png_bytes(field_pixels(160, 120, seed=100 + i)))
+            for k in range(2):
+                w.writerow([f"c{i}.png", 40 + 50 * k, 60, CLASSES[(i + k) % 4]])
+    return root
+
+
+def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
+    tiny_export, tmp_path, admin_user, pathologist, api, versions
+):
+    export, zip_path, folder = tiny_export
+    m = export.manifest
+    assert all(m["counts"]["crops"][s] > 0 for s in ("train", "val", "test"))
+
+    cls = run_cli(
+        "train-classifier", "--data", str(zip_path), "--out", str(tmp_path / "cls"),
+        "--epochs", "2", "--samples-per-epoch", "32", "--batch-size", "16", "--crop-px", "32",
+        "--threads", "1",
+    )  # fmt: skip
+    det = run_cli(
+        "train-detector", "--data", str(folder), "--out", str(tmp_path / "det"),
+        "--epochs", "2", "--crops-per-image", "1", "--crop-size", "64", "--batch-size", "4",
+        "--threads", "1",
+    )  # fmt: skip
+    cls_path, det_path = Path(cls["checkpoint"]), Path(det["checkpoint"])
+    assert cls["val"]["six_class"]["n"] == sum(m["counts"]["per_split"]["val"].values())
+    assert "cell_recall" in det["val"]
+    meta = load_checkpoint(cls_path, stage="classifier").meta
+    assert meta["data"]["export"]["name"] == "retrain"
+    assert meta["data"]["export"]["id"] == export.pk
+    assert meta["data"]["split"] == m["split"]
+
+    out = io.StringIO()
+    call_command("register_model", str(cls_path), stdout=out)
+    registered = json.loads(out.getvalue())
+    mv = ModelVersion.objects.get(pk=registered["id"])
+    assert mv.stage == ModelStage.CLASSIFIER and mv.name == cls["version"]
+    assert mv.sha256 == hashlib.sha256(cls_path.read_bytes()).hexdigest()
+    assert mv.training_export == export
+    assert mv.training_data == "dataset export retrain v1"
+    assert "val" in mv.metrics and not mv.is_active
+    # the same checkpoint again: the same row
+    call_command("register_model", str(cls_path), "--stage", "classifier", stdout=io.StringIO())
+    assert ModelVersion.objects.filter(name=cls["version"]).count() == 1
+    call_command("register_model", str(det_path), "--export", str(export.pk), stdout=io.StringIO())
+    det_mv = ModelVersion.objects.get(name=det["version"])
+    assert det_mv.stage == ModelStage.DETECTOR and det_mv.training_export == export
+
+    # Compare: both stages scored on the export's test split.
+    for version in (mv, det_mv):
+        evaluation = model_evaluation_request(model_version=version, export=export, by=admin_user)
+        assert model_evaluation_run(evaluation_id=evaluation.pk) == EvaluationStatus.DONE
+    cls_eval = ModelEvaluation.objects.get(model_version=mv)
+    six = cls_eval.metrics["six_class"]
+    assert six["n"] == sum(m["counts"]["per_split"]["test"].values())
+    assert len(six["confusion_matrix"]) == 6
+    det_eval = ModelEvaluation.objects.get(model_version=det_mv)
+    assert det_eval.metrics["images"] == m["counts"]["images"]["test"]
+    assert sum(map(sum, det_eval.metrics["confusion"]["matrix"])) == det_eval.metrics["cells"]
+
+    # Activation: admins only, over the API; the previous version's runs keep it.
+    old_run = AnalysisRunFactory.create(classifier_version=versions.classifier)
+    versions.classifier.is_active = True
+    versions.classifier.save()
+    url = f"/api/model-versions/{mv.pk}/activate/"
+    assert api(pathologist).post(url).status_code == 403
+    assert api(None).post(url).status_code == 401
+    mv.refresh_from_db()
+    assert not mv.is_active
+    response = api(admin_user).post(url)
+    assert response.status_code == 200 and response.json()["is_active"] is True
+    versions.classifier.refresh_from_db()
+    assert not versions.classifier.is_active
+    old_run.refresh_from_db()
+    assert old_run.classifier_version == versions.classifier
+    det_mv_active = api(admin_user).post(f"/api/model-versions/{det_mv.pk}/activate/")
+    assert det_mv_active.status_code == 200
+    assert model_versions_for_analysis() == (det_mv, mv)
+
+
+def test_train_on_an_export_merged_with_the_base_data(tiny_export, tmp_path):
+    export, _, folder = tiny_export
+    base = tiny_cric(tmp_path / "base")
+    cls = run_cli(
+        "train-classifier", "--data", str(folder), "--merge-base", "--data-dir", str(base),
+        "--out", str(tmp_path / "cls"), "--epochs", "1", "--samples-per-epoch", "16",
+        "--batch-size", "16", "--crop-px", "32", "--threads", "1",
+    )  # fmt: skip
+    meta = load_checkpoint(Path(cls["checkpoint"]), stage="classifier").meta
+    assert meta["data"]["export"]["name"] == "retrain"
+    assert meta["data"]["merged_with"]["name"].startswith("CRIC")
+    export_train = sum(export.manifest["counts"]["per_split"]["train"].values())
+    assert sum(meta["data"]["train_cells"].values()) > export_train
+
+
+def test_a_tampered_export_is_refused_for_training(tiny_export, tmp_path):
+    _, _, folder = tiny_export
+    label = next((folder / "labels").rglob("*.txt"))
+    label.write_text("0 0.5 0.5 0.2 0.2\n")
+    code = inference_main(
+        ["train-detector", "--data", str(folder), "--out", str(tmp_path / "d"), "--epochs", "1"]
+    )
+    assert code == 2
