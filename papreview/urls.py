@@ -19,6 +19,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("cells/", include(imaging_urls.cell_urlpatterns)),
     path("uploads/", include("papreview.uploads.urls")),
     path("reviewers/", include(workflow_urls.reviewer_urlpatterns)),
+    path("", include("papreview.datasets.urls")),  # exports, model versions, evaluations
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
