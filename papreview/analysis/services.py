@@ -227,7 +227,14 @@ def analysis_publish(*, run_id: int) -> bool:
     if run is None:
         return False
     try:
-        result = analysis_run_task.apply_async(kwargs={"slide_id": run.slide_id}, retry=False)
+        # No time limits in the message: each worker applies its own settings (a CPU machine
+        # may allow a slide longer than a GPU machine). No publish retries: the outbox retries.
+        result = analysis_run_task.apply_async(
+            kwargs={"slide_id": run.slide_id},
+            retry=False,
+            time_limit=None,
+            soft_time_limit=None,
+        )
     except Exception as exc:  # any broker failure: the outbox keeps the job
         logger.warning(
             "run %s of slide %s: the broker did not take the job (%s: %s); the sweeper will "
@@ -478,13 +485,14 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
             _run_fail(run_id=run.pk, reason=str(exc))
             return RunOutcome.FAILED
         except SoftTimeLimitExceeded:
-            minutes = settings.ANALYSIS_SOFT_TIME_LIMIT_S / 60
+            limit = int(settings.ANALYSIS_SOFT_TIME_LIMIT_S)
+            span = f"{limit} s" if limit < 120 else f"{limit / 60:.0f} min"
             _run_fail(
                 run_id=run.pk,
                 reason=(
-                    f"The analysis did not finish within the {minutes:.0f}-minute limit; the "
-                    "slide may be too large for this worker. Run it again on a GPU worker or ask "
-                    "an administrator to raise ANALYSIS_SOFT_TIME_LIMIT_S."
+                    f"The analysis did not finish within its time limit ({span}); the slide may "
+                    "be too large for this worker. Run it again on a GPU worker or ask an "
+                    "administrator to raise ANALYSIS_SOFT_TIME_LIMIT_S."
                 ),
             )
             return RunOutcome.FAILED

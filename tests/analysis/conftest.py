@@ -164,6 +164,8 @@ class Worker:
         self._log_fh.close()
 
     def stop(self) -> None:
+        if self._log_fh.closed:
+            return
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -182,9 +184,9 @@ class WorkerPool:
         self.log_dir = log_dir
         self.started: list[Worker] = []
 
-    def start(self) -> Worker:
+    def start(self, **extra_env: str) -> Worker:
         name = f"analysis-test-{len(self.started) + 1}-{os.getpid()}"
-        worker = Worker(name, self.env, self.log_dir / f"{name}.log")
+        worker = Worker(name, {**self.env, **extra_env}, self.log_dir / f"{name}.log")
         self.started.append(worker)
         worker.wait_ready()
         return worker
@@ -195,6 +197,11 @@ class WorkerPool:
 
     def output(self) -> str:
         return "\n".join(w.output() for w in self.started)
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            if worker.alive():
+                worker.stop()
 
     def close(self) -> None:
         for worker in self.started:

@@ -55,12 +55,25 @@ def upload(api_client: Any, patient_id: int, content: bytes, name: str = "field.
     return int(response.json()["id"])
 
 
+WORKERS: list[WorkerPool] = []
+
+
+@pytest.fixture(autouse=True)
+def _remember_workers(workers: WorkerPool) -> None:
+    WORKERS[:] = [workers]
+
+
 def slide_reaches(slide_id: int, *statuses: str, timeout: float = 60.0) -> Slide:
     def reached() -> Slide | None:
         slide = Slide.objects.get(pk=slide_id)
         return slide if slide.status in statuses else None
 
-    return wait_for(reached, timeout=timeout, what=f"slide {slide_id} in {statuses}")
+    try:
+        return wait_for(reached, timeout=timeout, what=f"slide {slide_id} in {statuses}")
+    except AssertionError as exc:  # show what the workers did
+        runs = list(AnalysisRun.objects.filter(slide_id=slide_id).values())
+        logs = WORKERS[0].output()[-6000:] if WORKERS else ""
+        raise AssertionError(f"{exc}\nruns: {runs}\nworker logs:\n{logs}") from exc
 
 
 def test_upload_is_analysed_by_a_worker_with_the_active_model_versions(
@@ -164,6 +177,29 @@ def test_a_corrupt_slide_fails_once_with_its_reason(workers: WorkerPool, api: An
     log = worker.output()
     assert log.count(f"[{run.task_id}] received") == 1, "delivered once, never retried"
     assert "retry" not in log.split(f"[{run.task_id}] received")[1].lower()
+
+
+def test_a_slide_over_the_time_limit_fails_once_with_a_clear_reason(
+    workers: WorkerPool, api: Any, pathologist: Any
+) -> None:
+    workers.stop_all()  # only the worker with the short limit may take this job
+    worker = workers.start(ANALYSIS_SOFT_TIME_LIMIT_S="1", ANALYSIS_TIME_LIMIT_S="30")
+    try:
+        slide_id = upload(
+            api(pathologist), PatientFactory.create().pk, field_bytes(4096, 4096, seed=9)
+        )
+        slide = slide_reaches(slide_id, SlideStatus.FAILED, SlideStatus.ANALYSED)
+        assert slide.status == SlideStatus.FAILED
+        assert "did not finish within its time limit (1 s)" in slide.failure_reason
+        run = AnalysisRun.objects.get(slide_id=slide_id)
+        assert run.status == RunStatus.FAILED and run.attempts == 1
+        assert 0 < run.tiles_done < run.tiles_total, "stopped part way"
+        assert not Cell.objects.filter(slide_id=slide_id).exists()
+        time.sleep(1.0)
+        assert AnalysisRun.objects.get(pk=run.pk).attempts == 1, "not retried"
+        assert worker.output().count(f"[{run.task_id}] received") == 1
+    finally:
+        worker.stop()
 
 
 def test_a_rerun_replaces_predictions_but_keeps_reviewer_work(
