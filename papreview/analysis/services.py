@@ -391,7 +391,11 @@ def _run_commit(
 ) -> RunOutcome:
     """Write the run's cells, triage and statuses in one transaction."""
     with transaction.atomic():
-        run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        found = AnalysisRun.objects.select_for_update().filter(pk=run_id).first()
+        if found is None:  # the slide was deleted meanwhile
+            logger.info("run %s: gone before its results were written", run_id)
+            return RunOutcome.NOTHING_TO_DO
+        run = found
         if run.status != RunStatus.RUNNING or run.attempts != attempt:
             logger.warning(
                 "run %s: attempt %s was superseded (now %s, attempt %s); results dropped",
