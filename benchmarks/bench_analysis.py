@@ -15,7 +15,7 @@
 
 Weights: the committed defaults (inference/weights/) when present; otherwise untrained
 default-size architectures (the cost of the real models, not their predictions), saying so.
-Needs a migrated database (`manage.py migrate`) and a real broker (Redis). Not a test.
+Migrates the database it is given, and needs a real broker (Redis). Not a test.
 """
 
 from __future__ import annotations
@@ -183,7 +183,12 @@ def _patient(tag: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20)
-    parser.add_argument("--workers", default="1,2", help="worker counts to compare")
+    parser.add_argument(
+        "--workers", default="1,2,1,2", help="worker counts, in order (repeats show the noise)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)"
+    )
     parser.add_argument("--latency-samples", type=int, default=20)
     parser.add_argument("--weights", choices=("auto", "random"), default="auto")
     parser.add_argument("--no-prefetch-check", action="store_true")
@@ -198,6 +203,9 @@ def main() -> None:
     _setup_django(media)
 
     from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
 
     from papreview.analysis.models import AnalysisRun, ModelStage
     from papreview.analysis.services import model_version_register
@@ -221,6 +229,7 @@ def main() -> None:
     print(f"weights: {weights}: {detector.name} + {classifier.name}")
     print(f"images: {len(images)} x {source}; cores: {cores}; load avg: {os.getloadavg()}")
     created: list[int] = []
+    latency_done = False
     base_env = {
         **os.environ,
         "MEDIA_ROOT": str(media),
@@ -229,7 +238,7 @@ def main() -> None:
     }
     try:
         for count in [int(c) for c in args.workers.split(",") if c.strip()]:
-            threads = max(1, cores // count)
+            threads = args.threads or max(1, cores // count)
             env = {**base_env, "INFERENCE_TORCH_THREADS": str(threads)}
             workers = Workers(count, env, tmp)
             try:
@@ -252,7 +261,8 @@ def main() -> None:
                     f"{elapsed:.1f} s = {len(ids) / elapsed * 60:.1f} slides/min "
                     f"(median pipeline time per slide {per_slide:.2f} s, {cells} cells)"
                 )
-                if count == 1 and args.latency_samples:
+                if count == 1 and args.latency_samples and not latency_done:
+                    latency_done = True
                     delays = []
                     for i in range(args.latency_samples):
                         patient = _patient(f"latency{i}")
