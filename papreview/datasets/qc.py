@@ -1,0 +1,135 @@
+"""Quality control: a random share of signed-out slides is re-reviewed blind by a second
+reviewer; both reviewers' labels of each cell are kept for Cohen's kappa (dashboard).
+
+* `qc_settings_get()` / `qc_settings_set(share=..., by=admin)`: the share (one settings row).
+* `qc_sample()` draws that share of the signed-out slides not drawn before (random, seeded
+  optionally) and creates pending QC reviews (admin action, `manage.py qc_sample`, dashboard).
+* `qc_review_submit(qc_review=..., by=..., labels={cell id: class or "rejected"})`: the second
+  reviewer's labels of EVERY cell of the slide (as the first reviewer left them: rejected and
+  added ones included). The second reviewer must not be the one who signed the slide out.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from papreview.accounts.roles import user_can_write, user_is_admin
+from papreview.cases.models import Slide, SlideStatus
+from papreview.core.exceptions import ConflictError, NotFoundError, PermissionDeniedError
+from papreview.datasets.models import (
+    QC_LABELS,
+    QC_REJECTED,
+    QCLabel,
+    QCReview,
+    QCSettings,
+    QCStatus,
+)
+from papreview.review.models import Cell, ReviewStatus
+
+
+def qc_settings_get() -> QCSettings:
+    settings_row, _ = QCSettings.objects.get_or_create(pk=1)
+    return settings_row
+
+
+def qc_settings_set(*, share: float, by: User) -> QCSettings:
+    if not user_is_admin(by):
+        raise PermissionDeniedError("Only an administrator may change the QC share.")
+    if not 0.0 <= share <= 1.0:
+        raise ValidationError({"share": "Choose a share between 0 and 1."})
+    row = qc_settings_get()
+    row.share = share
+    row.updated_by = by
+    row.save()
+    return row
+
+
+def qc_candidates() -> QuerySet[Slide]:
+    return Slide.objects.filter(
+        status=SlideStatus.SIGNED_OUT, interpretation__isnull=False, qc_review__isnull=True
+    ).order_by("pk")
+
+
+def qc_sample(*, share: float | None = None, seed: int | None = None) -> list[QCReview]:
+    """Draw `share` (default: the settings row's) of the signed-out slides not drawn before."""
+    share = qc_settings_get().share if share is None else share
+    candidates = list(qc_candidates().values_list("pk", "interpretation__signed_out_by"))
+    k = round(share * len(candidates))
+    chosen = random.Random(seed).sample(candidates, k) if k else []
+    with transaction.atomic():
+        return [
+            QCReview.objects.create(slide_id=slide_id, first_reviewer_id=first)
+            for slide_id, first in sorted(chosen)
+        ]
+
+
+def qc_review_list(*, status: str | None = None) -> QuerySet[QCReview]:
+    qs = QCReview.objects.select_related("slide", "slide__patient", "first_reviewer", "reviewer")
+    if status:
+        qs = qs.filter(status=status)
+    return qs.order_by("created_at", "id")
+
+
+def qc_review_get(*, qc_review_id: int) -> QCReview:
+    review = qc_review_list().filter(pk=qc_review_id).first()
+    if review is None:
+        raise NotFoundError(f"QC review {qc_review_id} does not exist.")
+    return review
+
+
+def qc_review_cells(qc_review: QCReview) -> QuerySet[Cell]:
+    return Cell.objects.filter(slide_id=qc_review.slide_id).order_by("pk")
+
+
+def first_label(cell: Cell) -> str:
+    return QC_REJECTED if cell.review_status == ReviewStatus.REJECTED else cell.current_class
+
+
+@transaction.atomic
+def qc_review_submit(*, qc_review: QCReview, by: User, labels: Mapping[int, str]) -> QCReview:
+    if not user_can_write(by):
+        raise PermissionDeniedError("Your role cannot review cells.")
+    review = QCReview.objects.select_for_update().get(pk=qc_review.pk)
+    if review.status == QCStatus.DONE:
+        raise ConflictError("This QC review was already submitted.")
+    if review.first_reviewer_id == by.pk:
+        raise PermissionDeniedError(
+            "You signed this slide out; the QC review needs a second reviewer."
+        )
+    cells = list(qc_review_cells(review))
+    missing = [c.pk for c in cells if c.pk not in labels]
+    unknown = sorted(set(labels) - {c.pk for c in cells})
+    bad = sorted(k for k, v in labels.items() if v not in QC_LABELS)
+    errors = {}
+    if missing:
+        errors["labels"] = f"Label every cell; missing: {', '.join(map(str, missing))}."
+    if unknown:
+        errors["cells"] = f"Not cells of this slide: {', '.join(map(str, unknown))}."
+    if bad:
+        errors["values"] = (
+            f"Cells {', '.join(map(str, bad))}: choose one of {', '.join(QC_LABELS)}."
+        )
+    if errors:
+        raise ValidationError(errors)
+    QCLabel.objects.bulk_create(
+        QCLabel(
+            qc_review=review,
+            cell=c,
+            first_label=first_label(c),
+            second_label=labels[c.pk],
+            model_label=c.predicted_class,
+        )
+        for c in cells
+    )
+    review.status = QCStatus.DONE
+    review.reviewer = by
+    review.completed_at = timezone.now()
+    review.save()
+    return review

@@ -1,0 +1,152 @@
+"""Export, registry, dashboard and QC pages and the export API: roles, progress, download."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import pytest
+from django.test import Client
+
+from papreview.analysis.models import ModelStage
+from papreview.datasets.models import DatasetExport, ExportStatus
+from papreview.datasets.qc import qc_sample
+from papreview.datasets.services import dataset_export_build
+from tests.factories import ModelVersionFactory, PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def signed_out(make_slide):
+    p1, p2 = PatientFactory.create(), PatientFactory.create()
+    make_slide(p1, seed=1, cells=[(10, 10, 30, 30, "HSIL", "accepted")])
+    make_slide(p2, seed=2, cells=[(40, 40, 30, 30, "NILM", "rejected")], category="NILM")
+
+
+def test_export_api_create_progress_and_download(
+    signed_out, api, pathologist, viewer, django_capture_on_commit_callbacks
+):
+    assert api(None).get("/api/exports/").status_code == 401
+    assert api(viewer).post("/api/exports/", {"name": "v"}).status_code == 403
+    bad = api(pathologist).post("/api/exports/", {"name": "x", "params": {"crop_size": 2}})
+    assert bad.status_code == 400 and "crop_size" in bad.json()["fields"]
+    empty = api(pathologist).post(
+        "/api/exports/", {"name": "x", "filters": {"categories": ["SCC"]}}
+    )
+    assert empty.status_code == 400 and empty.json()["code"] == "empty_export"
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api(pathologist).post(
+            "/api/exports/", {"name": "api export", "params": {"crop_size": 32}}
+        )
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert (body["status"], body["version"], body["slide_count"]) == ("pending", 1, 2)
+    assert body["download_url"] is None and len(callbacks) == 1
+    export_id = body["id"]
+    assert api(pathologist).get(f"/api/exports/{export_id}/download/").status_code == 409
+
+    dataset_export_build(export_id=export_id)
+    detail = api(viewer).get(f"/api/exports/{export_id}/").json()
+    assert (detail["status"], detail["progress"], detail["slides_done"]) == ("ready", 100, 2)
+    download = api(viewer).get(detail["download_url"])
+    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+    data = b"".join(download.streaming_content)
+    assert hashlib.sha256(data).hexdigest() == detail["sha256"] == download["X-Checksum-SHA256"]
+    assert "manifest.json" in zipfile.ZipFile(io.BytesIO(data)).namelist()
+    listed = api(viewer).get("/api/exports/").json()
+    assert [e["id"] for e in listed] == [export_id]
+
+
+def test_export_page_lists_creates_and_downloads(signed_out, pathologist, viewer):
+    page = client_for(pathologist).get("/datasets/")
+    assert page.status_code == 200 and b"New export" in page.content
+    assert b"New export" not in client_for(viewer).get("/datasets/").content
+    response = client_for(pathologist).post(
+        "/datasets/",
+        {
+            "name": "page export",
+            "tile_size": 1024,
+            "tile_overlap": 128,
+            "empty_tile_ratio": 0.1,
+            "crop_size": 64,
+            "seed": 0,
+            "categories": ["HSIL"],
+        },
+    )
+    assert response.status_code == 302
+    export = DatasetExport.objects.get(name="page export")
+    assert export.filters["categories"] == ["HSIL"] and export.slide_count == 1
+    assert client_for(viewer).post("/datasets/", {"name": "x"}).status_code == 403
+    dataset_export_build(export_id=export.pk)
+    export.refresh_from_db()
+    assert export.status == ExportStatus.READY
+    page = client_for(viewer).get("/datasets/")
+    assert f"/datasets/{export.pk}/download/".encode() in page.content
+    download = client_for(viewer).get(f"/datasets/{export.pk}/download/")
+    assert download.status_code == 200
+    content = b"".join(download.streaming_content)  # type: ignore[attr-defined]
+    assert hashlib.sha256(content).hexdigest() == export.sha256
+    assert client_for(viewer).get("/datasets/999/download/").status_code == 404
+
+
+def test_models_page_activation_is_for_admins_only(pathologist, admin_user, viewer):
+    old = ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="c-old", is_active=True)
+    new = ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="c-new")
+    page = client_for(pathologist).get("/models/")
+    assert page.status_code == 200 and b"c-new" in page.content
+    assert b"/activate/" not in page.content  # no buttons for non-admins
+    assert client_for(pathologist).post(f"/models/{new.pk}/activate/").status_code == 403
+    assert client_for(viewer).post(f"/models/{new.pk}/activate/").status_code == 403
+    assert api_status(viewer, f"/api/model-versions/{new.pk}/activate/") == 403
+    new.refresh_from_db()
+    assert not new.is_active
+    admin_page = client_for(admin_user).get("/models/")
+    assert f"/models/{new.pk}/activate/".encode() in admin_page.content
+    response = client_for(admin_user).post(f"/models/{new.pk}/activate/", {"next": "/models/"})
+    assert response.status_code == 302
+    new.refresh_from_db()
+    old.refresh_from_db()
+    assert new.is_active and not old.is_active
+
+
+def api_status(user, url: str) -> int:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client.post(url).status_code
+
+
+def test_dashboard_page_and_qc_form(signed_out, pathologist, admin_user, cytotech):
+    page = client_for(pathologist).get("/models/dashboard/")
+    assert page.status_code == 200
+    assert b'id="dashboard-data"' in page.content and b"Reviewer vs model" in page.content
+    assert client_for(pathologist).post("/models/dashboard/", {"share": 0.5}).status_code == 403
+    assert client_for(admin_user).post("/models/dashboard/", {"share": 1}).status_code == 302
+    admin = client_for(admin_user)
+    assert admin.post("/models/dashboard/", {"action": "sample"}).status_code == 302
+    reviews = list(qc_sample(share=1.0))  # nothing left: both were drawn by the admin's button
+    assert reviews == []
+    from papreview.datasets.models import QCReview
+
+    review = QCReview.objects.order_by("pk").first()
+    assert review is not None
+    url = f"/qc/{review.pk}/"
+    assert client_for(pathologist).get(url).status_code == 403  # they signed it out
+    form = client_for(cytotech).get(url)
+    assert form.status_code == 200 and b"Submit QC review" in form.content
+    cells = list(review.slide.cells.all())
+    incomplete = client_for(cytotech).post(url, {})
+    assert incomplete.status_code == 200 and b"Label every cell" in incomplete.content
+    done = client_for(cytotech).post(url, {f"cell-{c.pk}": "HSIL" for c in cells})
+    assert done.status_code == 302
+    review.refresh_from_db()
+    assert review.status == "done" and review.reviewer == cytotech
