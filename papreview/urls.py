@@ -26,6 +26,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("", include("papreview.web.urls")),  # review queue (home), upload, slide review
+    path("", include("papreview.datasets.web_urls")),  # exports, models, dashboard, QC
     path("healthz", core_views.healthz, name="healthz"),
     path(
         "accounts/login/",
