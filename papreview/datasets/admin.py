@@ -1,10 +1,152 @@
-from django.contrib import admin
+"""Admin for exports (read-only: an export never changes), checkpoint registration, model
+evaluations and QC re-review (the share, drawing slides)."""
 
-from papreview.datasets.models import DatasetExport
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import URLPattern, path, reverse
+
+from inference.errors import InputError
+from papreview.analysis.models import ModelStage
+from papreview.datasets.models import (
+    DatasetExport,
+    ModelEvaluation,
+    QCReview,
+    QCSettings,
+)
+from papreview.datasets.qc import qc_sample
+from papreview.datasets.registry import model_version_register_checkpoint
+
+
+class RegisterCheckpointForm(forms.Form):
+    checkpoint = forms.FileField(
+        help_text="detector.pt or classifier.pt from `python -m inference`."
+    )
+    stage = forms.ChoiceField(choices=ModelStage.choices)
+    training_export = forms.ModelChoiceField(
+        queryset=DatasetExport.objects.order_by("-created_at"),
+        required=False,
+        help_text="Default: the export the checkpoint names in its metadata.",
+    )
+    activate = forms.BooleanField(required=False, help_text="Also make it the active version.")
 
 
 @admin.register(DatasetExport)
 class DatasetExportAdmin(admin.ModelAdmin[DatasetExport]):
-    list_display = ("name", "version", "status", "slide_count", "cell_count", "created_at")
+    list_display = (
+        "name",
+        "version",
+        "status",
+        "progress",
+        "slide_count",
+        "cell_count",
+        "size_bytes",
+        "created_by",
+        "created_at",
+    )
     list_filter = ("status",)
-    readonly_fields = ("sha256", "manifest", "created_at", "updated_at")
+    search_fields = ("name", "sha256")
+    actions = ["register_checkpoint"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: DatasetExport | None = None
+    ) -> list[str]:
+        return [f.name for f in DatasetExport._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # exports are made on the Datasets page or through the API
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.register_checkpoint_view)
+        return [
+            path("register-checkpoint/", view, name="datasets_register_checkpoint"),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description="Register a checkpoint trained on the selected export")
+    def register_checkpoint(
+        self, request: HttpRequest, queryset: QuerySet[DatasetExport]
+    ) -> HttpResponseRedirect:
+        url = reverse("admin:datasets_register_checkpoint")
+        first = queryset.order_by("-created_at").first()
+        return HttpResponseRedirect(f"{url}?export={first.pk}" if first else url)
+
+    def register_checkpoint_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a checkpoint and record it as a ModelVersion (sha256, metrics, export)."""
+        initial: dict[str, Any] = {}
+        if request.GET.get("export", "").isdigit():
+            initial["training_export"] = int(request.GET["export"])
+        form = RegisterCheckpointForm(request.POST or None, request.FILES or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["checkpoint"]
+            with tempfile.TemporaryDirectory(prefix="papreview-ckpt-") as tmp:
+                local = Path(tmp) / "checkpoint.pt"
+                with local.open("wb") as fh:
+                    for chunk in upload.chunks():
+                        fh.write(chunk)
+                try:
+                    user: Any = request.user
+                    mv = model_version_register_checkpoint(
+                        stage=form.cleaned_data["stage"],
+                        path=local,
+                        created_by=user,
+                        training_export=form.cleaned_data["training_export"],
+                        activate=form.cleaned_data["activate"],
+                    )
+                except InputError as exc:
+                    form.add_error("checkpoint", str(exc))
+                else:
+                    messages.success(request, f"Registered {mv} ({mv.sha256[:12]}).")
+                    return HttpResponseRedirect(
+                        reverse("admin:analysis_modelversion_change", args=[mv.pk])
+                    )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Register a model checkpoint",
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return render(request, "datasets/admin_register_checkpoint.html", context)
+
+
+@admin.register(ModelEvaluation)
+class ModelEvaluationAdmin(admin.ModelAdmin[ModelEvaluation]):
+    list_display = ("model_version", "export", "split", "status", "updated_at")
+    list_filter = ("status", "split")
+    readonly_fields = ("metrics", "error", "created_at", "updated_at")
+
+
+@admin.register(QCSettings)
+class QCSettingsAdmin(admin.ModelAdmin[QCSettings]):
+    list_display = ("share", "updated_by", "updated_at")
+    readonly_fields = ("updated_by", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not QCSettings.objects.exists()  # one row
+
+    def save_model(self, request: HttpRequest, obj: QCSettings, form: Any, change: bool) -> None:
+        user: Any = request.user
+        obj.updated_by = user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(QCReview)
+class QCReviewAdmin(admin.ModelAdmin[QCReview]):
+    list_display = ("slide", "status", "first_reviewer", "reviewer", "created_at", "completed_at")
+    list_filter = ("status",)
+    raw_id_fields = ("slide",)
+    readonly_fields = ("first_reviewer", "reviewer", "completed_at")
+    actions = ["draw_now"]
+
+    @admin.action(description="Draw the QC share of signed-out slides now")
+    def draw_now(self, request: HttpRequest, queryset: QuerySet[QCReview]) -> None:
+        drawn = qc_sample()
+        messages.success(request, f"{len(drawn)} slide(s) drawn for QC re-review.")
