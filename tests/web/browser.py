@@ -77,3 +77,13 @@ def screenshot(page: Any, name: str) -> Path:
 def wait_saved(pg: Any) -> None:
     """Until the review page has no save in flight."""
     pg.wait_for_function("window.__review && window.__review.inFlight === 0")
+
+
+def wait_viewer_still(pg: Any) -> None:
+    """Until the viewer's pan/zoom animation has ended (current view == target view)."""
+    pg.wait_for_function(
+        """(() => { const v = window.__review.viewer.viewport;
+        return Math.abs(v.getZoom(true) - v.getZoom(false)) < 1e-9
+            && v.getCenter(true).distanceTo(v.getCenter(false)) < 1e-9; })()"""
+    )
+    pg.wait_for_timeout(100)  # one more frame for the overlay

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from inference.types import SEVERITY
 from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
-from tests.web.browser import log_in, screenshot, wait_saved
+from tests.web.browser import log_in, screenshot, wait_saved, wait_viewer_still
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -114,16 +115,13 @@ def test_display_filters_gallery_move_and_conflict(
     first_id = int(thumbs.first.get_attribute("data-cell"))
     top = max(
         Cell.objects.filter(slide=slide).exclude(current_class="NILM"),
-        key=lambda c: (
-            ("NILM ASC-US LSIL ASC-H HSIL SCC".split().index(c.current_class))
-            * c.probabilities[c.current_class]
-        ),
+        key=lambda c: SEVERITY[c.current_class] * c.probabilities[c.current_class],
     )
     assert first_id == top.pk
     second = int(thumbs.nth(1).get_attribute("data-cell"))
     thumbs.nth(1).click()
     assert page.evaluate("window.__review.selected") == second
-    page.wait_for_timeout(1500)  # the viewer's spring animation
+    wait_viewer_still(page)
     cell = Cell.objects.get(pk=second)
     centre = page.evaluate(
         f"""(() => {{ const c = window.__review.store.byId.get({second});

@@ -62,7 +62,7 @@ function startViewer() {
     maxZoomPixelRatio: 4,
     visibilityRatio: 0.5,
     crossOriginPolicy: false,
-    ajaxWithCredentials: true,
+    ajaxWithCredentials: false, // same-origin requests carry the session cookie anyway
     loadTilesWithAjax: false,
     timeout: 60000,
   });
@@ -212,6 +212,7 @@ function change(id, changes, names) {
     const cell = store.byId.get(id);
     const before = fields(cell, names);
     const data = await patchCell(id, changes);
+    if (state.status === "analysed") setStatus("in_review"); // the first change starts the review
     state.undo.push({ kind: "edit", id, before, after: fields(store.byId.get(id), names) });
     state.redo = [];
     if (state.selected === id) renderCell();
@@ -287,6 +288,7 @@ function addCell(box) {
     try {
       const data = await api(config.urls.cells, { method: "POST", body: { ...box, current_class: cls } });
       store.upsert(data);
+      if (state.status === "analysed") setStatus("in_review");
       state.undo.push({ kind: "add", id: data.id });
       state.redo = [];
       select(data.id);
@@ -542,8 +544,9 @@ async function loadCells() {
   state.cellsLoaded = true;
   state.cellsLoadMs = performance.now() - t0;
   renderCounts();
-  renderGalleryNow();
   overlay.schedule();
+  // The gallery's crops wait until the cells are drawn, so they do not compete with the tiles.
+  requestAnimationFrame(() => setTimeout(renderGalleryNow, 150));
 }
 
 async function refreshSlide() {
