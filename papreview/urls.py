@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from papreview.accounts.lockout import LockoutAuthenticationForm
 from papreview.analysis import urls as analysis_urls
 from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
 from papreview.core import views as core_views
@@ -30,7 +31,9 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        auth_views.LoginView.as_view(
+            redirect_authenticated_user=True, authentication_form=LockoutAuthenticationForm
+        ),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -35,7 +35,7 @@ class TokenObtainApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token = auth_token_obtain(**serializer.validated_data)
+        token = auth_token_obtain(**serializer.validated_data, request=request._request)
         return Response(self.OutputSerializer(token).data)
 
 

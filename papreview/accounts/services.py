@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group, User
 from django.db import transaction
+from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 
 from papreview.accounts.roles import Role, forget_roles
@@ -23,8 +24,10 @@ def user_set_roles(*, user: User, roles: Iterable[Role]) -> User:
     """Replace the user's role groups. The admin role also gets Django admin (staff) access."""
     wanted = {Role(r) for r in roles}
     role_groups = Group.objects.filter(name__in=[r.value for r in Role])
-    user.groups.remove(*[g for g in role_groups if g.name not in wanted])
-    user.groups.add(*[g for g in role_groups if g.name in wanted])
+    held = set(user.groups.values_list("name", flat=True)) if user.pk else set()
+    # Only real changes, so that the audit trail lists what was granted and taken away.
+    user.groups.remove(*[g for g in role_groups if g.name not in wanted and g.name in held])
+    user.groups.add(*[g for g in role_groups if g.name in wanted and g.name not in held])
     staff = Role.ADMIN in wanted or user.is_superuser
     if user.is_staff != staff:
         user.is_staff = staff
@@ -61,12 +64,24 @@ def user_create(
     return user_set_roles(user=user, roles=[role])
 
 
-def auth_token_obtain(*, username: str, password: str) -> Token:
-    """Check the credentials and return the user's API token (created on first use)."""
-    user = authenticate(username=username, password=password)
+def auth_token_obtain(*, username: str, password: str, request: HttpRequest | None = None) -> Token:
+    """Check the credentials and return the user's API token (created on first use).
+
+    A locked username or address (too many failures, see papreview.accounts.lockout) gets
+    LoginLockedError before the password is checked. Success and failure are audit events.
+    """
+    from papreview.accounts.lockout import login_lockout_check
+    from papreview.audit.models import AuditAction
+    from papreview.audit.services import audit_record
+
+    login_lockout_check(username=username, request=request)
+    user = authenticate(request, username=username, password=password)
     if user is None or not user.is_active:
         raise InvalidCredentialsError(
             "Unknown username or wrong password. Check both and try again."
         )
     token, _ = Token.objects.get_or_create(user=user)
+    audit_record(
+        action=AuditAction.LOGIN, actor=user, target=user, request=request, data={"via": "token"}
+    )
     return token

@@ -5,7 +5,15 @@ from django.contrib.auth.models import Group, Permission
 from papreview.accounts.roles import Role
 
 # Apps whose models the admin role manages in the Django admin.
-ADMIN_MANAGED_APPS = ("auth", "authtoken", "cases", "analysis", "review", "datasets")
+ADMIN_MANAGED_APPS = (
+    "auth",
+    "authtoken",
+    "cases",
+    "analysis",
+    "review",
+    "datasets",
+    "audit",
+)
 
 
 def grant_admin_group_permissions(sender: Any, **kwargs: Any) -> None:

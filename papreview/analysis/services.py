@@ -61,6 +61,8 @@ from papreview.analysis.selectors import (
     analysis_runs_unpublished,
     model_version_active,
 )
+from papreview.audit.models import AuditAction
+from papreview.audit.services import audit_record
 from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_set_triage, slide_transition
 from papreview.cases.transitions import can_transition
@@ -104,6 +106,12 @@ def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
         is_active=True, activated_at=now, updated_at=now
     )
     model_version.refresh_from_db()
+    # The user of the request being served, if any (admin action, web page, API).
+    audit_record(
+        action=AuditAction.MODEL_ACTIVATED,
+        target=model_version,
+        data={"stage": model_version.stage, "name": model_version.name},
+    )
     return model_version
 
 

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from papreview.audit.services import audit_slide_opened
 from papreview.cases.models import Interpretation, Patient, Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import (
     SLIDE_ORDERINGS,
@@ -259,7 +260,9 @@ class SlideListApi(APIView):
 class SlideDetailApi(APIView):
     @extend_schema(responses={200: SlideOutputSerializer, **ERROR_RESPONSES})
     def get(self, request: Request, slide_id: int) -> Response:
-        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
+        slide = slide_get(slide_id=slide_id)
+        audit_slide_opened(slide=slide, user=request.user, via="api")
+        return Response(SlideOutputSerializer(slide).data)
 
 
 class SlideSignOutApi(APIView):

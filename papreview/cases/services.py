@@ -20,6 +20,8 @@ from django.utils.text import get_valid_filename
 from inference.errors import SlideTooLargeError, UnreadableSlideError
 from inference.slides import probe_slide
 from papreview.accounts.roles import Role, user_can_sign_out, user_can_write, user_roles
+from papreview.audit.models import AuditAction
+from papreview.audit.services import audit_record
 from papreview.cases.errors import (
     DuplicatePatientError,
     DuplicateSlideError,
@@ -179,6 +181,18 @@ def slide_create(
             )
             slide.file.name = stored_name
             slide.save()
+            audit_record(
+                action=AuditAction.UPLOAD,
+                actor=uploaded_by,
+                target=slide,
+                data={
+                    "format": info.format,
+                    "width": info.width,
+                    "height": info.height,
+                    "size_bytes": size,
+                    "sha256": sha256,
+                },
+            )
     except IntegrityError as exc:
         default_storage.delete(stored_name)
         existing = Slide.objects.filter(patient=patient, sha256=sha256).first()
@@ -188,14 +202,15 @@ def slide_create(
     except BaseException:
         default_storage.delete(stored_name)
         raise
+    # No file names in logs: they often carry the patient's identifier.
     logger.info(
-        "slide %s stored: %s %s %dx%d (%s)",
+        "slide %s of patient %s stored: %s %dx%d, %d bytes",
         slide.pk,
-        name,
+        patient.pk,
         info.format,
         info.width,
         info.height,
-        stored_name,
+        size,
     )
     # Queue its analysis: a run row now, the job on the broker once the caller's transaction
     # commits (an outbox: if the broker is down the slide stays saved and the sweeper sends it).
@@ -319,6 +334,15 @@ def slide_sign_out(
             "signed_out_at": timezone.now(),
         },
     )
+    audit_record(
+        action=AuditAction.SIGN_OUT,
+        actor=by,
+        target=slide,
+        data={
+            "bethesda_category": bethesda_category,
+            "specimen_adequacy": specimen_adequacy,
+        },
+    )
     return interpretation
 
 
@@ -327,4 +351,7 @@ def slide_reopen(*, slide: Slide, by: User) -> Slide:
     sign-out replaces it)."""
     if not user_can_write(by):
         raise PermissionDeniedError("Your role can read slides but not reopen them.")
-    return slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)
+    with transaction.atomic():
+        slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)
+        audit_record(action=AuditAction.REOPEN, actor=by, target=slide)
+    return slide

@@ -14,6 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.analysis.models import ModelVersion
+from papreview.audit.models import AuditAction
+from papreview.audit.services import audit_record
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.exceptions import ConflictError, NotFoundError
 from papreview.datasets.models import DatasetExport, ExportStatus, ModelEvaluation
@@ -120,6 +122,10 @@ def export_file_response(export: DatasetExport) -> FileResponse:
         content_type="application/zip",
     )
     response["X-Checksum-SHA256"] = export.sha256
+    # Who downloaded it (the user of the request being served) is in the audit trail.
+    audit_record(
+        action=AuditAction.EXPORT_DOWNLOADED, target=export, data={"sha256": export.sha256}
+    )
     return response
 
 

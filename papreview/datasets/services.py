@@ -55,6 +55,8 @@ from inference.types import BETHESDA_CLASSES, Box, SlideKind
 from papreview.accounts.roles import user_can_write
 from papreview.analysis.adapter import slide_local_path
 from papreview.analysis.services import TRANSIENT_ERRORS
+from papreview.audit.models import AuditAction
+from papreview.audit.services import audit_record
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, PermissionDeniedError
 from papreview.datasets.models import DatasetExport, ExportFormat, ExportStatus
@@ -228,6 +230,12 @@ def dataset_export_create(
             created_by=created_by,
         )
         export_id = export.pk
+        audit_record(
+            action=AuditAction.EXPORT_CREATED,
+            actor=created_by,
+            target=export,
+            data={"name": name, "version": export.version, "slide_count": count},
+        )
         transaction.on_commit(lambda: dataset_export_build_task.delay(export_id))
     return export
 

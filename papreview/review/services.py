@@ -11,6 +11,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from papreview.accounts.roles import user_can_write
+from papreview.audit.models import AuditAction
+from papreview.audit.services import audit_record
 from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_start_review
 from papreview.cases.transitions import REVIEWABLE_STATUSES
@@ -143,12 +145,15 @@ def cell_update(*, cell: Cell, version: int, by: User, **changes: Any) -> Cell:
                 cell=fresh,
             )
         result = Cell.objects.get(pk=cell.pk)
+        after = cell_snapshot(result)
         CellRevision.objects.create(
-            cell=result,
-            version=result.version,
-            changed_by=by,
-            before=before,
-            after=cell_snapshot(result),
+            cell=result, version=result.version, changed_by=by, before=before, after=after
+        )
+        audit_record(
+            action=AuditAction.CELL_CHANGED,
+            actor=by,
+            target=result,
+            data={"before": before, "after": after},
         )
     return result
 
@@ -185,8 +190,8 @@ def cell_add(
             version=1,
             **values,
         )
-        CellRevision.objects.create(
-            cell=cell, version=1, changed_by=by, before={}, after=cell_snapshot(cell)
-        )
+        after = cell_snapshot(cell)
+        CellRevision.objects.create(cell=cell, version=1, changed_by=by, before={}, after=after)
+        audit_record(action=AuditAction.CELL_ADDED, actor=by, target=cell, data={"after": after})
     slide.status = locked.status
     return cell

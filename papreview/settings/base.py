@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "papreview.imaging",
     "papreview.workflow",
     "papreview.web",
+    "papreview.audit",
 ]
 
 MIDDLEWARE = [
@@ -72,6 +73,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request being served, for the address (and user) of audit events.
+    "papreview.audit.context.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Every HTML page needs a logged-in user unless marked @login_not_required (login, healthz).
@@ -119,6 +122,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Refuses logins of a locked username or address (see papreview.accounts.lockout).
+AUTHENTICATION_BACKENDS = ["papreview.accounts.lockout.LockoutModelBackend"]
+# Lockout: this many failed logins within LOGIN_LOCKOUT_SECONDS lock the username (or the client
+# address) for LOGIN_LOCKOUT_SECONDS after the last failure; the login page and the token API.
+LOGIN_LOCKOUT_FAILURES: int = env.int("LOGIN_LOCKOUT_FAILURES", default=5)
+LOGIN_LOCKOUT_ADDRESS_FAILURES: int = env.int("LOGIN_LOCKOUT_ADDRESS_FAILURES", default=10)
+LOGIN_LOCKOUT_SECONDS: int = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Reverse proxies whose X-Forwarded-For is believed for the client address (audit, lockout).
+AUDIT_TRUSTED_PROXIES: list[str] = env.list("AUDIT_TRUSTED_PROXIES", default=[])
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

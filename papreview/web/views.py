@@ -20,6 +20,7 @@ from django.views.decorators.http import require_safe
 
 from inference.types import CLASS_COLOURS
 from papreview.accounts.roles import SIGN_OUT_CATEGORIES, Role, user_can_write, user_has_role
+from papreview.audit.services import audit_slide_opened
 from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
@@ -154,6 +155,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
         slide = slide_get(slide_id=slide_id)
     except NotFoundError as exc:
         raise Http404(exc.message) from exc
+    audit_slide_opened(slide=slide, user=request.user, via="review_page")
     config = {
         "slide": {
             "id": slide.pk,

@@ -1,0 +1,128 @@
+"""Login lockout: too many failed logins lock a username, or a client address, for a while.
+
+Failed logins are audit events (papreview.audit), so every web process and the API agree on
+the count without a shared cache. A username with LOGIN_LOCKOUT_FAILURES failures within
+LOGIN_LOCKOUT_SECONDS (since its last successful login), or an address with
+LOGIN_LOCKOUT_ADDRESS_FAILURES, is locked until LOGIN_LOCKOUT_SECONDS after its last failure.
+The login form and the token API check first and say so clearly; the backend refuses too, so
+no other login path (the admin's login page) gets around it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import forms as auth_forms
+from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest
+from django.utils import timezone
+from rest_framework import status
+
+from papreview.audit.context import client_address
+from papreview.audit.selectors import login_failures_recent
+from papreview.core.exceptions import ApplicationError
+
+
+class LoginLockedError(ApplicationError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "login_locked"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, extra={"retry_after": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+
+def _locked_until(times: list[datetime], limit: int, window: timedelta) -> datetime | None:
+    """`times`: the latest failures, newest first. Locked while `limit` of them fall within
+    `window` and the newest is less than `window` ago."""
+    if limit <= 0 or len(times) < limit:
+        return None
+    if times[0] - times[limit - 1] > window:
+        return None
+    return times[0] + window
+
+
+def login_locked_until(*, username: str | None, address: str | None) -> datetime | None:
+    window = timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
+    since = timezone.now() - 2 * window
+    until: list[datetime] = []
+    if username:
+        limit = settings.LOGIN_LOCKOUT_FAILURES
+        times = login_failures_recent(username=username, limit=limit, since=since)
+        if (t := _locked_until(times, limit, window)) is not None:
+            until.append(t)
+    if address:
+        limit = settings.LOGIN_LOCKOUT_ADDRESS_FAILURES
+        times = login_failures_recent(address=address, limit=limit, since=since)
+        if (t := _locked_until(times, limit, window)) is not None:
+            until.append(t)
+    latest = max(until, default=None)
+    return latest if latest is not None and latest > timezone.now() else None
+
+
+def login_lockout_check(*, username: str | None, request: HttpRequest | None) -> None:
+    """Raise LoginLockedError (with the minutes left) if the username or address is locked."""
+    until = login_locked_until(username=username, address=client_address(request))
+    if until is None:
+        return
+    seconds = max(1, math.ceil((until - timezone.now()).total_seconds()))
+    minutes = max(1, math.ceil(seconds / 60))
+    raise LoginLockedError(
+        f"Too many failed logins: logging in is locked for {minutes} more minute"
+        f"{'s' if minutes != 1 else ''}. Wait, then try again, or ask an administrator to check "
+        "the account.",
+        retry_after_s=seconds,
+    )
+
+
+class LockoutModelBackend(ModelBackend):
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if username is None:
+            username = kwargs.get("username")
+        if login_locked_until(username=username, address=client_address(request)) is not None:
+            raise PermissionDenied("login locked")
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+class LockoutAuthenticationForm(auth_forms.AuthenticationForm):
+    """The login page's form: says clearly when the login is locked."""
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username")
+        try:
+            login_lockout_check(username=username, request=self.request)
+        except LoginLockedError as exc:
+            raise ValidationError(exc.message, code="login_locked") from exc
+        return super().clean()
+
+
+class LockoutAdminAuthenticationForm(LockoutAuthenticationForm):
+    """The admin site's login form, with the same lockout message."""
+
+    error_messages = {
+        **auth_forms.AuthenticationForm.error_messages,
+        "invalid_login": (
+            "Please enter the correct %(username)s and password for a staff account. Note that "
+            "both fields may be case-sensitive."
+        ),
+    }
+    required_css_class = "required"
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if not user.is_staff:
+            raise ValidationError(
+                self.error_messages["invalid_login"],
+                code="invalid_login",
+                params={"username": self.username_field.verbose_name},
+            )

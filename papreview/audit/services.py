@@ -1,0 +1,104 @@
+"""The one write of the audit trail: `audit_record`. There is no update or delete."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.http import HttpRequest
+
+from papreview.audit.context import client_address, current_request
+from papreview.audit.models import AuditAction, AuditEvent
+
+logger = logging.getLogger(__name__)
+
+
+def _json_safe(data: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    result: dict[str, Any] = json.loads(json.dumps(data, cls=DjangoJSONEncoder, default=str))
+    return result
+
+
+def _ids_of(target: models.Model | None) -> tuple[str, str, int | None, int | None]:
+    """Kind and id of the target, and the slide and patient ids it belongs to (never names)."""
+    if target is None:
+        return "", "", None, None
+    kind = target._meta.label_lower
+    slide_id: int | None = None
+    patient_id: int | None = None
+    if kind == "cases.patient":
+        patient_id = target.pk
+    elif kind == "cases.slide":
+        slide_id = target.pk
+        patient_id = getattr(target, "patient_id", None)
+    else:
+        slide_id = getattr(target, "slide_id", None)
+        if slide_id is not None:
+            from papreview.cases.models import Slide
+
+            found = Slide.objects.filter(pk=slide_id).values_list("patient_id", flat=True)
+            patient_id = found.first()
+    return kind, str(target.pk), slide_id, patient_id
+
+
+def audit_record(
+    *,
+    action: AuditAction | str,
+    actor: User | AnonymousUser | None = None,
+    target: models.Model | None = None,
+    data: dict[str, Any] | None = None,
+    request: HttpRequest | None = None,
+    username: str = "",
+) -> AuditEvent:
+    """Append one event. The address (and, without `actor`, the logged-in user) comes from
+    `request`, or from the request being served (see papreview.audit.context).
+
+    Call it inside the transaction of the change it records, so that both commit or neither.
+    """
+    request = request if request is not None else current_request.get()
+    if actor is None and request is not None:
+        actor = getattr(request, "user", None)
+    user = actor if isinstance(actor, User) and actor.is_authenticated else None
+    kind, target_id, slide_id, patient_id = _ids_of(target)
+    return AuditEvent.objects.create(
+        action=AuditAction(action),
+        actor=user,
+        actor_username=(user.get_username() if user is not None else username)[:150],
+        address=client_address(request),
+        target_type=kind,
+        target_id=target_id,
+        slide_id=slide_id,
+        patient_id=patient_id,
+        data=_json_safe(data or {}),
+    )
+
+
+# A user's repeated reads of the same slide within this time (the review page polls the slide
+# while it is analysed) are one "opened" event.
+SLIDE_OPENED_DEDUPE_S = 60
+
+
+def audit_slide_opened(*, slide: models.Model, user: Any, via: str) -> AuditEvent | None:
+    """Record that `user` opened the slide (review page or slide API), once per minute."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    if not (isinstance(user, User) and user.is_authenticated):
+        return None
+    recent = AuditEvent.objects.filter(
+        action=AuditAction.SLIDE_OPENED,
+        actor=user,
+        slide_id=slide.pk,
+        data__via=via,
+        at__gte=timezone.now() - timedelta(seconds=SLIDE_OPENED_DEDUPE_S),
+    ).exists()
+    if recent:
+        return None
+    return audit_record(
+        action=AuditAction.SLIDE_OPENED, actor=user, target=slide, data={"via": via}
+    )
