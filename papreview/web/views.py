@@ -174,6 +174,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "crop": reverse("cell-crop", args=[0]).replace("/0/", "/{id}/"),
             "interpretation": reverse("slide-interpretation", args=[slide.pk]),
             "signOut": reverse("slide-sign-out", args=[slide.pk]),
+            "analyze": reverse("slide-analyze", args=[slide.pk]),
             "reopen": reverse("slide-reopen-with-reason", args=[slide.pk]),
             "osdImages": "/static/vendor/openseadragon/images/",
         },

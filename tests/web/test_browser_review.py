@@ -80,6 +80,17 @@ def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) 
     assert Cell.objects.filter(slide=slide, current_class="HSIL", version__gt=1).count() == 0
     screenshot(page, "review-signed-out.png")
 
+    # A pathologist reopens it with a reason: editable again, the reason in the history.
+    page.get_by_label("Reason for reopening").fill("HSIL cells missed on the first read")
+    page.get_by_role("button", name="Reopen for review").click()
+    page.wait_for_selector("#history li")
+    assert "HSIL cells missed" in page.locator("#history").inner_text()
+    assert Slide.objects.get(pk=slide.pk).status == SlideStatus.IN_REVIEW
+    assert page.get_by_label("Bethesda category").input_value() == "HSIL"  # kept as the draft
+    page.keyboard.press("5")
+    wait_saved(page)
+    assert Cell.objects.filter(slide=slide, current_class="HSIL", version__gt=1).count() == 1
+
 
 def test_display_filters_gallery_move_and_conflict(
     live_server, page, pathologist, stored_slide

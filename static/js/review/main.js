@@ -44,7 +44,24 @@ function setStatus(status) {
   document.body.dataset.slideStatus = status;
   document.body.classList.toggle("read-only", !editable());
   $("draw-btn").disabled = !editable();
+  $("reanalyse-btn").hidden = !config.user.canWrite || !["analysed", "in_review", "failed"].includes(status);
   renderCell();
+}
+
+async function reanalyse() {
+  const button = $("reanalyse-btn");
+  button.disabled = true;
+  try {
+    await api(config.urls.analyze, { method: "POST", body: {} });
+    toast("Analysis queued again. Reviewed cells are kept; the rest are replaced when it ends.", "ok", 5000);
+    setStatus("queued");
+    $("analysis-progress").hidden = false;
+    setTimeout(refreshSlide, 1000);
+  } catch (err) {
+    toast(err.message, "error", 8000);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // --- Viewer ---------------------------------------------------------------------------------
@@ -472,6 +489,7 @@ function bindControls() {
     const b = e.target.closest("[data-relabel]");
     if (b) relabel(b.dataset.relabel);
   });
+  $("reanalyse-btn").addEventListener("click", reanalyse);
   $("undo-btn").addEventListener("click", undo);
   $("redo-btn").addEventListener("click", redo);
   $("help-btn").addEventListener("click", () => toggleHelp(true));
