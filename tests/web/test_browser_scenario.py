@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from papreview.cases.models import Slide, SlideStatus
+from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
 from tests.analysis.conftest import (  # noqa: F401  (the analysis tests' real worker)
     analysis_settings,
@@ -30,7 +30,7 @@ def test_upload_analyse_review_sign_out(
     tmp_path,
 ) -> None:
     workers.current()  # a live worker on the inference queue
-    patient = PatientFactory.create(identifier="SCREEN-0042")
+    PatientFactory.create(identifier="SCREEN-0001")  # someone else, already there
     good = tmp_path / "field-good.png"
     good.write_bytes(field_bytes(512, 384, seed=11))
     corrupt = tmp_path / "corrupt.png"
@@ -38,7 +38,15 @@ def test_upload_analyse_review_sign_out(
 
     log_in(page, live_server.url, pathologist.username)
     page.get_by_role("link", name="Upload", exact=True).click()
-    page.get_by_label("Existing patient").select_option(str(patient.pk))
+    # A new patient, created from the upload page.
+    page.locator("#new-patient summary").click()
+    page.get_by_label("Identifier (pseudonymous)").fill("SCREEN-0042")
+    page.get_by_label("Birth year (optional)").fill("1984")
+    page.get_by_role("button", name="Create patient").click()
+    page.locator(".toast.ok").wait_for()
+    patient = Patient.objects.get(identifier="SCREEN-0042")
+    assert patient.birth_year == 1984 and patient.created_by == pathologist
+    assert page.get_by_label("Existing patient").input_value() == str(patient.pk)
     page.set_input_files("#file-input", [str(good), str(corrupt)])
 
     bad_item = page.locator('.file-item[data-file="corrupt.png"]')
