@@ -1,0 +1,51 @@
+"""The dataset pages in Chromium: the dashboard draws its SVG charts from the page's data, the
+export page follows an export's progress and shows its download link when it is ready."""
+
+from __future__ import annotations
+
+import pytest
+
+from papreview.datasets.services import dataset_export_build, dataset_export_create
+from tests.factories import PatientFactory
+from tests.web.browser import browser, log_in, page  # noqa: F401  (Chromium fixtures)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, pathologist, tmp_path):  # noqa: F811
+    make_slide(
+        PatientFactory.create(),
+        cells=[
+            (10, 10, 30, 30, "HSIL", "accepted"),
+            (60, 10, 30, 30, "HSIL", "relabelled", "LSIL"),
+            (110, 10, 30, 30, "NILM", "rejected"),
+            (10, 100, 30, 30, "SCC", "added"),
+        ],
+    )
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/models/dashboard/")
+    page.wait_for_selector("#charts-classifier .chart svg rect[data-outcome]")
+    drawn = page.eval_on_selector_all(
+        "#charts-classifier svg rect[data-outcome]",
+        "els => els.map(e => `${e.dataset.outcome}:${e.dataset.class}`)",
+    )
+    assert sorted(drawn) == ["added:SCC", "rejected:NILM", "relabelled:HSIL", "unchanged:HSIL"]
+    assert page.locator("#charts-detector .chart").count() == 1
+    summary = page.locator("#charts-classifier .chart p").inner_text()
+    assert summary.startswith("3 predicted") and "1 added" in summary
+    assert page.locator("#outcome-legend span").count() == 5
+    row = page.locator('#kappa tr[data-pair="reviewer_vs_model"]')
+    assert row.locator("td").first.inner_text() == "3"
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+
+def test_export_page_follows_progress_until_ready(live_server, page, make_slide, pathologist):  # noqa: F811
+    make_slide(PatientFactory.create(), cells=[(10, 10, 30, 30, "HSIL", "accepted")])
+    export = dataset_export_create(name="browser", created_by=pathologist)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/datasets/")
+    row = page.locator(f'#exports tr[data-export="{export.pk}"]')
+    assert row.get_attribute("data-status") == "pending"
+    dataset_export_build(export_id=export.pk)  # as the worker would
+    page.wait_for_selector(f'#exports tr[data-export="{export.pk}"] a[download]', timeout=20_000)
+    assert "Ready" in page.locator(f'#exports tr[data-export="{export.pk}"]').inner_text()
