@@ -170,3 +170,25 @@ def test_display_filters_gallery_move_and_conflict(
     page.keyboard.press("4")
     wait_saved(page)
     assert Cell.objects.get(pk=second).current_class == "ASC-H"
+
+
+def test_a_cytotechnologist_signs_out_only_nilm(live_server, page, cytotech, stored_slide) -> None:
+    slide = stored_slide(cells=5, seed=4)
+    log_in(page, live_server.url, cytotech.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    category = page.get_by_label("Bethesda category")
+    category.select_option("HSIL")
+    assert page.get_by_role("button", name="Sign out as HSIL").is_disabled()
+    assert "needs a pathologist" in page.locator("#signout-error").inner_text()
+    category.select_option("NILM")
+    page.get_by_label("Comment").fill("No intraepithelial lesion seen.")
+    page.get_by_role("button", name="Sign out as NILM").click()
+    page.wait_for_selector(".signed-banner")
+    interpretation = Slide.objects.get(pk=slide.pk).interpretation
+    assert interpretation.bethesda_category == "NILM"
+    assert interpretation.comment == "No intraepithelial lesion seen."
+    assert interpretation.signed_out_by == cytotech
+    # A cytotechnologist cannot reopen: the page says who can.
+    assert page.get_by_role("button", name="Reopen for review").count() == 0
+    assert "A pathologist can reopen it" in page.locator("#signed-out").inner_text()

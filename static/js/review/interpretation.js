@@ -119,7 +119,7 @@ export class Interpretation {
     const allowed = this.config.user.signOutClasses;
     const error = $("signout-error");
     error.textContent = "";
-    button.disabled = this.readOnly() || !cat;
+    button.disabled = this.readOnly() || !cat || !allowed.includes(cat);
     button.textContent = cat ? `Sign out as ${cat}` : "Sign out";
     if (cat && !this.readOnly() && !allowed.includes(cat)) {
       error.textContent = allowed.length ? `Your role may sign out only ${allowed.join(", ")}; ${cat} needs a pathologist.` : "Your role cannot sign out slides.";

@@ -479,15 +479,21 @@ function bindControls() {
   $("gallery-filter").addEventListener("change", () => { state.galleryLimit = 60; renderGalleryNow(); });
   $("gallery").addEventListener("click", (e) => {
     const b = e.target.closest(".thumb");
-    if (b) select(Number(b.dataset.cell), { pan: true });
+    if (!b) return;
+    b.blur(); // keep Enter, A, R, 1-6 for the review keys
+    select(Number(b.dataset.cell), { pan: true });
   });
   $("cell-actions").addEventListener("click", (e) => {
-    const a = e.target.closest("[data-action]")?.dataset.action;
-    ({ accept, reject, next, prev })[a]?.();
+    const button = e.target.closest("[data-action]");
+    if (!button) return;
+    button.blur();
+    ({ accept, reject, next, prev })[button.dataset.action]?.();
   });
   $("relabel").addEventListener("click", (e) => {
     const b = e.target.closest("[data-relabel]");
-    if (b) relabel(b.dataset.relabel);
+    if (!b) return;
+    b.blur();
+    relabel(b.dataset.relabel);
   });
   $("reanalyse-btn").addEventListener("click", reanalyse);
   $("undo-btn").addEventListener("click", undo);
