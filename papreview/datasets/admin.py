@@ -18,12 +18,14 @@ from inference.errors import InputError
 from papreview.analysis.models import ModelStage
 from papreview.datasets.models import (
     DatasetExport,
+    ExportStatus,
     ModelEvaluation,
     QCReview,
     QCSettings,
 )
 from papreview.datasets.qc import qc_sample
 from papreview.datasets.registry import model_version_register_checkpoint
+from papreview.datasets.services import dataset_export_requeue
 
 
 class RegisterCheckpointForm(forms.Form):
@@ -54,7 +56,7 @@ class DatasetExportAdmin(admin.ModelAdmin[DatasetExport]):
     )
     list_filter = ("status",)
     search_fields = ("name", "sha256")
-    actions = ["register_checkpoint"]
+    actions = ["register_checkpoint", "build_again"]
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: DatasetExport | None = None
@@ -78,6 +80,17 @@ class DatasetExportAdmin(admin.ModelAdmin[DatasetExport]):
         url = reverse("admin:datasets_register_checkpoint")
         first = queryset.order_by("-created_at").first()
         return HttpResponseRedirect(f"{url}?export={first.pk}" if first else url)
+
+    @admin.action(description="Build again (failed or stuck exports; ready ones never change)")
+    def build_again(self, request: HttpRequest, queryset: QuerySet[DatasetExport]) -> None:
+        queued = 0
+        for export in queryset.exclude(status=ExportStatus.READY):
+            dataset_export_requeue(export=export)
+            queued += 1
+        skipped = queryset.filter(status=ExportStatus.READY).count()
+        messages.success(
+            request, f"{queued} export(s) queued again; {skipped} ready one(s) left as they are."
+        )
 
     def register_checkpoint_view(self, request: HttpRequest) -> HttpResponse:
         """Upload a checkpoint and record it as a ModelVersion (sha256, metrics, export)."""

@@ -58,7 +58,7 @@ from papreview.analysis.services import TRANSIENT_ERRORS
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.cases.models import Slide
-from papreview.core.exceptions import ApplicationError, PermissionDeniedError
+from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
 from papreview.datasets.models import DatasetExport, ExportFormat, ExportStatus
 from papreview.datasets.selectors import export_slides, slide_cells_for_export
 from papreview.datasets.writers import (
@@ -237,6 +237,24 @@ def dataset_export_create(
             data={"name": name, "version": export.version, "slide_count": count},
         )
         transaction.on_commit(lambda: dataset_export_build_task.delay(export_id))
+    return export
+
+
+def dataset_export_requeue(*, export: DatasetExport) -> DatasetExport:
+    """Queue a failed or stuck (pending/running with no live build) export again. A ready
+    export never changes: make a new version instead."""
+    if export.status == ExportStatus.READY:
+        raise ConflictError(f"Export {export} is ready and never changes; make a new version.")
+    from papreview.datasets.tasks import dataset_export_build_task
+
+    with transaction.atomic():
+        DatasetExport.objects.filter(pk=export.pk).exclude(status=ExportStatus.READY).update(
+            status=ExportStatus.PENDING, error="", progress=0, slides_done=0,
+            updated_at=timezone.now(),
+        )  # fmt: skip
+        export_id = export.pk
+        transaction.on_commit(lambda: dataset_export_build_task.delay(export_id))
+    export.refresh_from_db()
     return export
 
 
@@ -599,6 +617,17 @@ def _build(export: DatasetExport) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _model_versions(seen: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The model versions that predicted the exported cells, with their weights' sha256."""
+    from papreview.analysis.models import ModelVersion
+
+    digests = {
+        (mv.stage, mv.name): mv.sha256
+        for mv in ModelVersion.objects.filter(name__in=[n for _, n in seen])
+    }
+    return [{"stage": s, "name": n, "sha256": digests.get((s, n)) or None} for s, n in sorted(seen)]
+
+
 def _manifest(export: DatasetExport, build: _Build, split_of: dict[str, str]) -> dict[str, Any]:
     files = {
         p.relative_to(build.root).as_posix(): file_sha256(p)
@@ -643,6 +672,6 @@ def _manifest(export: DatasetExport, build: _Build, split_of: dict[str, str]) ->
             "crops": {s: build.crops.get(s, 0) for s in SPLITS},
             "actions": dict(sorted(build.actions.items())),
         },
-        "model_versions": [{"stage": s, "name": n} for s, n in sorted(build.model_versions)],
+        "model_versions": _model_versions(build.model_versions),
         "files": files,
     }

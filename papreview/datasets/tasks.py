@@ -28,7 +28,10 @@ logger = logging.getLogger(__name__)
 def dataset_export_build_task(self: Task, export_id: int) -> str:
     from papreview.datasets.services import dataset_export_build
 
-    return dataset_export_build(export_id=export_id, task_id=self.request.id or "")
+    outcome = dataset_export_build(export_id=export_id, task_id=self.request.id or "")
+    if outcome == "busy":  # another live process builds it: look again later (it may die)
+        raise self.retry(countdown=60, max_retries=30)
+    return outcome
 
 
 @shared_task(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from pycocotools.coco import COCO
 
@@ -24,12 +25,14 @@ from inference.data.export import (
 )
 from inference.slides import tile_grid
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
+from papreview.core.exceptions import ConflictError
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.services import (
     EmptyExportError,
     ExportParams,
     dataset_export_build,
     dataset_export_create,
+    dataset_export_requeue,
     patient_split,
 )
 from papreview.review.models import ReviewStatus
@@ -180,8 +183,8 @@ def test_split_is_by_patient_and_manifest_counts(reviewed, pathologist, tmp_path
     assert m["counts"]["per_class"]["LSIL"] == 2  # confirmed + relabelled to LSIL
     assert m["counts"]["actions"]["rejected"] == 1
     assert m["model_versions"] == [
-        {"stage": "classifier", "name": "cls-A"},
-        {"stage": "detector", "name": "det-A"},
+        {"stage": "classifier", "name": "cls-A", "sha256": None},  # factory rows have no file
+        {"stage": "detector", "name": "det-A", "sha256": None},
     ]
     assert m["exported_by"] == pathologist.username and m["created_at"]
     # patient_split: deterministic, and all slides of a patient together
@@ -351,8 +354,55 @@ def test_a_ready_export_is_never_rebuilt(reviewed, pathologist, tmp_path):
     export = build("immutable", pathologist)
     before = (export.file.name, export.sha256, export.manifest)
     assert dataset_export_build(export_id=export.pk) == "already_ready"
+    with pytest.raises(ConflictError):
+        dataset_export_requeue(export=export)
     export.refresh_from_db()
     assert (export.file.name, export.sha256, export.manifest) == before
+
+
+def test_a_failed_export_can_be_queued_again_and_then_succeeds(
+    reviewed, pathologist, django_capture_on_commit_callbacks
+):
+    export = dataset_export_create(name="again", created_by=pathologist)
+    name = reviewed[2].slide.file.name
+    data = default_storage.open(name).read()
+    default_storage.delete(name)
+    assert dataset_export_build(export_id=export.pk) == "failed"
+    default_storage.save(name, ContentFile(data))  # the file is back
+    with django_capture_on_commit_callbacks() as callbacks:
+        export = dataset_export_requeue(export=export)
+    assert export.status == ExportStatus.PENDING and export.error == ""
+    assert len(callbacks) == 1
+    assert dataset_export_build(export_id=export.pk) == "ready"
+
+
+def test_a_second_build_while_one_runs_is_busy(reviewed, pathologist):
+    """The advisory lock: a redelivered job finds the live build and leaves it alone."""
+    import threading
+
+    from django.db import connections
+
+    export = dataset_export_create(name="busy", created_by=pathologist)
+    from papreview.datasets import services
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with services._export_lock(export.pk):
+            holding.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        assert dataset_export_build(export_id=export.pk) == "busy"
+    finally:
+        release.set()
+        thread.join()
+    export.refresh_from_db()
+    assert export.status == ExportStatus.PENDING
 
 
 def test_provenance_csv_has_the_documented_columns(reviewed, pathologist, tmp_path):
