@@ -18,6 +18,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
 
+def _add_bf16(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--bf16",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help=f"bfloat16 autocast on CPU for {what} (auto: when the CPU has AVX512-BF16/AMX)",
+    )
+
+
 def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -39,6 +48,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8, help="tiles per detector batch")
+    _add_bf16(p, "inference")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", type=int, default=3072)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop-px", type=int, default=112)
+    p.add_argument("--balance-power", type=float, default=0.5, help="sampling weight count^-p")
+    p.add_argument("--loss-power", type=float, default=0.25, help="loss class weight count^-p")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=2021)

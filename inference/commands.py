@@ -33,6 +33,13 @@ def _setup(args: argparse.Namespace) -> None:
     torch.set_num_threads(max(1, int(args.threads)))
 
 
+def _bf16(args: argparse.Namespace) -> bool:
+    from .train import cpu_supports_bf16
+
+    choice = getattr(args, "bf16", "off")
+    return choice == "on" or (choice == "auto" and cpu_supports_bf16())
+
+
 def _load_split(
     data_dir: Path | None, split_seed: int
 ) -> tuple[CricDataset, dict[str, list[str]], int]:
@@ -94,6 +101,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
         lr=args.lr,
         seed=args.seed,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        bf16=_bf16(args),
     )
     seconds = time.monotonic() - started
     meta = {
@@ -118,6 +126,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "seconds": seconds,
             "threads": args.threads,
+            "bf16_autocast": _bf16(args),
             "torch": torch.__version__,
             "host": platform.machine(),
             "params": sum(p.numel() for p in result.model.parameters()),
@@ -174,6 +183,9 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         lr=args.lr,
         seed=args.seed,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        bf16=_bf16(args),
+        balance_power=args.balance_power,
+        loss_power=args.loss_power,
     )
     seconds = time.monotonic() - started
     meta = {
@@ -200,9 +212,12 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "seconds": seconds,
             "threads": args.threads,
+            "bf16_autocast": _bf16(args),
             "torch": torch.__version__,
             "params": sum(p.numel() for p in result.model.parameters()),
             "selection": "best validation AUC(abnormal vs NILM) + 4-class balanced accuracy",
+            "balance_power": args.balance_power,
+            "loss_power": args.loss_power,
         },
         "metrics": {"val": result.val_metrics},
         "history": result.history,
@@ -243,6 +258,7 @@ def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
     det = getattr(args, "detector", None) or DEFAULT_DETECTOR
     cls = getattr(args, "classifier", None) or DEFAULT_CLASSIFIER
     batch = getattr(args, "batch_size", 8)
+    kwargs.setdefault("cpu_bf16", _bf16(args))
     return Pipeline.from_checkpoints(det, cls, device=args.device, batch_size=batch, **kwargs)
 
 

@@ -106,6 +106,7 @@ class Pipeline:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         model_mpp: float | None = None,
         amp: bool = True,
+        cpu_bf16: bool = False,
         skip_background: bool = True,
     ) -> None:
         self.device = resolve_device(device)
@@ -137,6 +138,7 @@ class Pipeline:
         self.max_pixels = max_pixels
         self.model_mpp = model_mpp if model_mpp is not None else classifier_meta.get("model_mpp")
         self.amp = amp and self.device.type == "cuda"
+        self.cpu_bf16 = cpu_bf16 and self.device.type == "cpu"
         self.skip_background = skip_background
 
     # -------------------------------------------------------------- construction
@@ -313,9 +315,10 @@ class Pipeline:
         return [c for c, _ in self._process_with_source(jobs, readers, timings)]
 
     def _autocast(self) -> Any:
+        """fp16 autocast on CUDA; bfloat16 on CPU when asked (AMX/AVX512-BF16 CPUs)."""
         if self.amp:
             return torch.autocast("cuda", dtype=torch.float16)
-        return torch.autocast("cpu", enabled=False)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16)
 
     def _process_with_source(
         self, jobs: list[_TileJob], readers: Sequence[SlideReader], timings: dict[str, float]

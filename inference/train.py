@@ -55,6 +55,15 @@ def _print(msg: str) -> None:
     tqdm.write(msg)
 
 
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bfloat16 matrix units (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -296,6 +305,7 @@ def train_detector(
     match_radius_px: float = 20.0,
     log: Log = _print,
     max_seconds: float | None = None,
+    bf16: bool = False,
 ) -> DetectorTrainResult:
     """Train stage 1 on fields already scaled to `config.input_scale`."""
     config = config or DetectorConfig()
@@ -323,7 +333,8 @@ def train_detector(
             ]
             batch = _targets_batch(items, config)
             x = normalise(batch["image"], config.mean, config.std)
-            heat_logits, offsets = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                heat_logits, offsets = model(x)
             loss, _parts = detector_loss(
                 heat_logits, offsets, batch["heat"], batch["neg"], batch["offset"], batch["mask"]
             )
@@ -486,13 +497,16 @@ def train_classifier(
     label_smoothing: float = 0.05,
     jitter_px: float = 6.0,
     balance_power: float = 0.5,
+    loss_power: float | None = None,
     min_sensitivity: float = 0.95,
     seed: int = 0,
     log: Log = _print,
     max_seconds: float | None = None,
+    bf16: bool = False,
 ) -> ClassifierTrainResult:
-    """Train stage 2 on cell patches; class balance comes half from sampling (weights
-    count^-balance_power) and half from the loss (class weights count^-(1-balance_power))."""
+    """Train stage 2 on cell patches. Class balance comes from sampling (weights
+    count^-balance_power) and from the loss (class weights count^-loss_power, by default
+    1 - balance_power, i.e. fully balanced overall)."""
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -502,10 +516,13 @@ def train_classifier(
     sample_w = np.where(present, np.maximum(counts, 1) ** -balance_power, 0.0)
     p_sample = sample_w[train.labels]
     p_sample /= p_sample.sum()
-    loss_w = np.where(present, np.maximum(counts, 1) ** -(1.0 - balance_power), 0.0)
+    lp = 1.0 - balance_power if loss_power is None else loss_power
+    loss_w = np.where(present, np.maximum(counts, 1) ** -lp, 0.0)
     loss_w = loss_w / (loss_w[present].mean() if present.any() else 1.0)
     class_weight = torch.tensor(loss_w, dtype=torch.float32)
     model = build_classifier(config)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, math.ceil(samples_per_epoch / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -529,7 +546,9 @@ def train_classifier(
             )
             x = normalise_crops(torch.from_numpy(crops), config.mean, config.std)
             y = torch.from_numpy(train.labels[b])
-            logits = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x.contiguous(memory_format=torch.channels_last) if bf16 else x)
+            logits = logits.float()
             loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
