@@ -4,7 +4,7 @@
 import { api, ApiError, csrfToken, el, toast } from "./api.js";
 
 const page = document.getElementById("upload-page");
-const CHUNK = Number(page?.dataset.chunkSize) || 8 * 1024 * 1024;
+const chunkSize = () => Number(page?.dataset.chunkSize) || 8 * 1024 * 1024;
 const PARALLEL = 2;
 const RETRIES = 8;
 const patientSelect = document.getElementById("patient");
@@ -99,7 +99,7 @@ class FileUpload {
     this.setProgress(offset);
     let failures = 0;
     while (!this.cancelled) {
-      const end = Math.min(offset + CHUNK, this.file.size);
+      const end = Math.min(offset + chunkSize(), this.file.size);
       try {
         const result = await this.sendChunk(offset, end);
         failures = 0;
