@@ -13,6 +13,8 @@ ADMIN_MANAGED_APPS = (
     "review",
     "datasets",
     "audit",
+    "uploads",
+    "workflow",
 )
 
 

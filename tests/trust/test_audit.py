@@ -61,9 +61,7 @@ def test_token_logins_are_recorded(api, pathologist) -> None:
     client = api(None)
     bad = client.post("/api/auth/token/", {"username": pathologist.username, "password": "x"})
     assert bad.status_code == 400
-    good = client.post(
-        "/api/auth/token/", {"username": pathologist.username, "password": PASSWORD}
-    )
+    good = client.post("/api/auth/token/", {"username": pathologist.username, "password": PASSWORD})
     assert good.status_code == 200
     assert events(AuditAction.LOGIN_FAILED)[0].address == "127.0.0.1"
     (login,) = events(AuditAction.LOGIN)
@@ -170,9 +168,7 @@ def test_user_and_role_changes_are_recorded(client, admin_user) -> None:
         ["pathologist"],
     ]
     Group.objects.get(name="viewer").user_set.add(user)  # from the group's side
-    assert events(AuditAction.ROLES_CHANGED, target_id=str(user.pk))[-1].data["added"] == [
-        "viewer"
-    ]
+    assert events(AuditAction.ROLES_CHANGED, target_id=str(user.pk))[-1].data["added"] == ["viewer"]
 
     user.set_password("another-long-passphrase-43")
     user.is_active = False
@@ -215,9 +211,12 @@ def test_the_table_is_append_only_in_the_database(pathologist) -> None:
         f"UPDATE {table} SET action = 'logout' WHERE id = %s",
         f"DELETE FROM {table} WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="append-only"):
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, [event.pk])
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [event.pk])
     # ...and no code path either.
     with pytest.raises(TypeError):
         AuditEvent.objects.filter(pk=event.pk).update(action="logout")
