@@ -74,6 +74,10 @@ class AnalysisRunAdmin(admin.ModelAdmin[AnalysisRun]):
     readonly_fields = [f.name for f in AnalysisRun._meta.fields]
     actions = ["analyse_again", "sweep_now"]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Runs come from analysis_request (upload, re-run); an empty add form failed with a 500.
+        return False
+
     @admin.action(description="Analyse these runs' slides again")
     def analyse_again(self, request: HttpRequest, queryset: QuerySet[AnalysisRun]) -> None:
         slide_ids = sorted(set(queryset.values_list("slide_id", flat=True)))
