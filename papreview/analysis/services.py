@@ -493,10 +493,21 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
                 result = adapter.slide_analyse(
                     pipeline, path, progress=_run_progress_writer(run_id=run.pk, attempt=attempt)
                 )
+            return _run_commit(
+                run_id=run.pk,
+                attempt=attempt,
+                result=result,
+                detector=detector,
+                classifier=classifier,
+            )
         except InputError as exc:
             _run_fail(run_id=run.pk, reason=str(exc))
             return RunOutcome.FAILED
         except SoftTimeLimitExceeded:
+            # The limit is a signal: it may have interrupted a query (a progress write, the
+            # commit), leaving the connection mid-statement. Start afresh (this also frees the
+            # execution lock; a later delivery would find the run failed).
+            _connection_reset()
             limit = int(settings.ANALYSIS_SOFT_TIME_LIMIT_S)
             span = f"{limit} s" if limit < 120 else f"{limit / 60:.0f} min"
             _run_fail(
@@ -520,13 +531,17 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
                 ),
             )
             return RunOutcome.FAILED
-        return _run_commit(
-            run_id=run.pk,
-            attempt=attempt,
-            result=result,
-            detector=detector,
-            classifier=classifier,
-        )
+
+
+def _connection_reset() -> None:
+    """Drop this thread's database connection, whatever state it is in (Django reconnects)."""
+    try:
+        connection.close()
+    except Exception:  # a connection interrupted mid-query may refuse a clean close
+        logger.debug("closing an interrupted connection failed", exc_info=True)
+    if connection.in_atomic_block:  # cannot happen outside a transaction; be safe anyway
+        return
+    connection.connection = None
 
 
 def analysis_give_up(*, slide_id: int, reason: str) -> bool:
