@@ -5,6 +5,7 @@ An export (folder, or the zip itself) holds::
     manifest.json                  slides, counts, split by patient, model versions, sha256 of files
     data.yaml                      YOLO dataset file (path, train/val/test image folders, names)
     images/<split>/<stem>.png      field images whole; whole-slide images cut into tiles
+    points/<split>.csv             cell centres per image, CRIC cells-table format (stage 1 points)
     labels/<split>/<stem>.txt      YOLO labels: "<class> <cx> <cy> <w> <h>", normalised to the image
     coco/<split>.json              COCO detection: boxes in image pixels, Bethesda categories,
                                    provenance as annotation `attributes`; images without cells kept
@@ -227,6 +228,11 @@ class Export:
                 )
             )
         return list(by_image.values())
+
+    def points_path(self, split: str) -> Path:
+        """The split's cell centres as a CRIC cells table (read with `cric.read_cells_csv`;
+        `python -m inference evaluate --images images/<split> --cells points/<split>.csv`)."""
+        return self.root / "points" / f"{split}.csv"
 
     def crops(self, split: str) -> list[tuple[Path, str]]:
         """(crop file, Bethesda code) of the split's ImageFolder, sorted."""

@@ -63,6 +63,7 @@ from papreview.datasets.models import DatasetExport, ExportFormat, ExportStatus
 from papreview.datasets.selectors import export_slides, slide_cells_for_export
 from papreview.datasets.writers import (
     CocoWriter,
+    PointsWriter,
     ProvenanceWriter,
     data_yaml,
     write_geojson,
@@ -345,6 +346,7 @@ class _Build:
     params: ExportParams
     coco: dict[str, CocoWriter]
     provenance: ProvenanceWriter
+    points: dict[str, PointsWriter]
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     actions: Counter[str] = field(default_factory=Counter)
     images: Counter[str] = field(default_factory=Counter)
@@ -431,6 +433,12 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
                     image_id=image_id, code=c.current_class, bbox=bbox, attributes=prov
                 )
                 lines.append(yolo_line(c.current_class, Box(*bbox), tile.width, tile.height))
+                build.points[split].write(
+                    f"{name}.png",
+                    c.x + c.width / 2 - tile.x,
+                    c.y + c.height / 2 - tile.y,
+                    c.current_class,
+                )
             label_path = build.root / "labels" / split / f"{name}.txt"
             label_path.parent.mkdir(parents=True, exist_ok=True)
             label_path.write_text("".join(line + "\n" for line in lines))
@@ -575,7 +583,11 @@ def _build(export: DatasetExport) -> None:
         for split in SPLITS
     }
     build = _Build(
-        root=root, params=params, coco=coco, provenance=ProvenanceWriter(root / "provenance.csv")
+        root=root,
+        params=params,
+        coco=coco,
+        provenance=ProvenanceWriter(root / "provenance.csv"),
+        points={split: PointsWriter(root / "points" / f"{split}.csv") for split in SPLITS},
     )
     try:
         DatasetExport.objects.filter(pk=export.pk).update(slide_count=len(slide_ids))
@@ -587,6 +599,8 @@ def _build(export: DatasetExport) -> None:
             _progress(export.pk, done, len(slide_ids))
         for writer in coco.values():
             writer.close()
+        for points in build.points.values():
+            points.close()
         build.provenance.close()
         (root / "data.yaml").write_text(data_yaml())
         manifest = _manifest(export, build, split_of)
@@ -613,6 +627,8 @@ def _build(export: DatasetExport) -> None:
     finally:
         for writer in coco.values():
             writer.abort()
+        for points in build.points.values():
+            points.close()
         build.provenance.close()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from inference.data.cric import CSV_COLUMNS as CRIC_COLUMNS
 from inference.data.export import COCO_CATEGORIES, PROVENANCE_COLUMNS, SPLITS
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
 
@@ -147,3 +148,20 @@ def data_yaml() -> str:
     lines.append("names:")
     lines += [f"  {i}: {code}" for i, code in enumerate(BETHESDA_CLASSES)]
     return "\n".join(lines) + "\n"
+
+
+class PointsWriter:
+    """Cell centres of one split in the CRIC cells-table format (`inference.data.cric`):
+    image_filename,nucleus_x,nucleus_y,bethesda_system; the point annotations of stage 1."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh)
+        self._writer.writerow(CRIC_COLUMNS)
+
+    def write(self, image: str, x: float, y: float, code: str) -> None:
+        self._writer.writerow([image, f"{x:.1f}", f"{y:.1f}", code])
+
+    def close(self) -> None:
+        self._fh.close()

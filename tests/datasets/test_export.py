@@ -17,6 +17,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from pycocotools.coco import COCO
 
+from inference.data.cric import read_cells_csv
 from inference.data.export import (
     Export,
     export_fields,
@@ -128,6 +129,15 @@ def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pat
             )
         fields = export_fields(ex, split)
         assert sum(len(f.points) for f in fields) == len(coco.getAnnIds())
+        # the point annotations read by the CRIC reader: same images, classes and centres
+        points = read_cells_csv(ex.points_path(split))
+        for name, im in ours.items():
+            table = points.get(Path(name).name)
+            got_points = sorted((c.label, c.x, c.y) for c in table.cells) if table else []
+            assert got_points == sorted(
+                (a.label, a.box.x + a.box.width / 2, a.box.y + a.box.height / 2)
+                for a in im.annotations
+            )
     assert images_seen == 4  # the slide with no cells is kept as a negative image
     assert {k: v for k, v in seen.items() if v} == {k: v for k, v in expected.items() if v}
 
