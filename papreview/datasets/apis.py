@@ -18,6 +18,7 @@ from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.exceptions import ConflictError, NotFoundError
+from papreview.datasets.dashboard import model_dashboard
 from papreview.datasets.models import DatasetExport, ExportStatus, ModelEvaluation
 from papreview.datasets.registry import model_evaluation_request, model_version_activate_by
 from papreview.datasets.selectors import (
@@ -222,3 +223,14 @@ class ModelEvaluationListApi(APIView):
         return Response(
             ModelEvaluationOutputSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED
         )
+
+
+class ModelDashboardApi(APIView):
+    """The model dashboard's figures: per model version (of each stage) and class, how many
+    cells reviewers confirmed, left unchanged, relabelled, rejected or had to add; Cohen's kappa
+    (overall and one-vs-rest) reviewer vs reviewer (QC re-reviews), reviewer vs model and QC
+    reviewer vs model (kappa null where undefined)."""
+
+    @extend_schema(responses={200: dict, **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        return Response(model_dashboard())

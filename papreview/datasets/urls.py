@@ -18,4 +18,5 @@ urlpatterns = [
         name="model-version-activate",
     ),
     path("evaluations/", apis.ModelEvaluationListApi.as_view(), name="evaluation-list"),
+    path("model-dashboard/", apis.ModelDashboardApi.as_view(), name="model-dashboard-api"),
 ]

@@ -104,7 +104,7 @@ def test_model_outcomes_per_version_and_class(two_slides, versions):
 
 
 @pytest.mark.django_db
-def test_qc_re_review_and_kappa_on_the_dashboard(two_slides, pathologist, admin_user, viewer):
+def test_qc_re_review_and_kappa_on_the_dashboard(two_slides, pathologist, admin_user, viewer, api):
     with pytest.raises(PermissionDeniedError):
         qc_settings_set(share=0.5, by=pathologist)
     with pytest.raises(ValidationError):
@@ -159,3 +159,9 @@ def test_qc_re_review_and_kappa_on_the_dashboard(two_slides, pathologist, admin_
     qm = agreement["qc_reviewer_vs_model"]
     assert qm["n"] == 4 and qm["kappa"] == pytest.approx(0.0625 / 0.8125)
     assert agreement["qc_reviews"] == {"pending": 1, "done": 1}
+    # the same figures over the API (JSON: kappa as numbers, null where undefined)
+    body = api(viewer).get("/api/model-dashboard/").json()
+    assert body["agreement"]["reviewer_vs_reviewer"]["kappa"] == pytest.approx(0.32 / 0.72)
+    assert body["agreement"]["reviewer_vs_reviewer"]["per_class"]["ASC-US"]["kappa"] is None
+    assert body["classifier"][0]["classes"]["SCC"]["added"] == 1
+    assert api(None).get("/api/model-dashboard/").status_code == 401

@@ -146,6 +146,14 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
     assert not versions.classifier.is_active
     old_run.refresh_from_db()
     assert old_run.classifier_version == versions.classifier
+    # the compare page shows both evaluations with their confusion matrices
+    from django.test import Client
+
+    client = Client()
+    client.force_login(pathologist)
+    page = client.get(f"/models/?export={export.pk}").content.decode()
+    assert page.count('class="confusion"') == 2
+    assert "found as abnormal" in page and "truth \\ predicted" in page
     det_mv_active = api(admin_user).post(f"/api/model-versions/{det_mv.pk}/activate/")
     assert det_mv_active.status_code == 200
     assert model_versions_for_analysis() == (det_mv, mv)
