@@ -11,6 +11,7 @@ pixel limits, duplicate checksum); a refusal is kept on the upload with its mess
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -91,7 +92,8 @@ def _fail(upload: Upload, exc: ApplicationError) -> Upload:
     upload.error_status = exc.status_code
     upload.save(update_fields=["status", "error", "error_code", "error_status", "updated_at"])
     upload.part_path.unlink(missing_ok=True)
-    logger.info("upload %s refused: %s", upload.pk, exc.message)
+    # The code, not the message: a message may name the patient (duplicate upload).
+    logger.info("upload %s refused: %s", upload.pk, exc.code)
     return upload
 
 
@@ -182,3 +184,17 @@ def upload_cancel(*, upload: Upload, by: User) -> None:
     upload.part_path.unlink(missing_ok=True)
     if upload.status == UploadStatus.RECEIVING:
         upload.delete()
+
+
+def uploads_expire(*, older_than: timedelta) -> int:
+    """Delete uploads still receiving after `older_than` without a chunk, and their partial
+    files; refused or complete uploads older than that lose their row (their file is gone
+    already). Returns how many uploads were removed."""
+    cutoff = timezone.now() - older_than
+    stale = list(Upload.objects.filter(updated_at__lt=cutoff))
+    for upload in stale:
+        upload.part_path.unlink(missing_ok=True)
+    Upload.objects.filter(pk__in=[u.pk for u in stale]).delete()
+    if stale:
+        logger.info("removed %d uploads idle since before %s", len(stale), cutoff.isoformat())
+    return len(stale)

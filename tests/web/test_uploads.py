@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import io
 import tracemalloc
 
 import pytest
+from django.core.management import call_command
 from django.test import RequestFactory
+from django.utils import timezone
 from rest_framework.test import force_authenticate
 
 from papreview.cases.demo import synthetic_pap_bytes
 from papreview.cases.models import Slide
 from papreview.uploads.apis import UploadDetailApi
 from papreview.uploads.models import Upload, UploadStatus
-from papreview.uploads.services import IncompleteChunkError, upload_append
+from papreview.uploads.services import IncompleteChunkError, upload_append, upload_create
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -207,3 +211,15 @@ def test_chunks_are_streamed_not_held_in_memory(pathologist, settings) -> None:
     assert response["Upload-Offset"] == str(size)
     assert upload.part_path.stat().st_size == size
     assert peak < 6 * 1024 * 1024, f"peak {peak / 1024**2:.1f} MiB for a 24 MiB chunk"
+
+
+def test_abandoned_uploads_expire(pathologist) -> None:
+    patient = PatientFactory.create()
+    old = upload_create(patient=patient, filename="old.svs", size=100, by=pathologist)
+    fresh = upload_create(patient=patient, filename="new.svs", size=100, by=pathologist)
+    Upload.objects.filter(pk=old.pk).update(updated_at=timezone.now() - dt.timedelta(days=3))
+    out = io.StringIO()
+    call_command("uploads_expire", "--hours", "48", stdout=out)
+    assert "Removed 1 upload" in out.getvalue()
+    assert not Upload.objects.filter(pk=old.pk).exists() and not old.part_path.exists()
+    assert Upload.objects.filter(pk=fresh.pk).exists() and fresh.part_path.exists()
