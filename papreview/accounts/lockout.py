@@ -97,6 +97,11 @@ class LockoutModelBackend(ModelBackend):
 class LockoutAuthenticationForm(auth_forms.AuthenticationForm):
     """The login page's form: says clearly when the login is locked."""
 
+    error_messages = {
+        **auth_forms.AuthenticationForm.error_messages,
+        "invalid_login": "Your username and password did not match. Please try again.",
+    }
+
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username")
         try:
