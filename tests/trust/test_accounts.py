@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
@@ -107,7 +108,7 @@ def test_weak_passwords_are_refused(password: str) -> None:
 
 
 def test_the_admin_user_form_applies_the_validators() -> None:
-    weak = AdminUserCreationForm(
+    weak: AdminUserCreationForm[User] = AdminUserCreationForm(
         data={
             "username": "nurse",
             "password1": "nurse1234",
@@ -116,7 +117,7 @@ def test_the_admin_user_form_applies_the_validators() -> None:
         }
     )
     assert not weak.is_valid() and "password2" in weak.errors
-    strong = AdminUserCreationForm(
+    strong: AdminUserCreationForm[User] = AdminUserCreationForm(
         data={
             "username": "nurse",
             "password1": "violet-harbour-lantern-9",
