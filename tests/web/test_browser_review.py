@@ -158,8 +158,33 @@ def test_display_filters_gallery_move_and_conflict(
     assert (moved.width, moved.height) == (cell.width, cell.height)
     assert moved.review_status == ReviewStatus.CONFIRMED and moved.version == 2
 
+    # Drag its bottom-right corner: it grows, its top-left corner stays.
+    corner = page.evaluate(
+        f"""(() => {{ const c = window.__review.store.byId.get({second});
+        const b = window.__review.overlay.toScreenBox(c);
+        const r = document.getElementById('viewer').getBoundingClientRect();
+        return [r.left + b.x + b.w, r.top + b.y + b.h]; }})()"""
+    )
+    page.mouse.move(corner[0], corner[1])
+    page.mouse.down()
+    page.mouse.move(corner[0] + 15, corner[1] + 10, steps=4)
+    page.mouse.move(corner[0] + 30, corner[1] + 20, steps=4)
+    page.mouse.up()
+    page.wait_for_function("window.__review.undo.length === 2")
+    wait_saved(page)
+    resized = Cell.objects.get(pk=second)
+    assert (resized.x, resized.y) == (moved.x, moved.y)
+    assert abs((resized.width - moved.width) - 30 / scale) <= 2
+    assert abs((resized.height - moved.height) - 20 / scale) <= 2
+    # Undo restores the box it had before.
+    page.keyboard.press("Control+z")
+    page.wait_for_function("window.__review.redo.length === 1")
+    wait_saved(page)
+    back = Cell.objects.get(pk=second)
+    assert (back.width, back.height) == (moved.width, moved.height) and back.version == 4
+
     # Someone else changes the cell: the next key gets 409, the page reloads the cell and says so.
-    Cell.objects.filter(pk=second).update(current_class="NILM", version=7)
+    Cell.objects.filter(pk=second).update(current_class="NILM", version=7)  # (was 4)
     page.keyboard.press("4")
     page.locator(".toast.warn").wait_for()
     assert "changed by someone else" in page.locator(".toast.warn").inner_text()
