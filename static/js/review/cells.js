@@ -156,6 +156,7 @@ export class Overlay {
     this.store = store;
     this.colours = colours;
     this.selected = null;
+    this.editable = false;
     this.draft = null; // a box being drawn or dragged: {x, y, w, h, cls}
     this.pending = false;
     this.drawnCount = 0;
@@ -239,7 +240,7 @@ export class Overlay {
       ctx.lineWidth = 2.5;
       ctx.strokeStyle = this.colours[sel.cls] || "#1f5fbf";
       ctx.strokeRect(b.x - 3, b.y - 3, b.w + 6, b.h + 6);
-      if (b.w > 14 && b.h > 14) {
+      if (this.editable && !this.draft && b.w > 14 && b.h > 14) { // handles: move or resize
         ctx.fillStyle = "#fff";
         ctx.strokeStyle = "#1b2230";
         ctx.lineWidth = 1;

@@ -44,6 +44,7 @@ function setStatus(status) {
   document.body.dataset.slideStatus = status;
   document.body.classList.toggle("read-only", !editable());
   $("draw-btn").disabled = !editable();
+  if (overlay) { overlay.editable = editable(); overlay.schedule(); }
   $("reanalyse-btn").hidden = !config.user.canWrite || !["analysed", "in_review", "failed"].includes(status);
   renderCell();
 }
