@@ -13,6 +13,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ from papreview.datasets.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+# A pending or running evaluation untouched this long (its worker died) may be requested again.
+EVALUATION_STALE_S = 3600
 
 
 def _export_from_meta(meta: dict[str, Any]) -> DatasetExport | None:
@@ -120,7 +124,11 @@ def model_evaluation_request(
             split=split,
             defaults={"requested_by": by},
         )
-        if not created and evaluation.status != EvaluationStatus.FAILED:
+        stale = evaluation.status in (
+            EvaluationStatus.PENDING,
+            EvaluationStatus.RUNNING,
+        ) and evaluation.updated_at < timezone.now() - timedelta(seconds=EVALUATION_STALE_S)
+        if not created and evaluation.status != EvaluationStatus.FAILED and not stale:
             return evaluation
         if not created:
             evaluation.status = EvaluationStatus.PENDING
@@ -171,9 +179,12 @@ def model_evaluation_run(*, evaluation_id: int) -> str:
             )
     except TRANSIENT_ERRORS:
         raise
-    except (InputError, ApplicationError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, InputError | ApplicationError):
+            logger.exception("evaluation %s of %s failed", evaluation_id, mv)
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         ModelEvaluation.objects.filter(pk=evaluation_id).update(
-            status=EvaluationStatus.FAILED, error=str(exc)[:2000], updated_at=timezone.now()
+            status=EvaluationStatus.FAILED, error=message[:2000], updated_at=timezone.now()
         )
         return str(EvaluationStatus.FAILED)
     ModelEvaluation.objects.filter(pk=evaluation_id).update(
