@@ -284,12 +284,19 @@ ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=15 * 60)
 DATASET_EXPORT_TMP_DIR = _path_from_env("DATASET_EXPORT_TMP_DIR", VAR_DIR / "export-tmp")
 # Below the Redis visibility timeout (3 h) with the hard limit (+5 min) included.
 DATASET_EXPORT_SOFT_TIME_LIMIT_S: int = env.int("DATASET_EXPORT_SOFT_TIME_LIMIT_S", default=10200)
+# QC re-review: how often beat draws the admin-set share of newly signed-out slides.
+QC_SAMPLE_INTERVAL_S: float = env.float("QC_SAMPLE_INTERVAL_S", default=3600.0)
 
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "analysis-sweep": {
         "task": "papreview.analysis.tasks.analysis_sweep",
         "schedule": ANALYSIS_SWEEP_INTERVAL_S,
         "options": {"queue": "celery", "expires": ANALYSIS_SWEEP_INTERVAL_S},
+    },
+    "qc-sample": {
+        "task": "papreview.datasets.tasks.qc_sample",
+        "schedule": QC_SAMPLE_INTERVAL_S,
+        "options": {"queue": "celery", "expires": QC_SAMPLE_INTERVAL_S},
     },
 }
 
@@ -313,6 +320,12 @@ REST_FRAMEWORK: dict[str, Any] = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Multipart bodies with hostile file names (path, not UTF-8) are refused with a 400.
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "papreview.core.parsers.StrictMultiPartParser",
+    ],
     # Only the token endpoint is throttled (per client IP): it is the one that takes passwords.
     "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_TOKEN_THROTTLE", default="30/min")},
 }
