@@ -135,6 +135,11 @@ class QCSettings(models.Model):
     share = models.FloatField(
         default=0.1, help_text="Share of signed-out slides drawn for a blind second review, 0-1."
     )
+    considered_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Slides signed out up to here were already considered for a draw (once each).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True

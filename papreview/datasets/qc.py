@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from datetime import datetime
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -51,23 +52,43 @@ def qc_settings_set(*, share: float, by: User) -> QCSettings:
     return row
 
 
-def qc_candidates() -> QuerySet[Slide]:
-    return Slide.objects.filter(
-        status=SlideStatus.SIGNED_OUT, interpretation__isnull=False, qc_review__isnull=True
-    ).order_by("pk")
+def qc_candidates(*, signed_out_after: datetime | None, until: datetime) -> QuerySet[Slide]:
+    qs = Slide.objects.filter(
+        status=SlideStatus.SIGNED_OUT,
+        interpretation__isnull=False,
+        interpretation__signed_out_at__lte=until,
+        qc_review__isnull=True,
+    )
+    if signed_out_after is not None:
+        qs = qs.filter(interpretation__signed_out_at__gt=signed_out_after)
+    return qs.order_by("pk")
 
 
 def qc_sample(*, share: float | None = None, seed: int | None = None) -> list[QCReview]:
-    """Draw `share` (default: the settings row's) of the signed-out slides not drawn before."""
-    share = qc_settings_get().share if share is None else share
-    candidates = list(qc_candidates().values_list("pk", "interpretation__signed_out_by"))
-    k = round(share * len(candidates))
-    chosen = random.Random(seed).sample(candidates, k) if k else []
+    """Draw `share` (default: the settings row's) of the slides signed out since the last draw.
+
+    Each sign-out is considered once (the settings row keeps the watermark), so drawing often
+    (celery beat, `manage.py qc_sample`, the dashboard button) keeps the share; a slide reopened
+    and signed out again is considered again.
+    """
     with transaction.atomic():
-        return [
+        row = QCSettings.objects.select_for_update().get(pk=qc_settings_get().pk)
+        share = row.share if share is None else share
+        now = timezone.now()
+        candidates = list(
+            qc_candidates(signed_out_after=row.considered_until, until=now).values_list(
+                "pk", "interpretation__signed_out_by"
+            )
+        )
+        k = round(share * len(candidates))
+        chosen = random.Random(seed).sample(candidates, k) if k else []
+        drawn = [
             QCReview.objects.create(slide_id=slide_id, first_reviewer_id=first)
             for slide_id, first in sorted(chosen)
         ]
+        row.considered_until = now
+        row.save(update_fields=["considered_until", "updated_at"])
+    return drawn
 
 
 def qc_review_list(*, status: str | None = None) -> QuerySet[QCReview]:

@@ -48,3 +48,11 @@ def model_evaluation_run_task(self: Task, evaluation_id: int) -> str:
     from papreview.datasets.registry import model_evaluation_run
 
     return model_evaluation_run(evaluation_id=evaluation_id)
+
+
+@shared_task(name="papreview.datasets.tasks.qc_sample", ignore_result=True)
+def qc_sample_task() -> list[int]:
+    """Celery beat: draw the QC share of the slides signed out since the last draw."""
+    from papreview.datasets.qc import qc_sample
+
+    return [review.slide_id for review in qc_sample()]

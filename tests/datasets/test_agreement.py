@@ -3,8 +3,11 @@ figures from real reviews and a QC re-review."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 
 from papreview.core.exceptions import ConflictError, PermissionDeniedError
 from papreview.datasets.agreement import (
@@ -104,7 +107,9 @@ def test_model_outcomes_per_version_and_class(two_slides, versions):
 
 
 @pytest.mark.django_db
-def test_qc_re_review_and_kappa_on_the_dashboard(two_slides, pathologist, admin_user, viewer, api):
+def test_qc_re_review_and_kappa_on_the_dashboard(
+    two_slides, make_slide, pathologist, admin_user, viewer, api
+):
     with pytest.raises(PermissionDeniedError):
         qc_settings_set(share=0.5, by=pathologist)
     with pytest.raises(ValidationError):
@@ -113,9 +118,18 @@ def test_qc_re_review_and_kappa_on_the_dashboard(two_slides, pathologist, admin_
     assert qc_settings_get().share == 0.5
     drawn = qc_sample(seed=1)
     assert len(drawn) == 1  # half of two signed-out slides
-    assert qc_sample(share=1.0, seed=1)[0].slide_id != drawn[0].slide_id  # never drawn twice
-    review = QCReview.objects.get(slide=two_slides[0].slide)
-    assert review.first_reviewer == pathologist
+    assert drawn[0].first_reviewer == pathologist
+    assert qc_sample(share=1.0) == []  # each sign-out is considered once
+    # a slide signed out after the last draw is considered by the next one
+    third = make_slide(PatientFactory.create(), seed=3, cells=[])  # no cells: kappa unchanged
+    assert [r.slide_id for r in qc_sample(share=1.0)] == [third.slide.pk]
+    out = io.StringIO()
+    call_command("qc_sample", "--share", "1", stdout=out)
+    assert out.getvalue().startswith("0 slide(s) drawn")
+    review, _ = QCReview.objects.get_or_create(
+        slide=two_slides[0].slide, defaults={"first_reviewer": pathologist}
+    )
+    pending_others = QCReview.objects.exclude(pk=review.pk).count()
 
     cells = {c.pk: c for c in two_slides[0].slide.cells.order_by("pk")}
     ids = list(cells)
@@ -158,10 +172,23 @@ def test_qc_re_review_and_kappa_on_the_dashboard(two_slides, pathologist, admin_
     # kappa = (0.25 - 0.1875) / 0.8125 = 0.076923...
     qm = agreement["qc_reviewer_vs_model"]
     assert qm["n"] == 4 and qm["kappa"] == pytest.approx(0.0625 / 0.8125)
-    assert agreement["qc_reviews"] == {"pending": 1, "done": 1}
+    assert agreement["qc_reviews"] == {"pending": pending_others, "done": 1}
     # the same figures over the API (JSON: kappa as numbers, null where undefined)
     body = api(viewer).get("/api/model-dashboard/").json()
     assert body["agreement"]["reviewer_vs_reviewer"]["kappa"] == pytest.approx(0.32 / 0.72)
     assert body["agreement"]["reviewer_vs_reviewer"]["per_class"]["ASC-US"]["kappa"] is None
     assert body["classifier"][0]["classes"]["SCC"]["added"] == 1
     assert api(None).get("/api/model-dashboard/").status_code == 401
+
+
+@pytest.mark.django_db
+def test_qc_sample_is_scheduled_on_beat(make_slide, admin_user):
+    from papreview.celery import celery_app
+    from papreview.datasets.tasks import qc_sample_task
+
+    entry = celery_app.conf.beat_schedule["qc-sample"]
+    assert entry["task"] == qc_sample_task.name and entry["options"]["queue"] == "celery"
+    qc_settings_set(share=1.0, by=admin_user)
+    r = make_slide(PatientFactory.create(), cells=[])
+    assert qc_sample_task() == [r.slide.pk]
+    assert qc_sample_task() == []
