@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,6 +25,7 @@ from papreview.cases.services import patient_create, slide_create, slide_reopen,
 from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
 from papreview.core.choices import BETHESDA_CHOICES
 from papreview.core.pagination import PageNumberPagination
+from papreview.core.parsers import StrictMultiPartParser
 
 
 class PatientOutputSerializer(serializers.ModelSerializer[Patient]):
@@ -176,7 +177,7 @@ class PatientDetailApi(APIView):
 class SlideListApi(APIView):
     """List slides (the review queue with `ordering=-triage_score`) or upload a new one."""
 
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [StrictMultiPartParser, FormParser]  # refuses hostile file names
     pagination_class = PageNumberPagination
 
     class FilterSerializer(serializers.Serializer):
@@ -212,7 +213,10 @@ class SlideListApi(APIView):
         file = serializers.FileField(
             allow_empty_file=False,
             error_messages={
-                "required": "No file was uploaded. Attach the slide image as 'file'.",
+                "required": (
+                    "No file was uploaded. Attach the slide image as 'file'. (A file whose name "
+                    "is not valid UTF-8 is not received: rename it.)"
+                ),
                 "empty": "The uploaded file is empty.",
             },
         )

@@ -27,6 +27,7 @@ from papreview.accounts.roles import user_can_write
 from papreview.cases.models import Patient
 from papreview.cases.services import slide_create
 from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
+from papreview.core.filenames import hostile_filename_reason
 from papreview.uploads.models import Upload, UploadStatus
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def upload_create(*, patient: Patient, filename: str, size: int, by: User) -> Up
     filename = filename.strip()
     if not filename:
         raise ValidationError({"filename": "Give the file's name."})
+    reason = hostile_filename_reason(filename)
+    if reason is not None:
+        raise ValidationError({"filename": reason})
     if size <= 0:
         raise ValidationError({"size": f"{filename}: the file is empty."})
     if size > settings.UPLOAD_MAX_BYTES:
