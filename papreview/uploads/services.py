@@ -55,6 +55,10 @@ class UploadClosedError(ConflictError):
     code = "upload_closed"
 
 
+class UploadLostError(ConflictError):
+    code = "upload_lost"
+
+
 class IncompleteChunkError(ApplicationError):
     """The connection ended before the announced chunk length arrived."""
 
@@ -155,6 +159,17 @@ def upload_append(
             raise ValidationError(
                 {"Content-Length": f"The chunk ends after the announced size ({locked.size})."}
             )
+        if not locked.part_path.exists():
+            if locked.offset:
+                return _fail(
+                    locked,
+                    UploadLostError(
+                        f"{locked.filename}: the part received so far is no longer on the "
+                        "server (expired or cleaned up). Upload the file again."
+                    ),
+                )
+            locked.part_path.parent.mkdir(parents=True, exist_ok=True)
+            locked.part_path.touch()
         if length:
             with locked.part_path.open("r+b") as out:
                 out.seek(offset)

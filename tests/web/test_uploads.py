@@ -223,3 +223,17 @@ def test_abandoned_uploads_expire(pathologist) -> None:
     assert "Removed 1 upload" in out.getvalue()
     assert not Upload.objects.filter(pk=old.pk).exists() and not old.part_path.exists()
     assert Upload.objects.filter(pk=fresh.pk).exists() and fresh.part_path.exists()
+
+
+def test_a_lost_partial_file_is_a_clear_refusal(api, pathologist) -> None:
+    client = api(pathologist)
+    upload = start(client, PatientFactory.create().pk, "lost.png", 200)
+    assert send(client, upload["id"], 0, b"x" * 100).status_code == 200
+    Upload.objects.get(pk=upload["id"]).part_path.unlink()
+    response = send(client, upload["id"], 100, b"x" * 100)
+    assert response.status_code == 409 and response.json()["code"] == "upload_lost"
+    assert "Upload the file again" in response.json()["detail"]
+    # Before any byte arrived, a missing part file is simply made again.
+    fresh = start(client, PatientFactory.create().pk, "fresh.png", 10)
+    Upload.objects.get(pk=fresh["id"]).part_path.unlink()
+    assert send(client, fresh["id"], 0, b"y" * 5).json()["offset"] == 5
