@@ -130,8 +130,13 @@ def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "j
     cols, rows = dz.level_tiles[level]
     if not (0 <= col < cols and 0 <= row < rows):
         raise NotFoundError(f"No tile {col}_{row} at level {level} ({cols} x {rows} tiles).")
-    with opened.lock:
-        tile = dz.get_tile(level, (col, row))
+    try:
+        with opened.lock:
+            tile = dz.get_tile(level, (col, row))
+    except openslide.OpenSlideError as exc:  # a damaged region of the file
+        raise SlideImageUnavailableError(
+            f"Tile {col}_{row} at level {level} of slide {slide.pk} cannot be read ({exc})."
+        ) from exc
     return _encode(tile, fmt)
 
 
@@ -150,8 +155,13 @@ def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
         level = opened.slide.get_best_level_for_downsample(downsample)
     scale = float(opened.slide.level_downsamples[level])
     size = (max(1, round(w / scale)), max(1, round(h / scale)))
-    with opened.lock:
-        region = opened.slide.read_region((x, y), level, size)
+    try:
+        with opened.lock:
+            region = opened.slide.read_region((x, y), level, size)
+    except openslide.OpenSlideError as exc:
+        raise SlideImageUnavailableError(
+            f"The region of cell {cell.pk} cannot be read from slide {slide.pk} ({exc})."
+        ) from exc
     background = Image.new("RGB", region.size, (255, 255, 255))
     background.paste(region, mask=region.split()[3])
     if max(background.size) > CROP_MAX_SIDE:
