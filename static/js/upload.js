@@ -215,6 +215,25 @@ if (page) {
   dropzone.addEventListener("drop", (e) => addFiles(Array.from(e.dataTransfer.files)));
   window.addEventListener("beforeunload", (e) => { if (running) { e.preventDefault(); e.returnValue = ""; } });
 
+  // Search all patients (the list starts with the 200 most recent).
+  let searchTimer = null;
+  document.getElementById("patient-search").addEventListener("input", (e) => {
+    clearTimeout(searchTimer);
+    const q = e.target.value.trim();
+    searchTimer = setTimeout(async () => {
+      try {
+        const data = await api(`/api/patients/?search=${encodeURIComponent(q)}&page_size=100`);
+        const keep = patientSelect.value;
+        patientSelect.replaceChildren(el("option", { value: "", text: data.count ? `${data.count} patient${data.count === 1 ? "" : "s"} found…` : "No patient found" }),
+          ...data.results.map((p) => el("option", { value: String(p.id), text: `${p.identifier}${p.birth_year ? ` · ${p.birth_year}` : ""} (${p.slide_count} slide${p.slide_count === 1 ? "" : "s"})` })));
+        if (data.results.length === 1) patientSelect.value = String(data.results[0].id);
+        else if (data.results.some((p) => String(p.id) === keep)) patientSelect.value = keep;
+      } catch (err) {
+        toast(err.message, "error");
+      }
+    }, 250);
+  });
+
   document.getElementById("patient-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const err = document.getElementById("patient-error");

@@ -47,6 +47,13 @@ def test_upload_analyse_review_sign_out(
     patient = Patient.objects.get(identifier="SCREEN-0042")
     assert patient.birth_year == 1984 and patient.created_by == pathologist
     assert page.get_by_label("Existing patient").input_value() == str(patient.pk)
+    # Finding a patient by identifier selects the only match.
+    page.get_by_label("Find a patient").fill("screen-0001")
+    page.wait_for_function("document.getElementById('patient').options.length === 2")
+    other = Patient.objects.get(identifier="SCREEN-0001")
+    assert page.get_by_label("Existing patient").input_value() == str(other.pk)
+    page.get_by_label("Find a patient").fill("SCREEN-0042")
+    page.wait_for_function(f"document.getElementById('patient').value === '{patient.pk}'")
     page.set_input_files("#file-input", [str(good), str(corrupt)])
 
     bad_item = page.locator('.file-item[data-file="corrupt.png"]')
