@@ -60,11 +60,19 @@ def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) 
     added.refresh_from_db()
     assert added.review_status == ReviewStatus.REJECTED and added.revisions.count() == 2
 
-    # Reload: the relabel and the undone addition are there.
+    # A comment in the interpretation is kept as a draft as it is typed.
+    page.get_by_label("Comment").fill("Koilocytes in the upper left field.")
+    page.wait_for_function(
+        "document.getElementById('draft-state').textContent.startsWith('Draft saved')"
+    )
+
+    # Reload: the relabel, the undone addition and the draft are there.
     page.reload()
     page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
     assert page.evaluate(f"window.__review.store.byId.get({first}).cls") == "LSIL"
     assert page.evaluate(f"window.__review.store.byId.get({added.pk}).status") == "rejected"
+    page.wait_for_function("document.getElementById('comment').value !== ''")
+    assert page.get_by_label("Comment").input_value() == "Koilocytes in the upper left field."
 
     # Sign out as HSIL: the page turns read-only.
     page.get_by_label("Bethesda category").select_option("HSIL")
