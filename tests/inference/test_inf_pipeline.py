@@ -299,3 +299,71 @@ def test_gpu_matches_cpu(field_png: Path) -> None:
     gpu = gpu_pipe.run(field_png)
     assert gpu.device.startswith("cuda")
     assert len(match_points(_centres(gpu), _centres(cpu), radius=4)) == len(cpu.cells)
+
+
+def test_cli_evaluate_classifier_on_image_folder(
+    tiny_checkpoints: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, cls = tiny_checkpoints
+    root = tmp_path / "crops"
+    for code, radius in (("NILM", 4.0), ("HSIL", 12.0)):
+        (root / code).mkdir(parents=True)
+        for i in range(3):
+            img = synthetic_field(40, 40, cells=[(20.0, 20.0, radius)], seed=i)
+            Image.fromarray(img).save(root / code / f"{i}.png")
+    out = tmp_path / "cls.json"
+    proc = _cli(
+        "evaluate-classifier",
+        "--folder",
+        str(root),
+        "--classifier",
+        str(cls),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["crops"] == 6
+    assert result["six_class"]["per_class"]["HSIL"]["support"] == 3
+    assert set(result) >= {"six_class", "four_class", "abnormal_vs_nilm"}
+    (root / "BOGUS").mkdir()
+    proc = _cli("evaluate-classifier", "--folder", str(root), "--classifier", str(cls))
+    assert proc.returncode == 2 and "not Bethesda codes" in proc.stderr
+
+
+def test_cli_bench_compares_with_reference(
+    tiny_checkpoints: tuple[Path, Path], tmp_path: Path
+) -> None:
+    det, cls = tiny_checkpoints
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_field(300, 300, cells=NUCLEI[:4], seed=i)).save(
+            folder / f"{i}.png"
+        )
+    proc = _cli(
+        "bench",
+        "--images",
+        str(folder),
+        "--limit",
+        "2",
+        "--reference-limit",
+        "1",
+        "--detector",
+        str(det),
+        "--classifier",
+        str(cls),
+        "--device",
+        "cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ours"]["fields"] == 2 and result["reference"]["fields"] == 1
+    assert result["reference"]["regions_per_field"] == 4  # 2 x 2 regions of 150 px
+    assert 5_000 <= result["reference"]["params"]["tiny_cnn"] <= 9_000
+    assert result["speedup"] == pytest.approx(
+        result["ours"]["fields_per_s"] / result["reference"]["fields_per_s"]
+    )
+    assert result["ours"]["peak_rss_mib"] > 0 and result["device"] == "cpu"
