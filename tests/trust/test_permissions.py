@@ -104,6 +104,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "model-version-list": READ,
     "model-version-activate": {"POST": ADMIN},
     "evaluation-list": {"GET": ALL, "POST": ADMIN},
+    "model-dashboard-api": READ,
 }
 # The admin site: admins only, but for its login and logout pages.
 # URLs whose objects belong to one user: to the others they answer 404 (a refusal).
