@@ -212,7 +212,11 @@ def bench_page(base: str, data: dict[str, Any], runs: int) -> None:
             print(f"  run {i + 1}: cells drawn at {drawn:.0f} ms ({n} cells; {label})")
         page.wait_for_function("window.__review.viewerOpen === true")
         page.evaluate("window.__review.viewer.viewport.goHome(true)")
-        page.wait_for_timeout(500)
+        page.wait_for_timeout(1500)
+        shot = ROOT / "tests" / "_artifacts" / "review-10000-cells.png"
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot))
+        print(f"  screenshot: {shot.relative_to(ROOT)}")
         redraw = page.evaluate(
             """() => { const o = window.__review.overlay; const t = [];
             for (let i = 0; i < 30; i++) { const t0 = performance.now(); o.draw();

@@ -113,6 +113,7 @@ def test_display_filters_gallery_move_and_conflict(
     page.keyboard.press("?")
     assert page.get_by_role("dialog").is_visible()
     assert "Relabel: 1 NILM" in page.get_by_role("dialog").inner_text()
+    screenshot(page, "review-help.png")
     page.keyboard.press("Escape")
     assert not page.get_by_role("dialog").is_visible()
 
