@@ -41,6 +41,14 @@ def analysis_runs_unpublished(*, created_before: datetime) -> QuerySet[AnalysisR
     ).order_by("created_at", "id")
 
 
+def analysis_runs_unstarted(*, published_before: datetime) -> QuerySet[AnalysisRun]:
+    """Queued runs sent to the broker before `published_before` that no worker has started: their
+    message may be lost (a broker restarted without persistence), oldest first."""
+    return AnalysisRun.objects.filter(
+        status=RunStatus.QUEUED, published_at__lt=published_before, started_at__isnull=True
+    ).order_by("published_at", "id")
+
+
 def analysis_runs_stale(*, heartbeat_before: datetime) -> QuerySet[AnalysisRun]:
     """Running runs with no sign of life since `heartbeat_before`, oldest first."""
     return AnalysisRun.objects.filter(

@@ -59,6 +59,7 @@ from papreview.analysis.selectors import (
     analysis_run_active,
     analysis_runs_stale,
     analysis_runs_unpublished,
+    analysis_runs_unstarted,
     model_version_active,
 )
 from papreview.audit.models import AuditAction
@@ -561,6 +562,8 @@ class SweepReport:
     resent: list[int] = field(default_factory=list)  # stale running runs sent again
     failed: list[int] = field(default_factory=list)  # stale runs out of attempts
     busy: list[int] = field(default_factory=list)  # stale heartbeat but a live process holds it
+    # queued runs published long ago and never started (message lost by the broker), sent again
+    republished: list[int] = field(default_factory=list)
 
 
 def analysis_sweep(*, now: datetime | None = None) -> SweepReport:
@@ -578,6 +581,16 @@ def analysis_sweep(*, now: datetime | None = None) -> SweepReport:
     ):
         if analysis_publish(run_id=run_id):
             report.published.append(run_id)
+    # A broker restarted without persistence (Redis with --save "") loses the jobs it held: a
+    # queued run that no worker started long after it was published is sent again. A duplicate
+    # is harmless (the task is idempotent: the run executes once); publishing bumps published_at,
+    # so a run waiting in a long queue is re-sent at most once per period.
+    requeue_after = timedelta(seconds=settings.ANALYSIS_REQUEUE_AFTER_S)
+    for run_id in analysis_runs_unstarted(published_before=now - requeue_after).values_list(
+        "pk", flat=True
+    ):
+        if analysis_publish(run_id=run_id):
+            report.republished.append(run_id)
     stale_after = timedelta(seconds=settings.ANALYSIS_STALE_AFTER_S)
     for run in analysis_runs_stale(heartbeat_before=now - stale_after):
         with slide_execution_lock(slide_id=run.slide_id) as taken:
@@ -602,6 +615,6 @@ def analysis_sweep(*, now: datetime | None = None) -> SweepReport:
                 heartbeat_at=timezone.now()
             )
             report.resent.append(run.pk)
-    if report.published or report.resent or report.failed:
+    if report.published or report.resent or report.failed or report.republished:
         logger.info("analysis sweep: %s", report)
     return report

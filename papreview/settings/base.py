@@ -278,6 +278,8 @@ ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
 ANALYSIS_SWEEP_INTERVAL_S: float = env.float("ANALYSIS_SWEEP_INTERVAL_S", default=60.0)
 ANALYSIS_PUBLISH_GRACE_S: int = env.int("ANALYSIS_PUBLISH_GRACE_S", default=30)
 ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=15 * 60)
+# Queued runs published this long ago and never started are sent again (lost broker messages).
+ANALYSIS_REQUEUE_AFTER_S: int = env.int("ANALYSIS_REQUEUE_AFTER_S", default=15 * 60)
 # --- Dataset exports (the `celery` queue) ---------------------------------------------------------
 # Exports are built slide by slide in a temporary folder here (local disk, room for one export),
 # then zipped and renamed into media `exports/`.
