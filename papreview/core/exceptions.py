@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -55,6 +57,9 @@ class ConflictError(ApplicationError):
 
 logger = logging.getLogger(__name__)
 
+# Connection-level database failures (server restarting, network): retried by the client.
+DatabaseUnavailable = (DatabaseOperationalError, InterfaceError)
+
 _INPUT_ERROR_CODES: dict[type[InputError], str] = {
     UnreadableSlideError: "unreadable_slide",
     SlideTooLargeError: "slide_too_large",
@@ -74,6 +79,11 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {detail}" if prefix else str(detail)]
 
 
+def _view_name(context: dict[str, Any]) -> str:
+    view = context.get("view")
+    return type(view).__name__ if view else "API view"
+
+
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
@@ -86,6 +96,21 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         set_rollback()
         code = next((c for t, c in _INPUT_ERROR_CODES.items() if isinstance(exc, t)), "bad_input")
         return Response(error_body(str(exc), code), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DatabaseUnavailable):
+        # The database restarted or is unreachable: nothing of this request was saved (its
+        # transaction rolled back). A clear 503 the client may retry, not a 500.
+        set_rollback()
+        logger.warning("database unavailable in %s: %s", _view_name(context), exc)
+        unavailable = Response(
+            error_body(
+                "The database could not be reached or did not finish (it may be restarting); "
+                "your change was not saved. Try again in a few seconds.",
+                "database_unavailable",
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        unavailable["Retry-After"] = "2"
+        return unavailable
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, Http404):
