@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -84,6 +85,15 @@ class EmptyExportError(ApplicationError):
 # --------------------------------------------------------------------------------------------
 
 
+def _number(value: Any, kind: type) -> Any:
+    """`value` as an int or float when it is one (bools and text are not), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() and abs(value) < 2**31 else None
+    return float(value) if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class ExportParams:
     tile_size: int = 1024  # YOLO tiles of whole-slide images, level-0 px
@@ -110,10 +120,34 @@ class ExportParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportParams:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "split" in known:
-            known["split"] = tuple(float(f) for f in known["split"])
-        return cls(**known)
+        """Parameters from JSON-like input; wrong names or types are a ValidationError."""
+        if not isinstance(data, dict):
+            raise ValidationError({"params": "Give the parameters as an object."})
+        unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ValidationError({"params": f"Unknown parameter(s): {', '.join(unknown)}."})
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, value in data.items():
+            if name == "split":
+                if not isinstance(value, list | tuple) or len(value) != 3:
+                    errors[name] = "Give three train/val/test fractions, e.g. [0.7, 0.15, 0.15]."
+                    continue
+                parts = [_number(v, float) for v in value]
+                if any(v is None for v in parts):
+                    errors[name] = "The fractions must be numbers."
+                    continue
+                values[name] = tuple(parts)
+                continue
+            kind = float if name == "empty_tile_ratio" else int
+            number = _number(value, kind)
+            if number is None:
+                errors[name] = f"Must be {'a number' if kind is float else 'a whole number'}."
+            else:
+                values[name] = number
+        if errors:
+            raise ValidationError(errors)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,19 +174,51 @@ class ExportFilters:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportFilters:
-        def day(value: Any) -> date | None:
+        """Filters from JSON-like input; wrong names or types are a ValidationError."""
+        if not isinstance(data, dict):
+            raise ValidationError({"filters": "Give the filters as an object."})
+        unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ValidationError({"filters": f"Unknown filter(s): {', '.join(unknown)}."})
+        errors: dict[str, str] = {}
+
+        def day(name: str) -> date | None:
+            value = data.get(name)
             if not value:
                 return None
-            return value if isinstance(value, date) else date.fromisoformat(str(value))
+            if isinstance(value, date):
+                return value
+            try:
+                return date.fromisoformat(str(value))
+            except ValueError:
+                errors[name] = "Give a date as YYYY-MM-DD."
+                return None
 
-        return cls(
-            signed_out_from=day(data.get("signed_out_from")),
-            signed_out_to=day(data.get("signed_out_to")),
-            categories=tuple(data.get("categories") or ()),
-            patients=tuple(str(p) for p in data.get("patients") or ()),
-            slide_ids=tuple(int(i) for i in data.get("slide_ids") or ()),
-            reviewed_by=tuple(int(i) for i in data.get("reviewed_by") or ()),
-        )
+        def items(name: str, kind: type) -> tuple[Any, ...]:
+            value = data.get(name) or ()
+            if not isinstance(value, list | tuple):
+                errors[name] = "Give a list."
+                return ()
+            parsed = [v if kind is str and isinstance(v, str) else _number(v, int) for v in value]
+            if kind is str and not all(isinstance(v, str) for v in value):
+                errors[name] = "Give a list of text values."
+                return ()
+            if kind is int and any(v is None for v in parsed):
+                errors[name] = "Give a list of ids."
+                return ()
+            return tuple(parsed)
+
+        values: dict[str, Any] = {
+            "signed_out_from": day("signed_out_from"),
+            "signed_out_to": day("signed_out_to"),
+            "categories": items("categories", str),
+            "patients": items("patients", str),
+            "slide_ids": items("slide_ids", int),
+            "reviewed_by": items("reviewed_by", int),
+        }
+        if errors:
+            raise ValidationError(errors)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -625,12 +691,17 @@ def _build(export: DatasetExport) -> None:
         )
         logger.info("export %s ready: %s (%d bytes)", export, stored, size)
     finally:
-        for writer in coco.values():
-            writer.abort()
-        for points in build.points.values():
-            points.close()
-        build.provenance.close()
-        shutil.rmtree(work, ignore_errors=True)
+        # Closing flushes buffers: on a full disk that fails again. The work folder is removed
+        # whatever happens, and the first error is the one reported.
+        try:
+            for writer in coco.values():
+                with contextlib.suppress(OSError):
+                    writer.abort()
+            for closable in [*build.points.values(), build.provenance]:
+                with contextlib.suppress(OSError):
+                    closable.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _model_versions(seen: set[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -150,3 +150,27 @@ def test_dashboard_page_and_qc_form(signed_out, pathologist, admin_user, cytotec
     assert done.status_code == 302
     review.refresh_from_db()
     assert review.status == "done" and review.reviewer == cytotech
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"filters": {"signed_out_from": "yesterday"}}, "signed_out_from"),
+        ({"filters": {"categories": "HSIL"}}, "categories"),
+        ({"filters": {"categories": [1, 2]}}, "categories"),
+        ({"filters": {"slide_ids": ["a"]}}, "slide_ids"),
+        ({"filters": {"colour": "red"}}, "filters"),
+        ({"params": {"tile_size": "big"}}, "tile_size"),
+        ({"params": {"tile_size": True}}, "tile_size"),
+        ({"params": {"split": "70/15/15"}}, "split"),
+        ({"params": {"split": [0.7, "x", 0.1]}}, "split"),
+        ({"params": {"empty_tile_ratio": 5}}, "empty_tile_ratio"),
+        ({"params": {"crop_size": 10**30}}, "crop_size"),
+        ({"params": {"gpu": 1}}, "params"),
+    ],
+)
+def test_export_api_answers_bad_input_with_400(signed_out, api, pathologist, payload, field):
+    response = api(pathologist).post("/api/exports/", {"name": "bad", **payload})
+    assert response.status_code == 400, response.content
+    assert field in response.json()["fields"]
+    assert not DatasetExport.objects.exists()
