@@ -25,7 +25,12 @@ from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
 from papreview.core.exceptions import NotFoundError
-from papreview.workflow.selectors import OPEN_STATUSES, review_queue_list, reviewer_list
+from papreview.workflow.selectors import (
+    OPEN_STATUSES,
+    review_queue_list,
+    review_queue_next,
+    reviewer_list,
+)
 
 QUEUE_PAGE_SIZE = 50
 # Bytes per upload request from the upload page (the server accepts up to UPLOAD_CHUNK_MAX_BYTES).
@@ -198,5 +203,10 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "classes": [(c, CLASS_COLOURS[c], CLASS_NAMES[c]) for c in BETHESDA_CLASSES],
             "adequacy": SpecimenAdequacy.choices,
             "in_progress": slide.status in IN_PROGRESS,
+            "next_slide": (
+                review_queue_next(after_slide_id=slide.pk, user=request.user)
+                if isinstance(request.user, User)
+                else None
+            ),
         },
     )

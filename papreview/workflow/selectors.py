@@ -13,9 +13,11 @@ from django.db import connection
 from django.db.models import (
     Case,
     Count,
+    F,
     FloatField,
     IntegerField,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Value,
@@ -83,6 +85,19 @@ def review_queue_list(
     if search.strip():
         qs = qs.filter(patient__identifier__icontains=search.strip())
     return qs
+
+
+def review_queue_next(*, after_slide_id: int, user: User) -> Slide | None:
+    """The slide to open after this one: the most suspicious slide waiting for review (analysed
+    or in review) that is the user's or nobody's."""
+    return (
+        Slide.objects.filter(status__in=[SlideStatus.ANALYSED, SlideStatus.IN_REVIEW])
+        .filter(Q(assigned_reviewer=user) | Q(assigned_reviewer__isnull=True))
+        .exclude(pk=after_slide_id)
+        .order_by(F("triage_score").desc(nulls_last=True), "created_at", "id")
+        .only("pk", "original_filename")
+        .first()
+    )
 
 
 def reviewer_list() -> QuerySet[User]:

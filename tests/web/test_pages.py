@@ -176,3 +176,16 @@ def test_static_files_come_from_npm_and_static(client, pathologist) -> None:
         response = client.get(path)
         assert response.status_code == 200, path
         b"".join(response.streaming_content)
+
+
+def test_review_page_links_the_next_slide_to_review(client, pathologist, cytotech) -> None:
+    current = SlideFactory.create(triage_score=5.5)
+    SlideFactory.create(triage_score=5.9, status=SlideStatus.SIGNED_OUT)  # done
+    SlideFactory.create(triage_score=5.8, assigned_reviewer=cytotech)  # someone else's
+    following = SlideFactory.create(triage_score=4.1, status=SlideStatus.IN_REVIEW)
+    SlideFactory.create(triage_score=3.0)
+    client.force_login(pathologist)
+    content = client.get(f"/slides/{current.pk}/").content.decode()
+    assert f'id="next-slide" href="/slides/{following.pk}/"' in content
+    Slide.objects.exclude(pk=current.pk).update(status=SlideStatus.SIGNED_OUT)
+    assert 'id="next-slide"' not in client.get(f"/slides/{current.pk}/").content.decode()

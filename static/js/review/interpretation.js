@@ -97,6 +97,10 @@ export class Interpretation {
     box.append(el("div", { class: "signed-banner", role: "status" },
       el("strong", { text: `Signed out as ${i.bethesda_category}` }),
       el("div", { class: "small", text: `by ${i.signed_out_by} on ${new Date(i.signed_out_at).toLocaleString()}. Read-only.` })));
+    const nextSlide = document.getElementById("next-slide");
+    if (nextSlide) {
+      box.append(el("a", { class: "button small", href: nextSlide.href, style: "margin-top:.5rem", text: "Open the next slide (Shift+N)" }));
+    }
     if (this.config.user.canReopen) {
       const reason = el("textarea", { id: "reopen-reason", rows: "2", placeholder: "Why is the slide reopened?", "aria-label": "Reason for reopening" });
       const button = el("button", { type: "button", class: "secondary small", id: "reopen-btn", text: "Reopen for review" });

@@ -542,6 +542,13 @@ function onKey(e) {
     return;
   }
   if (tag === "button" && (key === "Enter" || key === " ")) return; // let buttons work
+  if (key === "N" && e.shiftKey) {
+    const link = $("next-slide");
+    if (link) window.location = link.href;
+    else toast("No other slide is waiting for review.", "info", 3000);
+    e.preventDefault();
+    return;
+  }
   const handled = {
     n: next, N: next, ArrowRight: next, ArrowDown: next,
     p: prev, P: prev, ArrowLeft: prev, ArrowUp: prev,
