@@ -697,7 +697,11 @@ def _build(export: DatasetExport) -> None:
             for writer in coco.values():
                 with contextlib.suppress(OSError):
                     writer.abort()
-            for closable in [*build.points.values(), build.provenance]:
+            closables: list[PointsWriter | ProvenanceWriter] = [
+                *build.points.values(),
+                build.provenance,
+            ]
+            for closable in closables:
                 with contextlib.suppress(OSError):
                     closable.close()
         finally:
