@@ -73,6 +73,18 @@ def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) 
     assert page.evaluate(f"window.__review.store.byId.get({added.pk}).status") == "rejected"
     page.wait_for_function("document.getElementById('comment').value !== ''")
     assert page.get_by_label("Comment").input_value() == "Koilocytes in the upper left field."
+    # The undo history survives the reload too: redo brings the added cell back, undo again.
+    assert page.evaluate("[window.__review.undo.length, window.__review.redo.length]") == [1, 1]
+    page.keyboard.press("Control+Shift+z")
+    page.wait_for_function("window.__review.redo.length === 0")
+    wait_saved(page)
+    added.refresh_from_db()
+    assert added.review_status == ReviewStatus.ADDED
+    page.keyboard.press("Control+z")
+    page.wait_for_function("window.__review.redo.length === 1")
+    wait_saved(page)
+    added.refresh_from_db()
+    assert added.review_status == ReviewStatus.REJECTED
 
     # Sign out as HSIL: the page turns read-only.
     page.get_by_label("Bethesda category").select_option("HSIL")

@@ -182,7 +182,24 @@ function fields(cell, names) {
   return Object.fromEntries(names.map((n) => [n, map[n]]));
 }
 
+// The undo and redo stacks survive a reload of the page (per browser tab, per slide).
+const historyKey = `papreview-history:${config.slide.id}`;
+
+function saveHistory() {
+  try {
+    sessionStorage.setItem(historyKey, JSON.stringify({ undo: state.undo.slice(-200), redo: state.redo.slice(-200) }));
+  } catch (err) { /* storage full or disabled: the history lives in memory only */ }
+}
+
+function restoreHistory() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(historyKey) || "null");
+    if (saved) { state.undo = saved.undo || []; state.redo = saved.redo || []; }
+  } catch (err) { /* ignore a damaged entry */ }
+}
+
 function updateSaveState() {
+  saveHistory();
   $("save-state").textContent = state.inFlight ? "Saving…" : (state.lastSaved ? `All changes saved ${state.lastSaved}` : "");
   $("undo-btn").disabled = !state.undo.length || !editable();
   $("redo-btn").disabled = !state.redo.length || !editable();
@@ -607,6 +624,7 @@ async function refreshSlide() {
 }
 
 function init() {
+  restoreHistory();
   bindControls();
   store.onChange(() => renderCounts());
   startViewer();
