@@ -48,7 +48,8 @@ def tools_available() -> bool:
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.fsync = fsync  # off for the fault tests (speed); on for the load benchmark
         self.root = Path(tempfile.mkdtemp(prefix="papreview-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -69,7 +70,10 @@ class PrivatePostgres:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
 
     def _ctl(self, action: str, *extra: str) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
+        )
         self._run(
             str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
             "-l", str(self.root / "server.log"), *extra, action,
@@ -205,30 +209,31 @@ reviewers, cells_each, tag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 for role in Role:
     Group.objects.get_or_create(name=role.value)
 patient = Patient.objects.create(identifier=f"LOAD-{tag}")
-slide = Slide.objects.create(
-    patient=patient, file=f"slides/load/{tag}.png", original_filename="load.png", format="png",
-    kind="field", width=10000, height=10000, sha256=hashlib.sha256(tag.encode()).hexdigest(),
-    status=SlideStatus.IN_REVIEW,
-)
 out = []
 for i in range(reviewers):
+    # One slide per reviewer, as in use (a cell edit locks its slide's row).
+    slide = Slide.objects.create(
+        patient=patient, file=f"slides/load/{tag}-{i}.png", original_filename="load.png",
+        format="png", kind="field", width=10000, height=10000,
+        sha256=hashlib.sha256(f"{tag}-{i}".encode()).hexdigest(), status=SlideStatus.IN_REVIEW,
+    )
     role = Role.PATHOLOGIST if i % 2 == 0 else Role.CYTOTECHNOLOGIST
     user = user_create(username=f"{tag}-rev{i}", password=None, role=role)
     token, _ = Token.objects.get_or_create(user=user)
     cells = Cell.objects.bulk_create(
-        Cell(slide=slide, run=None, x=10 * j, y=10 * i, width=8, height=8, predicted_class="",
+        Cell(slide=slide, run=None, x=10 * j, y=10, width=8, height=8, predicted_class="",
              current_class="NILM", review_status=ReviewStatus.ADDED, version=1)
         for j in range(cells_each)
     )
-    out.append({"token": token.key, "cells": [c.pk for c in cells]})
-print(json.dumps({"slide": slide.pk, "reviewers": out}))
+    out.append({"token": token.key, "slide": slide.pk, "cells": [c.pk for c in cells]})
+print(json.dumps({"reviewers": out}))
 """
 
 
 def seed_reviewers(
     env: dict[str, str], reviewers: int, cells_each: int, tag: str
 ) -> dict[str, Any]:
-    """Reviewers with tokens and their own cells on one slide in review, in env's database."""
+    """Reviewers with tokens, each with a slide in review and cells on it, in env's database."""
     result = subprocess.run(
         [sys.executable, "-c", SEED, str(reviewers), str(cells_each), tag],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,

@@ -72,7 +72,7 @@ def test_an_export_on_a_full_disk_fails_cleanly(
     older = dataset_export_create(name="full disk", created_by=pathologist)
     assert dataset_export_build(export_id=older.pk) == "ready"
     older.refresh_from_db()
-    older_zip = Path(settings.MEDIA_ROOT) / older.file.name
+    older_zip = Path(settings.MEDIA_ROOT) / str(older.file.name)
     assert older.status == ExportStatus.READY and _sha256(older_zip) == older.sha256
 
     newer = dataset_export_create(name="full disk", created_by=pathologist)
@@ -108,5 +108,5 @@ def test_an_export_on_a_full_disk_fails_cleanly(
     assert dataset_export_build(export_id=newer.pk) == "ready"
     newer.refresh_from_db()
     assert newer.status == ExportStatus.READY
-    assert _sha256(Path(settings.MEDIA_ROOT) / newer.file.name) == newer.sha256
+    assert _sha256(Path(settings.MEDIA_ROOT) / str(newer.file.name)) == newer.sha256
     assert DatasetExport.objects.filter(status=ExportStatus.READY).count() == 2
