@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -46,6 +47,7 @@ class CellLayerOutputSerializer(serializers.Serializer):
         fields["fields"] = serializers.ListField(
             child=serializers.CharField(), help_text="Names of the row items."
         )
+        fields["as_of"] = serializers.DateTimeField(help_text="Server time of the answer.")
         return fields
 
 
@@ -53,13 +55,28 @@ class SlideCellLayerApi(APIView):
     """Every cell of a slide in one compact answer for the viewer's overlay.
 
     `{"fields": [...], "rows": [[id, x, y, width, height, current_class, predicted_class,
-    review_status, confidence, version], ...]}`; `GET /api/cells/{id}/` has the full cell.
+    review_status, confidence, version], ...], "as_of": <server time>}`; `GET /api/cells/{id}/`
+    has the full cell. `?since=<time>` answers only the cells changed after it (the page asks
+    every few seconds, with a few seconds of overlap, to show other reviewers' changes).
     """
 
-    @extend_schema(responses={200: CellLayerOutputSerializer, **ERROR_RESPONSES})
+    class FilterSerializer(serializers.Serializer):
+        since = serializers.DateTimeField(required=False)
+
+        class Meta:
+            ref_name = "CellLayerFilter"
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={200: CellLayerOutputSerializer, **ERROR_RESPONSES},
+    )
     def get(self, request: Request, slide_id: int) -> HttpResponse:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
         slide = slide_get(slide_id=slide_id)
-        body = {"fields": list(CELL_LAYER_FIELDS), "rows": slide_cell_layer(slide_id=slide.pk)}
+        as_of = timezone.now()
+        rows = slide_cell_layer(slide_id=slide.pk, since=filters.validated_data.get("since"))
+        body = {"fields": list(CELL_LAYER_FIELDS), "rows": rows, "as_of": as_of.isoformat()}
         # Plain JSON, encoded once: the layer of a large slide is big and asked for often.
         response = HttpResponse(
             json.dumps(body, separators=(",", ":")), content_type="application/json"

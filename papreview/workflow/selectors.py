@@ -154,15 +154,18 @@ def _probability_of_predicted_class() -> RawSQL:
     return RawSQL(sql, [], output_field=FloatField())
 
 
-def slide_cell_layer(*, slide_id: int) -> list[list[Any]]:
-    """Every cell of a slide as a row of CELL_LAYER_FIELDS (one query, no per-row objects).
+def slide_cell_layer(*, slide_id: int, since: dt.datetime | None = None) -> list[list[Any]]:
+    """Every cell of a slide as a row of CELL_LAYER_FIELDS (one query, no per-row objects);
+    with `since`, only the cells changed after that time.
 
     `confidence` is how sure the model was of its class: the probability of the predicted class
     (else the detection score); a cell a reviewer drew counts as certain.
     """
+    cells = Cell.objects.filter(slide_id=slide_id)
+    if since is not None:
+        cells = cells.filter(updated_at__gt=since)
     query = (
-        Cell.objects.filter(slide_id=slide_id)
-        .order_by("id")
+        cells.order_by("id")
         .annotate(p_predicted=_probability_of_predicted_class())
         .values_list(
             "id",

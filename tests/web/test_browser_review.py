@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from inference.types import SEVERITY
 from papreview.cases.models import Slide, SlideStatus
@@ -116,6 +117,7 @@ def test_display_filters_gallery_move_and_conflict(
     live_server, page, pathologist, stored_slide
 ) -> None:
     slide = stored_slide(cells=400, seed=3)
+    page.add_init_script("window.__reviewWatchMs = 1000")  # look for others' changes each second
     log_in(page, live_server.url, pathologist.username)
     page.goto(f"{live_server.url}/slides/{slide.pk}/")
     page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
@@ -216,6 +218,15 @@ def test_display_filters_gallery_move_and_conflict(
     page.keyboard.press("4")
     wait_saved(page)
     assert Cell.objects.get(pk=second).current_class == "ASC-H"
+
+    # Another reviewer relabels a cell elsewhere: the page picks it up without a reload.
+    other = Cell.objects.filter(slide=slide).exclude(pk=second).order_by("id").first()
+    assert other is not None
+    Cell.objects.filter(pk=other.pk).update(
+        current_class="SCC", version=other.version + 1, updated_at=timezone.now()
+    )
+    page.wait_for_function(f"window.__review.store.byId.get({other.pk}).cls === 'SCC'")
+    assert "changed by another reviewer" in page.locator("#toasts").inner_text()
 
 
 def test_a_cytotechnologist_signs_out_only_nilm(live_server, page, cytotech, stored_slide) -> None:

@@ -140,3 +140,20 @@ def test_assign_to_a_reviewer(api, pathologist, cytotech, viewer) -> None:
     reviewers = {r["username"] for r in client.get("/api/reviewers/").json()}
     assert reviewers == {pathologist.username, cytotech.username}
     assert Slide.objects.get(pk=slide.pk).assigned_reviewer is None
+
+
+def test_cell_layer_since_answers_only_changed_cells(api, pathologist) -> None:
+    slide = SlideFactory.create()
+    cells = CellFactory.create_batch(5, slide=slide)
+    client = api(pathologist)
+    first = client.get(f"/api/slides/{slide.pk}/cell-layer/").json()
+    assert len(first["rows"]) == 5
+    since = first["as_of"]
+    assert client.get(f"/api/slides/{slide.pk}/cell-layer/", {"since": since}).json()["rows"] == []
+    changed = client.patch(
+        f"/api/cells/{cells[2].pk}/", {"version": 1, "current_class": "LSIL"}
+    ).json()
+    rows = client.get(f"/api/slides/{slide.pk}/cell-layer/", {"since": since}).json()["rows"]
+    assert [(r[0], r[5], r[9]) for r in rows] == [(cells[2].pk, "LSIL", changed["version"])]
+    bad = client.get(f"/api/slides/{slide.pk}/cell-layer/", {"since": "yesterday"})
+    assert bad.status_code == 400 and "since" in bad.json()["fields"]

@@ -19,6 +19,26 @@ export class CellStore {
     this.listeners = new Set();
   }
 
+  /** Rows of a partial layer (cells changed since some time): newer versions replace ours.
+   * Returns the cells that changed. */
+  merge(layer) {
+    const f = Object.fromEntries(layer.fields.map((name, i) => [name, i]));
+    const changed = [];
+    for (const r of layer.rows) {
+      const known = this.byId.get(r[f.id]);
+      if (known && known.version >= r[f.version]) continue;
+      const cell = this.upsert({
+        id: r[f.id], x: r[f.x], y: r[f.y], width: r[f.width], height: r[f.height],
+        current_class: r[f.current_class], predicted_class: r[f.predicted_class],
+        review_status: r[f.review_status], version: r[f.version],
+        probabilities: known ? known.probabilities : undefined,
+      });
+      cell.conf = r[f.confidence];
+      changed.push(cell);
+    }
+    return changed;
+  }
+
   load(layer) {
     const f = Object.fromEntries(layer.fields.map((name, i) => [name, i]));
     this.cells = layer.rows.map((r) => ({

@@ -589,6 +589,7 @@ function onKey(e) {
 async function loadCells() {
   const t0 = performance.now();
   const layer = await api(config.urls.cellLayer);
+  state.layerAsOf = layer.as_of;
   store.load(layer);
   state.cellsLoaded = true;
   state.cellsLoadMs = performance.now() - t0;
@@ -596,6 +597,30 @@ async function loadCells() {
   overlay.schedule();
   // The gallery's crops wait until the cells are drawn, so they do not compete with the tiles.
   requestAnimationFrame(() => setTimeout(renderGalleryNow, 150));
+}
+
+// Other reviewers' changes: every few seconds, the cells changed since the last look (with a
+// few seconds of overlap, so a change committed late is not missed; versions decide).
+const WATCH_MS = window.__reviewWatchMs || 10_000; // (tests make it shorter)
+async function watchOthers() {
+  try {
+    if (state.cellsLoaded && !state.inFlight && !state.drag && document.visibilityState === "visible") {
+      const since = new Date(new Date(state.layerAsOf).getTime() - 5000).toISOString();
+      const layer = await api(`${config.urls.cellLayer}?since=${encodeURIComponent(since)}`);
+      state.layerAsOf = layer.as_of;
+      if (!state.inFlight) {
+        const changed = store.merge(layer);
+        if (changed.length) {
+          toast(`${changed.length} cell${changed.length === 1 ? " was" : "s were"} changed by another reviewer; the view shows the change.`, "info", 5000);
+          overlay.schedule();
+          renderGallery();
+          if (changed.some((c) => c.id === state.selected)) renderCell();
+          interpretation?.refreshSuggestion();
+        }
+      }
+    }
+  } catch (err) { /* try again on the next round */ }
+  setTimeout(watchOthers, WATCH_MS);
 }
 
 async function refreshSlide() {
@@ -637,6 +662,7 @@ function init() {
   loadCells().catch((err) => toast(`Cells could not be loaded: ${err.message}`, "error", 10000));
   interpretation.load();
   if (IN_PROGRESS.has(state.status)) setTimeout(refreshSlide, 1500);
+  setTimeout(watchOthers, WATCH_MS);
 }
 
 if (window.OpenSeadragon) init();
