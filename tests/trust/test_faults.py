@@ -50,7 +50,11 @@ from tests.trust.services import (
     seed_reviewers,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(300),
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(autouse=True)
