@@ -12,6 +12,9 @@ from rest_framework.test import APIClient
 from papreview.accounts.roles import Role
 from tests.factories import UserFactory
 
+# One Chromium for the whole session, whichever package's browser tests run first.
+pytest_plugins = ["tests.web.browser"]
+
 
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path: Path) -> Path:

@@ -7,12 +7,12 @@ import pytest
 
 from papreview.datasets.services import dataset_export_build, dataset_export_create
 from tests.factories import PatientFactory
-from tests.web.browser import browser, log_in, page  # noqa: F401  (Chromium fixtures)
+from tests.web.browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, pathologist, tmp_path):  # noqa: F811
+def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, pathologist, tmp_path):
     make_slide(
         PatientFactory.create(),
         cells=[
@@ -39,7 +39,7 @@ def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, patholo
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
 
-def test_export_page_follows_progress_until_ready(live_server, page, make_slide, pathologist):  # noqa: F811
+def test_export_page_follows_progress_until_ready(live_server, page, make_slide, pathologist):
     make_slide(PatientFactory.create(), cells=[(10, 10, 30, 30, "HSIL", "accepted")])
     export = dataset_export_create(name="browser", created_by=pathologist)
     log_in(page, live_server.url, pathologist.username)

@@ -19,7 +19,6 @@ from papreview.cases.services import slide_create
 from papreview.imaging.selectors import slide_cache_clear
 from papreview.review.models import Cell, ReviewStatus
 from tests.factories import PatientFactory, UserFactory
-from tests.web.browser import browser, page  # noqa: F401  (Chromium fixtures)
 
 
 @pytest.fixture
