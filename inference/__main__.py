@@ -92,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_args(p)
     _add_common(p)
 
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the late fusion of stage 1 and stage 2 abnormality on validation images",
+    )
+    p.add_argument("--detector", type=Path, required=True)
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument(
+        "--out", type=Path, default=None, help="new classifier checkpoint (default: in place)"
+    )
+    p.add_argument("--radius", type=float, default=20.0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_bf16(p, "inference")
+    _add_common(p)
+
     p = sub.add_parser("predict", help="run the pipeline on images; JSON + overlay PNG per image")
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
@@ -156,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "train-detector": commands.train_detector_cmd,
         "train-classifier": commands.train_classifier_cmd,
+        "calibrate": commands.calibrate_cmd,
         "predict": commands.predict_cmd,
         "evaluate": commands.evaluate_cmd,
         "evaluate-classifier": commands.evaluate_classifier_cmd,

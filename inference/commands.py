@@ -296,6 +296,84 @@ def result_to_json(name: str, result: Any) -> dict[str, Any]:
     }
 
 
+def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from .checkpoints import load_checkpoint, load_weights
+    from .classifier import ClassifierConfig, build_classifier
+    from .fusion import Fusion, fit_fusion
+    from .metrics import classification_metrics, match_points, roc_auc
+    from .train import choose_abnormal_threshold
+    from .types import is_abnormal
+
+    _setup(args)
+    pipeline = _pipeline(args, use_fusion=False)
+    dataset = CricDataset.load(args.data_dir)
+    split = pipeline.classifier_meta.get("data", {}).get("split", {})
+    det_split = pipeline.detector_meta.get("data", {}).get("split", {})
+    if split.get("test") != det_split.get("test") or split.get("val") != det_split.get("val"):
+        raise InputError("the detector and classifier were trained on different splits")
+    names = [n for n in split.get("val", []) if n in dataset.images]
+    if not names:
+        raise InputError("the classifier checkpoint names no validation images found in the data")
+    p2: list[float] = []
+    s1: list[float] = []
+    truth: list[str] = []
+    probs6: list[list[float]] = []
+    for name in tqdm(names, desc="calibrate (val)", unit="img"):
+        res = pipeline.run(dataset.image_path(name))
+        cells = dataset.images[name].cells
+        gt = np.array([(c.x, c.y) for c in cells]).reshape(-1, 2)
+        xy = np.array([c.box.centre for c in res.cells]).reshape(-1, 2)
+        for pi, gi in match_points(xy, gt, args.radius):
+            cell = res.cells[pi]
+            p2.append(1.0 - cell.probabilities["NILM"])
+            s1.append(cell.detection_score)
+            truth.append(cells[gi].label)
+            probs6.append([cell.probabilities[k] for k in BETHESDA_CLASSES])
+    y = np.array([is_abnormal(t) for t in truth])
+    if y.all() or not y.any():
+        raise InputError("validation cells hold a single class: cannot calibrate")
+    a, b, c = fit_fusion(np.array(p2), np.array(s1), y)
+    base = Fusion(a, b, c, pipeline.model_versions["detector"], 0.5)
+    fused = base.apply(np.array(probs6), np.array(s1))
+    p_fused = 1.0 - fused[:, BETHESDA_CLASSES.index("NILM")]
+    threshold = choose_abnormal_threshold(p_fused, y, 0.95)
+    fusion = Fusion(a, b, c, base.detector_version, threshold)
+    auc_cls, auc_det, auc_fused = roc_auc(y, p2), roc_auc(y, s1), roc_auc(y, p_fused)
+    from .classifier import decide_labels
+
+    val = classification_metrics(truth, decide_labels(fused, threshold), p_fused)
+    report = {
+        "val_images": len(names),
+        "val_matched_cells": len(truth),
+        "auc_classifier": auc_cls,
+        "auc_detector": auc_det,
+        "auc_fused": auc_fused,
+        "fusion": fusion.to_dict(),
+        "val_at_threshold": {
+            "abnormal_vs_nilm": val["abnormal_vs_nilm"],
+            "four_class_accuracy": val["four_class"]["accuracy"],
+            "six_class_accuracy": val["six_class"]["accuracy"],
+        },
+    }
+    ckpt = load_checkpoint(args.classifier, stage="classifier")
+    meta = dict(ckpt.meta)
+    used = auc_fused is not None and auc_cls is not None and auc_fused >= auc_cls
+    base_version = str(meta.get("base_version", meta.get("version")))
+    if used:
+        meta["fusion"] = {**fusion.to_dict(), "val": plain(report)}
+        meta["base_version"] = base_version
+        meta["version"] = f"{base_version}-fused-{base.detector_version.rsplit('-', 1)[-1]}"
+    else:
+        meta.pop("fusion", None)
+        meta["version"] = base_version
+    model = load_weights(build_classifier(ClassifierConfig.from_dict(meta["config"])), ckpt)
+    out = args.out or args.classifier
+    version = save_checkpoint(out, stage="classifier", model=model, meta=meta)
+    return plain({**report, "fusion_used": used, "checkpoint": str(out), "version": version})
+
+
 def _thumbnail(path: Path, max_side: int = 2048) -> tuple[np.ndarray, float]:
     """The image itself (fields) or a whole low pyramid level (WSI), and its scale to level 0."""
     from .slides import open_slide

@@ -138,7 +138,9 @@ def binary_report(y_true: Sequence[bool], y_pred: Sequence[bool]) -> dict[str, A
     }
 
 
-def roc_auc(y_true: Sequence[bool], scores: Sequence[float] | np.ndarray) -> float | None:
+def roc_auc(
+    y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float | None:
     """Area under the ROC curve (Mann-Whitney, ties counted half)."""
     t = np.asarray(y_true, bool)
     s = np.asarray(scores, np.float64)
@@ -159,7 +161,9 @@ def roc_auc(y_true: Sequence[bool], scores: Sequence[float] | np.ndarray) -> flo
 
 
 def sensitivity_at_specificity(
-    y_true: Sequence[bool], scores: Sequence[float] | np.ndarray, min_specificity: float
+    y_true: Sequence[bool] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    min_specificity: float,
 ) -> dict[str, float | None]:
     """Best sensitivity with specificity >= min_specificity over thresholds (descriptive)."""
     t = np.asarray(y_true, bool)

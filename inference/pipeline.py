@@ -32,6 +32,7 @@ from .classifier import (
 )
 from .detector import DetectorConfig, DetectorNet, build_detector, decode, normalise
 from .errors import CheckpointError
+from .fusion import Fusion
 from .slides import DEFAULT_MAX_PIXELS, FieldReader, SlideReader, Tile, open_slide, tile_grid
 from .types import BETHESDA_CLASSES, Box, CellPrediction, ProgressCallback, SlideInfo, SlideResult
 
@@ -108,6 +109,7 @@ class Pipeline:
         amp: bool = True,
         cpu_bf16: bool = False,
         skip_background: bool = True,
+        use_fusion: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.detector = detector.to(self.device).eval()
@@ -131,6 +133,15 @@ class Pipeline:
             else classifier_meta.get("abnormal_threshold", 0.5)
         )
         self.temperature = float(classifier_meta.get("temperature", 1.0))
+        # late fusion with stage 1's abnormal score, when fitted for this very detector
+        self.fusion: Fusion | None = None
+        fusion = classifier_meta.get("fusion")
+        if use_fusion and isinstance(fusion, dict):
+            candidate = Fusion.from_dict(fusion)
+            if candidate.detector_version == detector_meta.get("version"):
+                self.fusion = candidate
+                if decision_threshold is None:
+                    self.decision_threshold = candidate.abnormal_threshold
         self.batch_size = max(1, batch_size)
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
@@ -358,6 +369,8 @@ class Pipeline:
             tr = time.perf_counter()
             timings["crops"] = timings.get("crops", 0.0) + (tr - t)
             probs = self._classify(crops)
+            if self.fusion is not None:
+                probs = self.fusion.apply(probs, np.array([c[2] for c in chunk]))
             labels = decide_labels(probs, self.decision_threshold)
             box = self.det_config.box_px
             for (gx, gy, score, src), p, label in zip(chunk, probs, labels, strict=True):

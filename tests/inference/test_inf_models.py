@@ -221,3 +221,28 @@ def test_models_are_small_and_fully_convolutional() -> None:
         torch.zeros(1, 4, 4),
     )
     assert torch.isfinite(loss) and set(parts) == {"heatmap", "offset"}
+
+
+def test_fusion_fit_and_apply() -> None:
+    from inference.fusion import Fusion, fit_fusion, logit
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    z2, z1 = rng.normal(0, 2, n), rng.normal(0, 2, n)
+    true = 1 / (1 + np.exp(-(0.5 * z2 + 1.5 * z1 - 0.3)))
+    y = rng.random(n) < true
+    p2, s1 = 1 / (1 + np.exp(-z2)), 1 / (1 + np.exp(-z1))
+    a, b, c = fit_fusion(p2, s1, y)
+    assert a == pytest.approx(0.5, abs=0.15) and b == pytest.approx(1.5, abs=0.2)
+    assert c == pytest.approx(-0.3, abs=0.2)
+    fusion = Fusion(a, b, c, "det-v", 0.5)
+    probs = np.array([[0.7, 0.1, 0.1, 0.0, 0.1, 0.0], [0.1, 0.0, 0.0, 0.0, 0.6, 0.3]])
+    out = fusion.apply(probs, np.array([0.9, 0.05]))
+    assert np.allclose(out.sum(1), 1.0)
+    # abnormal classes keep stage 2's proportions
+    assert out[1, 4] / out[1, 5] == pytest.approx(2.0)
+    # a higher stage-1 score raises P(abnormal)
+    lo = fusion.apply(probs[:1], np.array([0.1]))[0, 0]
+    hi = fusion.apply(probs[:1], np.array([0.9]))[0, 0]
+    assert hi < lo  # NILM probability falls
+    assert np.isfinite(logit(np.array([0.0, 1.0]))).all()

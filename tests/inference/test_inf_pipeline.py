@@ -367,3 +367,23 @@ def test_cli_bench_compares_with_reference(
         result["ours"]["fields_per_s"] / result["reference"]["fields_per_s"]
     )
     assert result["ours"]["peak_rss_mib"] > 0 and result["device"] == "cpu"
+
+
+def test_fusion_applies_only_to_its_detector(field_png: Path) -> None:
+    fusion = {
+        "w_classifier": 0.0,
+        "w_detector": 0.0,
+        "bias": 5.0,  # P(abnormal) = sigmoid(5) whatever the evidence
+        "detector_version": "fake-detector",
+        "abnormal_threshold": 0.5,
+    }
+    torch.manual_seed(0)
+    base = _pipeline()
+    det, cls = base.detector, base.classifier
+    meta_c = {"version": "c", "temperature": 1.0, "abnormal_threshold": 0.5, "fusion": fusion}
+    meta_d = {"version": "fake-detector", "thresholds": {"cell": 0.5, "abnormal": 0.5}}
+    fused = Pipeline(det, meta_d, cls, meta_c, device="cpu").run(field_png)
+    assert fused.cells and all(c.label != "NILM" for c in fused.cells)
+    assert all(c.probabilities["NILM"] == pytest.approx(1 / (1 + np.exp(5))) for c in fused.cells)
+    other = Pipeline(det, dict(meta_d, version="another"), cls, meta_c, device="cpu")
+    assert other.fusion is None
