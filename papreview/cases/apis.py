@@ -294,9 +294,24 @@ class SlideSignOutApi(APIView):
 
 
 class SlideReopenApi(APIView):
-    """Take a signed-out slide back into review (its interpretation stays until re-signed)."""
+    """Reopen a signed-out slide for review: pathologists (and admins) only, with a reason, kept
+    as a slide event (its interpretation stays until the slide is signed out again)."""
 
-    @extend_schema(request=None, responses={200: SlideOutputSerializer, **ERROR_RESPONSES})
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=2000)
+
+        class Meta:
+            ref_name = "SlideReopenInput"
+
+    @extend_schema(
+        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
+    )
     def post(self, request: Request, slide_id: int) -> Response:
-        slide_reopen(slide=slide_get(slide_id=slide_id), by=request_user(request))
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        slide_reopen(
+            slide=slide_get(slide_id=slide_id),
+            by=request_user(request),
+            reason=serializer.validated_data["reason"],
+        )
         return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)

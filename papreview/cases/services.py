@@ -7,6 +7,7 @@ import logging
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -19,7 +20,13 @@ from django.utils.text import get_valid_filename
 
 from inference.errors import SlideTooLargeError, UnreadableSlideError
 from inference.slides import probe_slide
-from papreview.accounts.roles import Role, user_can_sign_out, user_can_write, user_roles
+from papreview.accounts.roles import (
+    Role,
+    user_can_sign_out,
+    user_can_write,
+    user_has_role,
+    user_roles,
+)
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.cases.errors import (
@@ -40,6 +47,7 @@ from papreview.cases.models import (
 from papreview.cases.transitions import can_transition
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
 from papreview.core.exceptions import PermissionDeniedError
+from papreview.workflow.models import InterpretationDraft, SlideEvent, SlideEventKind
 
 logger = logging.getLogger(__name__)
 
@@ -346,12 +354,51 @@ def slide_sign_out(
     return interpretation
 
 
-def slide_reopen(*, slide: Slide, by: User) -> Slide:
-    """Take a signed-out slide back into review (its last interpretation is kept until the next
-    sign-out replaces it)."""
-    if not user_can_write(by):
-        raise PermissionDeniedError("Your role can read slides but not reopen them.")
-    with transaction.atomic():
-        slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)
-        audit_record(action=AuditAction.REOPEN, actor=by, target=slide)
-    return slide
+def interpretation_snapshot(interpretation: Interpretation | None) -> dict[str, Any]:
+    """The signed-out interpretation as plain data (kept in a reopening's event)."""
+    if interpretation is None:
+        return {}
+    return {
+        "bethesda_category": interpretation.bethesda_category,
+        "specimen_adequacy": interpretation.specimen_adequacy,
+        "comment": interpretation.comment,
+        "signed_out_by": interpretation.signed_out_by_id,
+        "signed_out_at": interpretation.signed_out_at.isoformat(),
+    }
+
+
+@transaction.atomic
+def slide_reopen(*, slide: Slide, by: User, reason: str) -> SlideEvent:
+    """Take a signed-out slide back into review. Only a pathologist (or admin) may, with a reason.
+
+    The reason and the interpretation that was signed out are kept as a `reopened` slide event
+    (the slide's revision history) and in the audit trail; the interpretation stays on the slide
+    until the next sign-out replaces it, and is the starting point of the new draft.
+    """
+    reason = reason.strip()
+    if not user_has_role(by, Role.PATHOLOGIST, Role.ADMIN):
+        raise PermissionDeniedError("Only a pathologist may reopen a signed-out slide.")
+    if not reason:
+        raise ValidationError({"reason": "Say why the slide is reopened."})
+    interpretation = Interpretation.objects.filter(slide_id=slide.pk).first()
+    slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)
+    audit_record(action=AuditAction.REOPEN, actor=by, target=slide)
+    event = SlideEvent.objects.create(
+        slide_id=slide.pk,
+        kind=SlideEventKind.REOPENED,
+        by=by,
+        reason=reason,
+        before={"status": SlideStatus.SIGNED_OUT, **interpretation_snapshot(interpretation)},
+        after={"status": SlideStatus.IN_REVIEW},
+    )
+    if interpretation is not None:
+        InterpretationDraft.objects.update_or_create(
+            slide_id=slide.pk,
+            defaults={
+                "bethesda_category": interpretation.bethesda_category,
+                "specimen_adequacy": interpretation.specimen_adequacy,
+                "comment": interpretation.comment,
+                "updated_by": by,
+            },
+        )
+    return event

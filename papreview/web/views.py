@@ -180,7 +180,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "interpretation": reverse("slide-interpretation", args=[slide.pk]),
             "signOut": reverse("slide-sign-out", args=[slide.pk]),
             "analyze": reverse("slide-analyze", args=[slide.pk]),
-            "reopen": reverse("slide-reopen-with-reason", args=[slide.pk]),
+            "reopen": reverse("slide-reopen", args=[slide.pk]),
             "osdImages": "/static/vendor/openseadragon/images/",
         },
         "user": {

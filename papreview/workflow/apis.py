@@ -1,5 +1,5 @@
-"""Thin API views for the review workflow: the viewer's cell layer, the interpretation draft,
-reopening a signed-out slide, and assigning a slide to a reviewer."""
+"""Thin API views for the review workflow: the viewer's cell layer, the interpretation draft, and
+assigning a slide to a reviewer (reopening a signed-out slide is `cases.apis.SlideReopenApi`)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,7 @@ from papreview.workflow.selectors import (
     slide_cell_layer,
     slide_event_list,
 )
-from papreview.workflow.services import (
-    interpretation_draft_save,
-    slide_assign,
-    slide_reopen_with_reason,
-)
+from papreview.workflow.services import interpretation_draft_save, slide_assign
 
 
 class CellLayerOutputSerializer(serializers.Serializer):
@@ -173,28 +169,6 @@ class SlideInterpretationApi(APIView):
             slide=slide, by=request_user(request), **serializer.validated_data
         )
         return Response(_interpretation_state(slide_id))
-
-
-class SlideReopenApi(APIView):
-    """Reopen a signed-out slide (pathologists only), with the reason kept as an event."""
-
-    class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=2000)
-
-        class Meta:
-            ref_name = "SlideReopenInput"
-
-    @extend_schema(
-        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
-    )
-    def post(self, request: Request, slide_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        slide = slide_get(slide_id=slide_id)
-        slide_reopen_with_reason(
-            slide=slide, by=request_user(request), reason=serializer.validated_data["reason"]
-        )
-        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
 
 
 class SlideAssignApi(APIView):

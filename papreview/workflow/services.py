@@ -1,16 +1,15 @@
-"""Writes of the review workflow: assigning a slide, saving the interpretation draft, reopening."""
+"""Writes of the review workflow: assigning a slide, saving the interpretation draft.
+
+Reopening a signed-out slide is `papreview.cases.services.slide_reopen`."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from papreview.accounts.roles import Role, user_can_write, user_has_role
-from papreview.cases.models import Interpretation, Slide, SlideStatus, SpecimenAdequacy
-from papreview.cases.services import slide_reopen
+from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.core.choices import BETHESDA_CLASSES
 from papreview.core.exceptions import ConflictError, PermissionDeniedError
 from papreview.workflow.models import InterpretationDraft, SlideEvent, SlideEventKind
@@ -20,18 +19,6 @@ REVIEWER_ROLES = (Role.PATHOLOGIST, Role.CYTOTECHNOLOGIST, Role.ADMIN)
 
 class SlideSignedOutError(ConflictError):
     code = "slide_signed_out"
-
-
-def interpretation_snapshot(interpretation: Interpretation | None) -> dict[str, Any]:
-    if interpretation is None:
-        return {}
-    return {
-        "bethesda_category": interpretation.bethesda_category,
-        "specimen_adequacy": interpretation.specimen_adequacy,
-        "comment": interpretation.comment,
-        "signed_out_by": interpretation.signed_out_by_id,
-        "signed_out_at": interpretation.signed_out_at.isoformat(),
-    }
 
 
 @transaction.atomic
@@ -96,38 +83,3 @@ def interpretation_draft_save(
         },
     )
     return draft
-
-
-@transaction.atomic
-def slide_reopen_with_reason(*, slide: Slide, by: User, reason: str) -> SlideEvent:
-    """Take a signed-out slide back into review. Only a pathologist (or admin) may, with a reason.
-
-    The interpretation that was signed out is kept: in the event (with the reason) and as the
-    starting point of the new draft.
-    """
-    reason = reason.strip()
-    if not user_has_role(by, Role.PATHOLOGIST, Role.ADMIN):
-        raise PermissionDeniedError("Only a pathologist may reopen a signed-out slide.")
-    if not reason:
-        raise ValidationError({"reason": "Say why the slide is reopened."})
-    interpretation = Interpretation.objects.filter(slide_id=slide.pk).first()
-    slide_reopen(slide=slide, by=by)
-    event = SlideEvent.objects.create(
-        slide_id=slide.pk,
-        kind=SlideEventKind.REOPENED,
-        by=by,
-        reason=reason,
-        before={"status": SlideStatus.SIGNED_OUT, **interpretation_snapshot(interpretation)},
-        after={"status": SlideStatus.IN_REVIEW},
-    )
-    if interpretation is not None:
-        InterpretationDraft.objects.update_or_create(
-            slide_id=slide.pk,
-            defaults={
-                "bethesda_category": interpretation.bethesda_category,
-                "specimen_adequacy": interpretation.specimen_adequacy,
-                "comment": interpretation.comment,
-                "updated_by": by,
-            },
-        )
-    return event

@@ -5,7 +5,6 @@ from papreview.workflow.apis import (
     SlideAssignApi,
     SlideCellLayerApi,
     SlideInterpretationApi,
-    SlideReopenApi,
 )
 
 slide_urlpatterns = [
@@ -14,12 +13,6 @@ slide_urlpatterns = [
         "<int:slide_id>/interpretation/",
         SlideInterpretationApi.as_view(),
         name="slide-interpretation",
-    ),
-    # Not /reopen/ (the platform's plain reopen): this one needs a pathologist and a reason.
-    path(
-        "<int:slide_id>/reopen-with-reason/",
-        SlideReopenApi.as_view(),
-        name="slide-reopen-with-reason",
     ),
     path("<int:slide_id>/assign/", SlideAssignApi.as_view(), name="slide-assign"),
 ]

@@ -196,12 +196,14 @@ def test_pathologist_signs_out_any_category(api, pathologist) -> None:
 def test_reopen_a_signed_out_slide_keeps_its_interpretation(api, pathologist) -> None:
     slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
     assert sign_out(api(pathologist), slide, "LSIL").status_code == 200
-    reopened = api(pathologist).post(reverse("slide-reopen", args=[slide.pk]))
+    reopened = api(pathologist).post(
+        reverse("slide-reopen", args=[slide.pk]), {"reason": "second opinion"}
+    )
     assert reopened.status_code == 200
     body = reopened.json()
     assert body["status"] == "in_review"
     assert body["interpretation"]["bethesda_category"] == "LSIL"
-    again = api(pathologist).post(reverse("slide-reopen", args=[slide.pk]))
+    again = api(pathologist).post(reverse("slide-reopen", args=[slide.pk]), {"reason": "again"})
     assert_error(again, 409, "illegal_transition", "in review")
     resigned = sign_out(api(pathologist), slide, "HSIL").json()
     assert resigned["interpretation"]["bethesda_category"] == "HSIL"

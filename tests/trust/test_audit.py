@@ -120,7 +120,8 @@ def test_review_work_is_recorded_with_ids_not_identifiers(api, client, pathologi
     signed = rest.post(f"/api/slides/{slide.pk}/sign-out/", {"bethesda_category": "LSIL"})
     assert signed.status_code == 200, signed.content
     assert events(AuditAction.SIGN_OUT)[0].data["bethesda_category"] == "LSIL"
-    assert rest.post(f"/api/slides/{slide.pk}/reopen/").status_code == 200
+    reopened = rest.post(f"/api/slides/{slide.pk}/reopen/", {"reason": "second opinion"})
+    assert reopened.status_code == 200, reopened.content
     (reopen,) = events(AuditAction.REOPEN)
     assert reopen.actor == pathologist and reopen.slide_id == slide.pk
 

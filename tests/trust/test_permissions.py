@@ -81,8 +81,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "slide-detail": READ,
     "slide-cells": READ_WRITE,  # POST: add a cell
     "slide-sign-out": {"POST": WRITERS},  # by category: see test_sign_out_by_category
-    "slide-reopen": {"POST": WRITERS},
-    "slide-reopen-with-reason": {"POST": PATHOLOGISTS},
+    "slide-reopen": {"POST": PATHOLOGISTS},  # with a reason; pathologists and admins only
     "slide-interpretation": {"GET": ALL, "PUT": WRITERS},
     "slide-assign": {"POST": WRITERS},
     "slide-analyze": {"POST": WRITERS},
@@ -215,7 +214,7 @@ def body_for(name: str, ids: dict[str, Any], method: str) -> dict[str, Any]:
         return {"export": ids["export_id"]}
     if name == "evaluation-list":
         return {"model_version": ids["version_id"], "export": ids["export_id"]}
-    if name == "slide-reopen-with-reason":
+    if name == "slide-reopen":
         return {"reason": "second opinion"}
     return {}
 

@@ -108,7 +108,7 @@ def test_only_a_pathologist_reopens_and_the_reason_is_kept(api, cytotech, pathol
     client.post(
         f"/api/slides/{slide.pk}/sign-out/", {"bethesda_category": "LSIL", "comment": "first read"}
     )
-    url = f"/api/slides/{slide.pk}/reopen-with-reason/"
+    url = f"/api/slides/{slide.pk}/reopen/"
     assert api(cytotech).post(url, {"reason": "check"}).status_code == 403
     no_reason = client.post(url, {"reason": "  "})
     assert no_reason.status_code == 400 and "reason" in no_reason.json()["fields"]
