@@ -95,8 +95,10 @@ def main() -> int:
         )
         print(f"errors              {errors}")
         print(f"lost edits          {len(lost)}")
-        for problem in (log.errors + lost)[:20]:
-            print(f"  {problem}")
+        for problem in (log.errors + lost)[:5]:
+            print(f"  {problem[:200]}")
+        if errors:
+            print("server log (end):\n" + server.output()[-6000:])
         return 0 if errors == 0 and not lost else 1
     finally:
         if server is not None:
