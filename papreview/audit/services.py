@@ -37,7 +37,10 @@ def _ids_of(target: models.Model | None) -> tuple[str, str, int | None, int | No
         patient_id = getattr(target, "patient_id", None)
     else:
         slide_id = getattr(target, "slide_id", None)
-        if slide_id is not None:
+        slide = target._state.fields_cache.get("slide")
+        if slide is not None and slide.pk == slide_id:  # already loaded: no query
+            patient_id = getattr(slide, "patient_id", None)
+        elif slide_id is not None:
             from papreview.cases.models import Slide
 
             found = Slide.objects.filter(pk=slide_id).values_list("patient_id", flat=True)

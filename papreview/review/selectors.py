@@ -28,7 +28,8 @@ def cell_list(
 
 
 def cell_get(*, cell_id: int) -> Cell:
-    cell = Cell.objects.filter(pk=cell_id).first()
+    """One cell, with its slide (one query; `cell_update` needs both)."""
+    cell = Cell.objects.select_related("slide").filter(pk=cell_id).first()
     if cell is None:
         raise NotFoundError(f"No cell with id {cell_id}.")
     return cell
