@@ -46,33 +46,14 @@ def _setup_django(media: Path) -> None:
 def _random_checkpoints(out: Path) -> tuple[Path, Path]:
     """Default-size detector and classifier with random weights; detection threshold just above
     the detector's prior so stage 2 gets candidates to classify."""
-    import torch
+    from tests.support import write_random_checkpoints
 
-    from inference.checkpoints import save_checkpoint
-    from inference.classifier import ClassifierConfig, build_classifier
-    from inference.detector import DetectorConfig, build_detector
-    from inference.types import BETHESDA_CLASSES
-
-    torch.manual_seed(0)
-    dcfg, ccfg = DetectorConfig(), ClassifierConfig()
-    det, cls = out / "detector.pt", out / "classifier.pt"
-    save_checkpoint(
-        det,
-        stage="detector",
-        model=build_detector(dcfg),
-        meta={
-            "config": dcfg.to_dict(),
-            "classes": list(BETHESDA_CLASSES),
-            "thresholds": {"cell": 0.0105, "abnormal": 0.0105},
-        },
+    return write_random_checkpoints(
+        out,
+        small=False,
+        detector_meta={"thresholds": {"cell": 0.0105, "abnormal": 0.0105}},
+        classifier_meta={"temperature": 1.0},
     )
-    save_checkpoint(
-        cls,
-        stage="classifier",
-        model=build_classifier(ccfg),
-        meta={"config": ccfg.to_dict(), "classes": list(BETHESDA_CLASSES), "temperature": 1.0},
-    )
-    return det, cls
 
 
 def _images(n: int, out: Path) -> tuple[list[bytes], str]:

@@ -24,6 +24,8 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
+from tests.support import write_random_checkpoints
+
 ROOT = Path(__file__).resolve().parents[2]
 # Random weights give a few dozen cells per 256 px field with this threshold (just above the
 # detector's prior of 0.01): enough cells to check, few enough to write fast.
@@ -34,42 +36,18 @@ WORKER_START_TIMEOUT_S = 60
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Small, randomly initialised detector and classifier checkpoints with full metadata."""
-    import torch
-
-    from inference.checkpoints import save_checkpoint
-    from inference.classifier import ClassifierConfig, build_classifier
-    from inference.detector import DetectorConfig, build_detector
-    from inference.types import BETHESDA_CLASSES
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("weights")
-    dcfg = DetectorConfig(widths=(8, 8, 16, 16), neck=8)
-    ccfg = ClassifierConfig(crop_px=32, widths=(8, 8, 16, 16))
-    detector, classifier = out / "detector.pt", out / "classifier.pt"
-    save_checkpoint(
-        detector,
-        stage="detector",
-        model=build_detector(dcfg),
-        meta={
-            "config": dcfg.to_dict(),
-            "classes": list(BETHESDA_CLASSES),
+    return write_random_checkpoints(
+        tmp_path_factory.mktemp("weights"),
+        detector_meta={
             "thresholds": {"cell": TINY_THRESHOLD, "abnormal": TINY_THRESHOLD},
             "data": {"name": "random-init"},
         },
-    )
-    save_checkpoint(
-        classifier,
-        stage="classifier",
-        model=build_classifier(ccfg),
-        meta={
-            "config": ccfg.to_dict(),
-            "classes": list(BETHESDA_CLASSES),
+        classifier_meta={
             "temperature": 1.0,
             "abnormal_threshold": 0.3,
             "metrics": {"val": {"accuracy": 0.0}},
         },
     )
-    return detector, classifier
 
 
 @pytest.fixture(scope="session")
