@@ -10,7 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 
-from papreview.accounts.roles import Role, forget_roles
+from papreview.accounts.roles import ROLE_NAMES, Role, forget_roles
 from papreview.core.exceptions import ApplicationError
 
 
@@ -21,9 +21,13 @@ class InvalidCredentialsError(ApplicationError):
 
 @transaction.atomic
 def user_set_roles(*, user: User, roles: Iterable[Role]) -> User:
-    """Replace the user's role groups. The admin role also gets Django admin (staff) access."""
+    """Replace the user's role groups (made first where missing). The admin role also gets Django
+    admin (staff) access."""
     wanted = {Role(r) for r in roles}
-    role_groups = Group.objects.filter(name__in=[r.value for r in Role])
+    role_groups = list(Group.objects.filter(name__in=ROLE_NAMES))
+    for missing in wanted - {g.name for g in role_groups}:
+        # The roles migration makes the groups; a flushed (test) database has lost them.
+        role_groups.append(Group.objects.get_or_create(name=missing.value)[0])
     held = set(user.groups.values_list("name", flat=True)) if user.pk else set()
     # Only real changes, so that the audit trail lists what was granted and taken away.
     user.groups.remove(*[g for g in role_groups if g.name not in wanted and g.name in held])

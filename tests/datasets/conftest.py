@@ -13,13 +13,12 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
 
 from inference.synthetic import write_pyramidal_tiff
-from papreview.accounts.roles import Role
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.cases.services import slide_sign_out
@@ -31,7 +30,6 @@ from tests.factories import (
     ModelVersionFactory,
     PatientFactory,
     SlideFactory,
-    UserFactory,
 )
 
 
@@ -178,17 +176,3 @@ def export_tmp_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
     yield folder
     leftovers = list(folder.iterdir()) if folder.exists() else []
     assert leftovers == [], f"temporary export folders left behind: {leftovers}"
-
-
-@pytest.fixture
-def user_with_role(db: None) -> Callable[[Role], User]:
-    """As in tests/conftest.py, but the role groups are made first: a transactional test's
-    database (worker and browser tests) is flushed afterwards, which drops the groups that the
-    roles migration created."""
-    for role in Role:
-        Group.objects.get_or_create(name=role.value)
-
-    def make(role: Role) -> User:
-        return UserFactory.create(role=role)
-
-    return make

@@ -7,32 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from inference.types import BETHESDA_CLASSES
-from papreview.accounts.roles import Role
 from papreview.analysis.models import AnalysisRun, RunStatus
 from papreview.cases.demo import synthetic_pap_bytes
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.cases.services import slide_create
 from papreview.imaging.selectors import slide_cache_clear
 from papreview.review.models import Cell, ReviewStatus
-from tests.factories import PatientFactory, UserFactory
-
-
-@pytest.fixture
-def user_with_role(db) -> Callable[[Role], User]:
-    """As in tests/conftest.py, but the role groups are made first: a browser test's
-    transactional database is flushed after each test, which drops the groups that the roles
-    migration created."""
-    for role in Role:
-        Group.objects.get_or_create(name=role.value)
-
-    def make(role: Role) -> User:
-        return UserFactory.create(role=role)
-
-    return make
+from tests.factories import PatientFactory
 
 
 @pytest.fixture(autouse=True)
