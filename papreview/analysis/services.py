@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -39,7 +39,6 @@ from django.contrib.auth.models import User
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import (
-    DatabaseError,
     IntegrityError,
     InterfaceError,
     OperationalError,
@@ -68,6 +67,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_set_triage, slide_transition
 from papreview.cases.transitions import can_transition
 from papreview.core.exceptions import PermissionDeniedError
+from papreview.core.locks import advisory_lock
 from papreview.review.models import Cell, ReviewStatus
 
 logger = logging.getLogger(__name__)
@@ -278,8 +278,7 @@ class RunOutcome(StrEnum):
     SUPERSEDED = "superseded"  # another execution took the run over meanwhile
 
 
-@contextlib.contextmanager
-def slide_execution_lock(*, slide_id: int) -> Iterator[bool]:
+def slide_execution_lock(*, slide_id: int) -> contextlib.AbstractContextManager[bool]:
     """Try to take the slide's execution lock; yields whether it was taken.
 
     A session-level PostgreSQL advisory lock: held only while its process lives (the server frees
@@ -287,22 +286,7 @@ def slide_execution_lock(*, slide_id: int) -> Iterator[bool]:
     take over) from a live one (lock held: leave it). Other databases (SQLite for `make run`,
     one worker) always yield True; the attempt check at commit still prevents double writes.
     """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, slide_id])
-        row = cursor.fetchone()
-    taken = bool(row and row[0])
-    try:
-        yield taken
-    finally:
-        if taken:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, slide_id])
-            except DatabaseError:  # the connection is gone, and the lock with it
-                logger.warning("slide %s: could not release the execution lock", slide_id)
+    return advisory_lock(namespace=_LOCK_NAMESPACE, key=slide_id, what=f"slide {slide_id}")
 
 
 def _worker_name() -> str:

@@ -26,7 +26,6 @@ import socket
 import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -39,7 +38,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -60,6 +59,7 @@ from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
+from papreview.core.locks import advisory_lock
 from papreview.datasets.models import DatasetExport, ExportFormat, ExportStatus
 from papreview.datasets.selectors import export_slides, slide_cells_for_export
 from papreview.datasets.writers import (
@@ -330,26 +330,9 @@ def dataset_export_requeue(*, export: DatasetExport) -> DatasetExport:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _export_lock(export_id: int) -> Iterator[bool]:
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, export_id])
-        row = cursor.fetchone()
-    taken = bool(row and row[0])
-    try:
-        yield taken
-    finally:
-        if taken:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, export_id]
-                    )
-            except DatabaseError:
-                logger.warning("export %s: could not release its lock", export_id)
+def _export_lock(export_id: int) -> contextlib.AbstractContextManager[bool]:
+    """One build of an export at a time (see papreview.core.locks.advisory_lock)."""
+    return advisory_lock(namespace=_LOCK_NAMESPACE, key=export_id, what=f"export {export_id}")
 
 
 def cell_action(cell: Cell, original_box: tuple[int, int, int, int] | None) -> str:
