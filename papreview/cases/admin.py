@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from papreview.analysis.admin import slides_analyse_again
-from papreview.cases.models import Interpretation, Patient, Slide
+from papreview.cases.models import SLIDE_FILE_FIELDS, Interpretation, Patient, Slide
 
 
 @admin.register(Patient)
@@ -37,15 +37,7 @@ class SlideAdmin(admin.ModelAdmin[Slide]):
     # Files and their checks come from the upload service; the admin edits the workflow fields.
     readonly_fields = (
         "file",
-        "original_filename",
-        "format",
-        "kind",
-        "width",
-        "height",
-        "mpp",
-        "level_count",
-        "size_bytes",
-        "sha256",
+        *SLIDE_FILE_FIELDS,
         "status",
         "failure_reason",
         "status_changed_at",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -13,7 +14,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.audit.services import audit_slide_opened
-from papreview.cases.models import Interpretation, Patient, Slide, SlideStatus, SpecimenAdequacy
+from papreview.cases.models import (
+    SLIDE_FILE_FIELDS,
+    Interpretation,
+    Patient,
+    Slide,
+    SlideStatus,
+    SpecimenAdequacy,
+)
 from papreview.cases.selectors import (
     SLIDE_ORDERINGS,
     patient_get,
@@ -93,15 +101,7 @@ class SlideOutputSerializer(serializers.ModelSerializer[Slide]):
             "id",
             "patient",
             "patient_identifier",
-            "original_filename",
-            "format",
-            "kind",
-            "width",
-            "height",
-            "mpp",
-            "level_count",
-            "size_bytes",
-            "sha256",
+            *SLIDE_FILE_FIELDS,
             "status",
             "failure_reason",
             "progress",
@@ -124,6 +124,23 @@ class SlideOutputSerializer(serializers.ModelSerializer[Slide]):
         if interpretation is None:
             return None
         return dict(InterpretationOutputSerializer(interpretation).data)
+
+
+def slide_action_response(
+    request: Request,
+    *,
+    slide_id: int,
+    input_serializer: type[serializers.Serializer],
+    action: Callable[..., object],
+) -> Response:
+    """The POST of a slide action (sign out, reopen, assign): validate the input, call
+    `action(slide=..., by=<the user>, **input)`, answer the slide as it is now."""
+    serializer = input_serializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    action(
+        slide=slide_get(slide_id=slide_id), by=request_user(request), **serializer.validated_data
+    )
+    return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
 
 
 class PatientListApi(APIView):
@@ -286,11 +303,9 @@ class SlideSignOutApi(APIView):
         request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
     )
     def post(self, request: Request, slide_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        slide = slide_get(slide_id=slide_id)
-        slide_sign_out(slide=slide, by=request_user(request), **serializer.validated_data)
-        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
+        return slide_action_response(
+            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_sign_out
+        )
 
 
 class SlideReopenApi(APIView):
@@ -307,11 +322,6 @@ class SlideReopenApi(APIView):
         request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
     )
     def post(self, request: Request, slide_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        slide_reopen(
-            slide=slide_get(slide_id=slide_id),
-            by=request_user(request),
-            reason=serializer.validated_data["reason"],
+        return slide_action_response(
+            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_reopen
         )
-        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)

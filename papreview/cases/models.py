@@ -137,6 +137,20 @@ class Slide(TimeStampedModel):
         return f"{self.original_filename} ({self.patient_id})"
 
 
+# What the upload service (`slide_create`) reads from the stored file; never edited afterwards.
+SLIDE_FILE_FIELDS: tuple[str, ...] = (
+    "original_filename",
+    "format",
+    "kind",
+    "width",
+    "height",
+    "mpp",
+    "level_count",
+    "size_bytes",
+    "sha256",
+)
+
+
 class SpecimenAdequacy(models.TextChoices):
     SATISFACTORY = "satisfactory", "Satisfactory for evaluation"
     UNSATISFACTORY = "unsatisfactory", "Unsatisfactory for evaluation"

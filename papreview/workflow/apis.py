@@ -15,7 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from papreview.cases.apis import InterpretationOutputSerializer, SlideOutputSerializer
+from papreview.cases.apis import (
+    InterpretationOutputSerializer,
+    SlideOutputSerializer,
+    slide_action_response,
+)
 from papreview.cases.models import Interpretation, SpecimenAdequacy
 from papreview.cases.selectors import slide_get
 from papreview.core.api import ERROR_RESPONSES, request_user
@@ -188,13 +192,9 @@ class SlideAssignApi(APIView):
         request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
     )
     def post(self, request: Request, slide_id: int) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        slide = slide_get(slide_id=slide_id)
-        slide_assign(
-            slide=slide, reviewer=serializer.validated_data["reviewer"], by=request_user(request)
+        return slide_action_response(
+            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_assign
         )
-        return Response(SlideOutputSerializer(slide_get(slide_id=slide_id)).data)
 
 
 class ReviewerListApi(APIView):
