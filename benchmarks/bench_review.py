@@ -39,7 +39,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CLASSES = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]
+from inference.types import BETHESDA_CLASSES  # noqa: E402 (after the path insert)
+
+CLASSES = list(BETHESDA_CLASSES)
 
 
 def free_port() -> int:
@@ -271,7 +273,7 @@ def bench_api(base: str, data: dict[str, Any], per: list[list[int]], label: str)
         barrier.wait()
         for i, cid in enumerate(cells):
             version = versions.get(cid) or 1
-            body = {"version": version, "current_class": CLASSES[(i + k) % 6]}
+            body = {"version": version, "current_class": CLASSES[(i + k) % len(CLASSES)]}
             t0 = time.perf_counter()
             response = session.patch(f"{base}/api/cells/{cid}/", json=body)
             mine.append((time.perf_counter() - t0) * 1000)
@@ -334,7 +336,7 @@ def bench_api_paced(
             if pause > 0:
                 time.sleep(pause)
             cid = cells[i % len(cells)]
-            body = {"version": versions[cid], "current_class": CLASSES[(i + k) % 6]}
+            body = {"version": versions[cid], "current_class": CLASSES[(i + k) % len(CLASSES)]}
             response = session.patch(f"{base}/api/cells/{cid}/", json=body)
             mine.append((time.perf_counter() - due) * 1000)  # from the scheduled time
             if response.status_code == 200:

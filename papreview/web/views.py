@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from inference.types import CLASS_COLOURS
+from inference.types import CLASS_COLOURS, Bethesda
 from papreview.accounts.roles import SIGN_OUT_CATEGORIES, Role, user_can_write, user_has_role
 from papreview.audit.services import audit_slide_opened
 from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
@@ -36,12 +36,12 @@ QUEUE_PAGE_SIZE = 50
 # Bytes per upload request from the upload page (the server accepts up to UPLOAD_CHUNK_MAX_BYTES).
 UPLOAD_CHUNK_SIZE = 8 * 1024 * 1024
 CLASS_NAMES: dict[str, str] = {
-    "NILM": "Negative for intraepithelial lesion or malignancy",
-    "ASC-US": "Atypical squamous cells of undetermined significance",
-    "LSIL": "Low-grade squamous intraepithelial lesion",
-    "ASC-H": "Atypical squamous cells, cannot exclude HSIL",
-    "HSIL": "High-grade squamous intraepithelial lesion",
-    "SCC": "Squamous cell carcinoma",
+    Bethesda.NILM: "Negative for intraepithelial lesion or malignancy",
+    Bethesda.ASC_US: "Atypical squamous cells of undetermined significance",
+    Bethesda.LSIL: "Low-grade squamous intraepithelial lesion",
+    Bethesda.ASC_H: "Atypical squamous cells, cannot exclude HSIL",
+    Bethesda.HSIL: "High-grade squamous intraepithelial lesion",
+    Bethesda.SCC: "Squamous cell carcinoma",
 }
 IN_PROGRESS = (SlideStatus.UPLOADED, SlideStatus.QUEUED, SlideStatus.ANALYSING)
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from inference.errors import CheckpointError
 from inference.slides import FieldReader, SlideInfo
-from inference.types import Box, CellPrediction, SlideKind, SlideResult
+from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, SlideResult
 from papreview.analysis import adapter
 from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
 from papreview.analysis.services import (
@@ -34,7 +34,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_create
 from papreview.celery import celery_app
 from papreview.review.models import Cell
-from tests.analysis.conftest import field_bytes, field_image
+from tests.analysis.conftest import field_bytes, field_image, wait_for
 from tests.factories import PatientFactory, SlideFactory, upload
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +45,22 @@ def new_slide(seed: int = 0, size: int = 256) -> Slide:
         patient=PatientFactory.create(),
         file=upload("field.png", field_bytes(size, size, seed=seed)),
     )
+
+
+def wait_for_lock_released(slide_id: int) -> None:
+    """The server ends a closed session, and frees its locks, asynchronously."""
+
+    def released() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                "AND objid = %s AND granted",
+                [_LOCK_NAMESPACE, slide_id],
+            )
+            row = cursor.fetchone()
+        return row is not None and row[0] == 0
+
+    wait_for(released, timeout=10, what=f"slide {slide_id}'s execution lock to be freed")
 
 
 # --- adapter ---------------------------------------------------------------------------------
@@ -146,7 +162,7 @@ def test_a_read_error_in_the_prefetch_thread_reaches_the_caller() -> None:
 def test_cells_are_clipped_to_the_slide_and_skip_reviewed_boxes() -> None:
     slide = SlideFactory.create(width=100, height=80)
     run = AnalysisRun.objects.create(slide=slide)
-    probs = {"NILM": 0.2, "ASC-US": 0.0, "LSIL": 0.0, "ASC-H": 0.0, "HSIL": 0.7, "SCC": 0.1}
+    probs = {**dict.fromkeys(BETHESDA_CLASSES, 0.0), "NILM": 0.2, "HSIL": 0.7, "SCC": 0.1}
     result = SlideResult(
         info=SlideInfo(format="png", kind=SlideKind.FIELD, width=100, height=80),
         cells=[
@@ -214,6 +230,7 @@ def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside() -> None
         assert AnalysisRun.objects.get(slide=slide).attempts == 0
     finally:
         other.close()  # the "worker" dies: its lock goes with its connection
+    wait_for_lock_released(slide.pk)
     assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
 
 
@@ -270,6 +287,7 @@ def test_the_sweeper_resends_a_dead_workers_run_and_fails_it_when_out_of_attempt
         assert report.busy == [run.pk] and not report.resent and not report.failed
     finally:
         other.close()
+    wait_for_lock_released(slide.pk)
 
     out = StringIO()
     call_command("analyze", "--sweep", stdout=out)  # what beat does, once

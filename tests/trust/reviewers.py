@@ -19,7 +19,9 @@ from typing import Any
 import psycopg
 import requests
 
-CLASSES = ("NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC")
+from inference.types import BETHESDA_CLASSES
+
+CLASSES = BETHESDA_CLASSES
 
 
 @dataclass

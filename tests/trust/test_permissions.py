@@ -22,6 +22,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import resolve, reverse
 
+from inference.types import BETHESDA_CLASSES
 from papreview.accounts.roles import Role
 from papreview.analysis.models import ModelStage
 from papreview.cases.models import SlideStatus
@@ -256,7 +257,7 @@ def test_every_role_gets_the_expected_answer(endpoint: Endpoint, world: dict[str
     [
         (role, category, role in (A, P) or (role == C and category == "NILM"))
         for role in Role
-        for category in ("NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC")
+        for category in BETHESDA_CLASSES
     ],
 )
 def test_sign_out_by_category(api: Any, role: Role, category: str, allowed: bool) -> None:

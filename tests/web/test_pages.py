@@ -11,6 +11,7 @@ import re
 import pytest
 from django.utils import timezone
 
+from inference.types import BETHESDA_CLASSES
 from papreview.analysis.models import AnalysisRun, RunStatus
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.review.models import ReviewStatus
@@ -22,10 +23,9 @@ STATUSES = [s for s in SlideStatus.values]
 
 
 def _bulk_slides(n: int, patients: list[Patient]) -> list[Slide]:
-    classes = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]
     slides = []
     for i in range(n):
-        cls = classes[i % 6]
+        cls = BETHESDA_CLASSES[i % len(BETHESDA_CLASSES)]
         slides.append(
             Slide(
                 patient=patients[i % len(patients)],
@@ -39,7 +39,7 @@ def _bulk_slides(n: int, patients: list[Patient]) -> list[Slide]:
                 status=STATUSES[i % len(STATUSES)],
                 failure_reason="broken" if STATUSES[i % len(STATUSES)] == "failed" else "",
                 triage_class=cls,
-                triage_score=classes.index(cls) + (i % 97) / 100,
+                triage_score=BETHESDA_CLASSES.index(cls) + (i % 97) / 100,
             )
         )
     return Slide.objects.bulk_create(slides, batch_size=2000)
@@ -159,9 +159,7 @@ def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
     assert config["colours"]["HSIL"] == "#c62828"
     client.force_login(pathologist)
     pathologist_config = client.get(f"/slides/{slide.pk}/").content.decode()
-    assert (
-        '"signOutClasses": ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]' in pathologist_config
-    )
+    assert f'"signOutClasses": {json.dumps(list(BETHESDA_CLASSES))}' in pathologist_config
     assert client.get("/slides/999999/").status_code == 404
 
 
