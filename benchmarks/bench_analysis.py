@@ -33,6 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.support import celery_worker_command, write_random_checkpoints  # noqa: E402
 
 
 def _setup_django(media: Path) -> None:
@@ -46,8 +47,6 @@ def _setup_django(media: Path) -> None:
 def _random_checkpoints(out: Path) -> tuple[Path, Path]:
     """Default-size detector and classifier with random weights; detection threshold just above
     the detector's prior so stage 2 gets candidates to classify."""
-    from tests.support import write_random_checkpoints
-
     return write_random_checkpoints(
         out,
         small=False,
@@ -89,12 +88,7 @@ class Workers:
         for i in range(count):
             log = logs / f"worker-{count}-{i}.log"
             self.logs.append(log)
-            cmd = [
-                sys.executable, "-m", "celery", "-A", "papreview", "worker",
-                "-Q", "inference", "--pool", "prefork", "--concurrency", "1",
-                "--prefetch-multiplier", "1", "--hostname", f"bench-{count}-{i}@%h",
-                "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-            ]  # fmt: skip
+            cmd = celery_worker_command(hostname=f"bench-{count}-{i}@%h", queues="inference")
             self.procs.append(
                 subprocess.Popen(
                     cmd,

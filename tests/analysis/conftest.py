@@ -12,7 +12,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
-from tests.support import write_random_checkpoints
+from tests.support import celery_worker_command, write_random_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 # Random weights give a few dozen cells per 256 px field with this threshold (just above the
@@ -108,12 +107,7 @@ class Worker:
         self.name = name
         self.log = log
         self._log_fh = log.open("wb")
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "papreview", "worker",
-            "-Q", "inference,celery", "--pool", "prefork", "--concurrency", "1",
-            "--prefetch-multiplier", "1", "--hostname", f"{name}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ]  # fmt: skip
+        cmd = celery_worker_command(hostname=f"{name}@%h", queues="inference,celery")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT,
             start_new_session=True,
