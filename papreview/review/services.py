@@ -168,10 +168,10 @@ def cell_update(*, cell: Cell, version: int, by: User, **changes: Any) -> Cell:
         # A cell read earlier than the version the client sent, or without its slide.
         current = Cell.objects.select_related("slide").get(pk=cell.pk)
     slide = current.slide
-    if current.version != version:
-        raise _stale(current, version)
     if slide.status not in REVIEWABLE_STATUSES:
         raise _not_editable(slide)
+    if current.version != version:
+        raise _stale(current, version)
 
     values = {name: changes.get(name, getattr(current, name)) for name in EDITABLE_FIELDS}
     if "review_status" not in changes:
