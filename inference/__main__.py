@@ -18,10 +18,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
 
-def _add_bf16(p: argparse.ArgumentParser, what: str) -> None:
+def _add_bf16(p: argparse.ArgumentParser, what: str, default: str = "auto") -> None:
     p.add_argument(
         "--bf16",
-        default="auto",
+        default=default,
         choices=["auto", "on", "off"],
         help=f"bfloat16 autocast on CPU for {what} (auto: when the CPU has AVX512-BF16/AMX)",
     )
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training")
     _add_export_args(p)
+    _add_bf16(p, "training", default="off")
     _add_common(p)
 
     p = sub.add_parser("train-classifier", help="train stage 2 on CRIC cell crops (train split)")
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None)
     _add_export_args(p)
+    _add_bf16(p, "training", default="off")
     _add_common(p)
 
     p = sub.add_parser(

@@ -67,20 +67,43 @@ class ReferencePipeline:
     def params(self) -> dict[str, int]:
         return {"tiny_cnn": _param_count(self.tiny), "resnet152": _param_count(self.resnet)}
 
-    def run_field(self, image: np.ndarray) -> dict[str, int]:
+    @staticmethod
+    def regions(image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]
-        regions = [
+        return [
             image[y : y + REGION, x : x + REGION]
             for y in range(0, h - REGION + 1, REGION)
             for x in range(0, w - REGION + 1, REGION)
         ]
+
+    @staticmethod
+    def flagged(regions: list[np.ndarray]) -> list[np.ndarray]:
+        return [r for r in regions if (r.min(axis=2) < 200).mean() >= 0.01]
+
+    def warmup(self, images: Sequence[np.ndarray]) -> None:
+        """Run once every batch shape the timed fields will use (the CPU backend prepares
+        kernels per shape), so both pipelines are timed in their steady state."""
+        tiny_shapes, resnet_shapes = set(), set()
+        for im in images:
+            regions = self.regions(im)
+            tiny_shapes.add(len(regions))
+            f = len(self.flagged(regions))
+            resnet_shapes.update({min(self.batch_size, f), f % self.batch_size} - {0})
+        with torch.inference_mode():
+            for n in sorted(tiny_shapes):
+                self.tiny(torch.zeros(n, 3, TINY_INPUT, TINY_INPUT, device=self.device))
+            for n in sorted(resnet_shapes):
+                self.resnet(torch.zeros(n, 3, RESNET_INPUT, RESNET_INPUT, device=self.device))
+
+    def run_field(self, image: np.ndarray) -> dict[str, int]:
+        regions = self.regions(image)
         small = np.stack(
             [cv2.resize(r, (TINY_INPUT, TINY_INPUT), interpolation=cv2.INTER_AREA) for r in regions]
         )
         with torch.inference_mode():
             x = torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2).float() / 255.0
             self.tiny(x)  # stage 1 cost (random weights: its output is not used to flag)
-        flagged = [r for r in regions if (r.min(axis=2) < 200).mean() >= 0.01]
+        flagged = self.flagged(regions)
         with torch.inference_mode():
             for s in range(0, len(flagged), self.batch_size):
                 batch = np.stack(
@@ -97,7 +120,16 @@ class ReferencePipeline:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux ru_maxrss is in KiB)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux VmHWM (reset by exec, unlike ru_maxrss, which a child started from a big parent
+    inherits); ru_maxrss where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -117,17 +149,25 @@ def bench_fields(
         raise ValueError("no images to benchmark")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    pipeline.run_arrays(list(images[: max(1, min(warmup, n))]))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    results = []
+    # steady state, as in a worker that has served a few slides: detector batch shapes and every
+    # stage-2 batch shape seen once
+    pipeline.warmup()
+    for _ in range(max(1, warmup)):
+        pipeline.run_arrays(list(images[: max(1, min(pipeline.batch_size, n))]))
     step = max(1, pipeline.batch_size)
-    for s in tqdm(range(0, n, step), desc="ours", unit="batch", leave=False):
-        results += pipeline.run_arrays(list(images[s : s + step]))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ours_s = time.perf_counter() - t0
+
+    def time_ours() -> tuple[float, list[Any]]:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res: list[Any] = []
+        for s in range(0, n, step):
+            res += pipeline.run_arrays(list(images[s : s + step]))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, res
+
+    ours_s, results = time_ours()
     ours_rss = peak_rss_mib()
     ours_cuda = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     stage = {
@@ -135,14 +175,23 @@ def bench_fields(
         for k in ("read", "detector", "crops", "classifier")
     }
 
+    # The machine may be shared: time the reference field by field, each paired with a fresh
+    # timing of ours on all fields right after it, so both see the same load.
     ref = ReferencePipeline(device)
     m = max(1, min(reference_limit, n))
-    ref.run_field(images[0][:300, :300])  # warm-up on a small piece
-    t0 = time.perf_counter()
+    ref.warmup(images[:m])
     counts = []
-    for im in tqdm(images[:m], desc="reference", unit="field", leave=False):
+    ref_times: list[float] = []
+    ours_times: list[float] = [ours_s / n]
+    for im in tqdm(images[:m], desc="reference (paired)", unit="field", leave=False):
+        t0 = time.perf_counter()
         counts.append(ref.run_field(im))
-    ref_s = time.perf_counter() - t0
+        ref_times.append(time.perf_counter() - t0)
+        t_ours, _ = time_ours()
+        ours_times.append(t_ours / n)
+    ref_s = float(sum(ref_times))
+    paired = [r / o for r, o in zip(ref_times, ours_times[1:], strict=True)]
+    ours_s = float(np.mean(ours_times)) * n
     ours_fps = n / ours_s
     ref_fps = m / ref_s
     h, w = images[0].shape[:2]
@@ -154,6 +203,7 @@ def bench_fields(
         "ours": {
             "fields": n,
             "batch_size": pipeline.batch_size,
+            "runs": len(ours_times),
             "seconds": ours_s,
             "fields_per_s": ours_fps,
             "seconds_per_field": ours_s / n,
@@ -173,6 +223,14 @@ def bench_fields(
             "peak_rss_mib_process": peak_rss_mib(),
         },
         "speedup": ours_fps / ref_fps,
+        "speedup_paired": {
+            "median": float(np.median(paired)),
+            "min": float(np.min(paired)),
+            "max": float(np.max(paired)),
+            "per_field": paired,
+        },
+        "timing_note": "ours: mean of the first run and one run after each reference field; "
+        "the reference is timed field by field on the same fields",
     }
     del ref
     gc.collect()
@@ -190,16 +248,17 @@ def _cpu_name() -> str:
 
 
 _WSI_CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from pathlib import Path
 torch.set_num_threads(int(sys.argv[5]))
+from inference.bench import peak_rss_mib
 from inference.pipeline import Pipeline
-kw = {"device": sys.argv[4], "batch_size": 4}
+kw = {"device": sys.argv[4], "batch_size": 4, "cpu_bf16": sys.argv[6] == "1"}
 if sys.argv[2] != "-":
     p = Pipeline.from_checkpoints(Path(sys.argv[2]), Path(sys.argv[3]), **kw)
 else:
     p = Pipeline.default(**kw)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+base = peak_rss_mib()
 if p.device.type == "cuda":
     torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter()
@@ -210,7 +269,7 @@ print(json.dumps({
     "cells": len(r.cells),
     "tiles": r.timings.get("tiles"),
     "timings": r.timings,
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    "peak_rss_mib": peak_rss_mib(),
     "rss_after_model_load_mib": base,
     "cuda_max_allocated_mib": (
         torch.cuda.max_memory_allocated() / 2**20 if p.device.type == "cuda" else None
@@ -227,6 +286,7 @@ def bench_wsi(
     classifier: Path | None,
     device: str,
     threads: int,
+    cpu_bf16: bool = False,
 ) -> dict[str, Any]:
     """Generate (once) a side x side pyramidal TIFF and run the pipeline on it in a fresh
     process, reporting that process's peak RSS."""
@@ -252,6 +312,7 @@ def bench_wsi(
         str(classifier) if classifier else "-",
         device,
         str(threads),
+        "1" if cpu_bf16 else "0",
     ]
     env = dict(os.environ, PYTHONPATH=str(repo))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo)

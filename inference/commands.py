@@ -717,6 +717,7 @@ def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
             classifier=args.classifier,
             device=args.device,
             threads=args.threads,
+            cpu_bf16=pipeline.cpu_bf16,
         )
         result["wsi"] = wsi
         result["targets"]["memory"] = {

@@ -112,8 +112,10 @@ class Pipeline:
         use_fusion: bool = True,
     ) -> None:
         self.device = resolve_device(device)
-        self.detector = detector.to(self.device).eval()
-        self.classifier = classifier.to(self.device).eval()
+        # channels-last weights: the NHWC input batches then run without layout conversions
+        cl = torch.channels_last
+        self.detector = detector.to(self.device).to(memory_format=cl).eval()
+        self.classifier = classifier.to(self.device).to(memory_format=cl).eval()
         self.detector_meta = detector_meta
         self.classifier_meta = classifier_meta
         self.det_config: DetectorConfig = detector.config
@@ -395,12 +397,25 @@ class Pipeline:
         return crop
 
     def _classify(self, crops: np.ndarray) -> np.ndarray:
+        n = len(crops)
+        # pad the batch to a multiple of 32: a handful of shapes, so the CPU backend reuses its
+        # compiled kernels instead of preparing new ones for every candidate count
+        padded = math.ceil(n / 32) * 32
+        if padded != n:
+            crops = np.concatenate([crops, np.zeros((padded - n, *crops.shape[1:]), crops.dtype)])
         x = torch.from_numpy(crops).to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             x = normalise_crops(x, self.cls_config.mean, self.cls_config.std)
             logits = self.classifier(x).float()
-        probs = torch.softmax(logits / self.temperature, dim=1)
+        probs = torch.softmax(logits[:n] / self.temperature, dim=1)
         return probs.cpu().numpy().astype(np.float64)
+
+    def warmup(self) -> None:
+        """Run each stage-2 batch shape once (multiples of 32 up to crop_batch_size): the CPU
+        backend prepares kernels per shape, which makes the first call of a shape slow."""
+        c = self.cls_config.crop_px
+        for n in range(32, max(32, self.crop_batch_size) + 1, 32):
+            self._classify(np.zeros((n, c, c, 3), np.uint8))
 
     def classify_crops(self, crops: np.ndarray) -> np.ndarray:
         """Stage 2 alone: (N, crop_px, crop_px, 3) uint8 crops -> (N, 6) calibrated probs."""
