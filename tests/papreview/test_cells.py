@@ -153,3 +153,59 @@ def test_a_cell_read_before_another_change_is_stale(pathologist, cytotech) -> No
         cell_update(cell=read, version=1, by=pathologist, current_class="SCC")
     assert excinfo.value.cell.version == 2 and excinfo.value.cell.current_class == "LSIL"
     assert CellRevision.objects.filter(cell=cell).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_and_a_sign_out_of_the_same_slide_wait_for_each_other(pathologist) -> None:
+    """An edit share-locks its slide's row: a sign-out (which locks the slide for update) cannot
+    start until the edit commits, and an edit behind a sign-out sees the slide signed out."""
+    import threading
+
+    from django.db import DatabaseError, connection, transaction
+
+    cell = CellFactory.create(
+        slide__status=SlideStatus.IN_REVIEW, slide__assigned_reviewer=pathologist
+    )
+    # 1. An edit in flight: the slide cannot be locked for a sign-out.
+    editing, release = threading.Event(), threading.Event()
+
+    def edit_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                cell_update(cell=cell, version=1, by=pathologist, current_class="LSIL")
+                editing.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    editor = threading.Thread(target=edit_and_hold)
+    editor.start()
+    assert editing.wait(10)
+    with pytest.raises(DatabaseError), transaction.atomic():
+        Slide.objects.select_for_update(nowait=True).get(pk=cell.slide_id)
+    release.set()
+    editor.join(10)
+    assert Cell.objects.get(pk=cell.pk).version == 2
+
+    # 2. A sign-out in flight: the edit waits for it, then finds the slide signed out.
+    read = Cell.objects.select_related("slide").get(pk=cell.pk)  # still in review
+    outcome: list[BaseException] = []
+
+    def edit_behind() -> None:
+        try:
+            cell_update(cell=read, version=2, by=pathologist, current_class="HSIL")
+        except BaseException as exc:  # reported to the test thread
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Slide.objects.select_for_update().get(pk=cell.slide_id)
+        Slide.objects.filter(pk=cell.slide_id).update(status=SlideStatus.SIGNED_OUT)
+        late = threading.Thread(target=edit_behind)
+        late.start()
+        late.join(0.5)
+        assert late.is_alive()  # waiting for the sign-out to commit
+    late.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], CellNotEditableError)
+    assert Cell.objects.get(pk=cell.pk).version == 2
