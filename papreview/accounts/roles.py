@@ -80,6 +80,11 @@ def user_can_sign_out(user: Any, category: str) -> bool:
     return False
 
 
+def user_can_reopen(user: Any) -> bool:
+    """Only a pathologist (or admin) may reopen a signed-out slide."""
+    return user_has_role(user, Role.PATHOLOGIST, Role.ADMIN)
+
+
 def user_primary_role(user: Any) -> Role | None:
     """The most capable role, for display."""
     roles = user_roles(user)

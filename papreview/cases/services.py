@@ -22,9 +22,9 @@ from inference.errors import SlideTooLargeError, UnreadableSlideError
 from inference.slides import probe_slide
 from papreview.accounts.roles import (
     Role,
+    user_can_reopen,
     user_can_sign_out,
     user_can_write,
-    user_has_role,
     user_roles,
 )
 from papreview.audit.models import AuditAction
@@ -376,7 +376,7 @@ def slide_reopen(*, slide: Slide, by: User, reason: str) -> SlideEvent:
     until the next sign-out replaces it, and is the starting point of the new draft.
     """
     reason = reason.strip()
-    if not user_has_role(by, Role.PATHOLOGIST, Role.ADMIN):
+    if not user_can_reopen(by):
         raise PermissionDeniedError("Only a pathologist may reopen a signed-out slide.")
     if not reason:
         raise ValidationError({"reason": "Say why the slide is reopened."})

@@ -19,7 +19,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from inference.types import CLASS_COLOURS, Bethesda
-from papreview.accounts.roles import SIGN_OUT_CATEGORIES, Role, user_can_write, user_has_role
+from papreview.accounts.roles import (
+    SIGN_OUT_CATEGORIES,
+    user_can_reopen,
+    user_can_write,
+    user_has_role,
+)
 from papreview.audit.services import audit_slide_opened
 from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
@@ -185,7 +190,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
         },
         "user": {
             "canWrite": user_can_write(request.user),
-            "canReopen": user_has_role(request.user, Role.PATHOLOGIST, Role.ADMIN),
+            "canReopen": user_can_reopen(request.user),
             "signOutClasses": _sign_out_classes(request.user),
         },
         "classes": list(BETHESDA_CLASSES),
