@@ -25,7 +25,8 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -278,15 +279,26 @@ class RunOutcome(StrEnum):
     SUPERSEDED = "superseded"  # another execution took the run over meanwhile
 
 
-def slide_execution_lock(*, slide_id: int) -> contextlib.AbstractContextManager[bool]:
-    """Try to take the slide's execution lock; yields whether it was taken.
+@contextlib.contextmanager
+def slide_execution_lock(*, slide_id: int, wait_s: float = 0.0) -> Iterator[bool]:
+    """Try to take the slide's execution lock, for up to `wait_s`; yields whether it was taken.
 
     A session-level PostgreSQL advisory lock: held only while its process lives (the server frees
     it when the connection drops), so a redelivered job can tell a dead execution (lock free:
-    take over) from a live one (lock held: leave it). Other databases (SQLite for `make run`,
+    take over) from a live one (lock held: leave it). The server frees a dead session's locks
+    asynchronously, a moment after the process died, while a job rejected with its lost worker
+    is delivered again at once: hence the short wait. Other databases (SQLite for `make run`,
     one worker) always yield True; the attempt check at commit still prevents double writes.
     """
-    return advisory_lock(namespace=_LOCK_NAMESPACE, key=slide_id, what=f"slide {slide_id}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        with advisory_lock(
+            namespace=_LOCK_NAMESPACE, key=slide_id, what=f"slide {slide_id}"
+        ) as taken:
+            if taken or time.monotonic() >= deadline:
+                yield taken
+                return
+        time.sleep(0.1)
 
 
 def _worker_name() -> str:
@@ -447,7 +459,7 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
     if run is None:
         logger.info("slide %s: no unfinished analysis run; nothing to do", slide_id)
         return RunOutcome.NOTHING_TO_DO
-    with slide_execution_lock(slide_id=slide_id) as taken:
+    with slide_execution_lock(slide_id=slide_id, wait_s=settings.ANALYSIS_LOCK_WAIT_S) as taken:
         if not taken:
             logger.info("slide %s: run %s is being executed by another worker", slide_id, run.pk)
             return RunOutcome.BUSY

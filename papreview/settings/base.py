@@ -271,6 +271,9 @@ ANALYSIS_TIME_LIMIT_S: int = env.int("ANALYSIS_TIME_LIMIT_S", default=2 * 3600)
 ANALYSIS_MAX_RETRIES: int = env.int("ANALYSIS_MAX_RETRIES", default=5)
 ANALYSIS_RETRY_BACKOFF_S: float = env.float("ANALYSIS_RETRY_BACKOFF_S", default=5.0)
 ANALYSIS_RETRY_BACKOFF_MAX_S: float = env.float("ANALYSIS_RETRY_BACKOFF_MAX_S", default=300.0)
+# A delivery whose slide is locked by another execution waits this long for the lock before it
+# steps aside (a dead worker's lock is freed by PostgreSQL a moment after the process died).
+ANALYSIS_LOCK_WAIT_S: float = env.float("ANALYSIS_LOCK_WAIT_S", default=5.0)
 # A run is failed once it was started this many times without finishing (poison slide).
 ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
 # The sweeper (celery beat): sends jobs that never reached the broker after the grace period, and

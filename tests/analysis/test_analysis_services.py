@@ -3,6 +3,8 @@ small random weights, the real PostgreSQL (advisory locks) and Redis (publishing
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -216,7 +218,8 @@ def test_analysis_run_is_idempotent_and_tags_cells_with_run_and_versions() -> No
     assert AnalysisRun.objects.get(pk=run.pk).attempts == 1
 
 
-def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside() -> None:
+def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside(settings: Any) -> None:
+    settings.ANALYSIS_LOCK_WAIT_S = 0.3
     slide = new_slide(seed=4)
     db = connection.settings_dict
     other = psycopg.connect(
@@ -232,6 +235,25 @@ def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside() -> None
         other.close()  # the "worker" dies: its lock goes with its connection
     wait_for_lock_released(slide.pk)
     assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
+
+
+def test_a_delivery_waits_for_the_lock_of_an_execution_that_just_died(settings: Any) -> None:
+    settings.ANALYSIS_LOCK_WAIT_S = 10.0
+    slide = new_slide(seed=5)
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, slide.pk))
+    dies = threading.Timer(0.5, other.close)  # the worker dies just after the redelivery
+    dies.start()
+    started = time.monotonic()
+    try:
+        assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
+    finally:
+        dies.join()
+    assert 0.4 < time.monotonic() - started < 10
+    assert AnalysisRun.objects.get(slide=slide).attempts == 1
 
 
 def test_a_run_started_too_often_is_failed_with_a_reason(settings: Any) -> None:
