@@ -8,6 +8,8 @@ retries; re-run keeps reviewer edits; broker down at upload -> the job runs once
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -159,6 +161,35 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_job_completes_once(
     wait_for(lambda: second.output().count("no unfinished analysis run") >= 1, timeout=20)
     assert Cell.objects.filter(slide_id=slide_id).count() == len(boxes)
     assert AnalysisRun.objects.get(pk=run.pk).attempts == 2
+
+
+def test_a_pool_process_killed_mid_run_is_replaced_and_its_job_rejected_back_to_the_queue(
+    workers: WorkerPool, api: Any, pathologist: Any
+) -> None:
+    """The pool child dies (say, out of memory) while its worker lives: reject-on-worker-lost puts
+    the job back at once and the worker's new child takes the run over."""
+    worker = workers.current()
+    slide_id = upload(
+        api(pathologist), PatientFactory.create().pk, field_bytes(4096, 4096, seed=13), "l.png"
+    )
+
+    def mid_run() -> AnalysisRun | None:
+        run = AnalysisRun.objects.get(slide_id=slide_id)
+        return run if run.status == RunStatus.RUNNING and run.tiles_done >= 2 else None
+
+    before = wait_for(mid_run, timeout=60, interval=0.02, what="the run to be part done")
+    child = int(before.worker.split(":")[1])
+    assert child != worker.proc.pid
+    os.kill(child, signal.SIGKILL)
+
+    slide = slide_reaches(slide_id, SlideStatus.ANALYSED, SlideStatus.FAILED, timeout=60)
+    assert slide.status == SlideStatus.ANALYSED, slide.failure_reason
+    assert worker.alive(), "the worker itself lives on"
+    run = AnalysisRun.objects.get(slide_id=slide_id)
+    assert run.attempts == 2 and int(run.worker.split(":")[1]) != child
+    boxes = list(Cell.objects.filter(slide_id=slide_id).values_list("x", "y", "width", "height"))
+    assert boxes and len(set(boxes)) == len(boxes)
+    assert "WorkerLostError" in worker.output() or "signal 9" in worker.output()
 
 
 def test_a_corrupt_slide_fails_once_with_its_reason(workers: WorkerPool, api: Any) -> None:
