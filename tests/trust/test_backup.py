@@ -87,6 +87,7 @@ def test_backup_and_restore_round_trip(
         for i in range(2)
     ]
     Slide.objects.filter(pk=slides[0].pk).update(status=SlideStatus.ANALYSED)
+    slides[0].refresh_from_db()  # the cell service trusts the slide cached on the cell
     cell = CellFactory.create(slide=slides[0], x=1, y=1, width=9, height=9)
     cell_update(cell=cell, version=1, by=pathologist, current_class="LSIL")
     slide_sign_out(
