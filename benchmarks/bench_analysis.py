@@ -11,7 +11,8 @@
 2. Queue delay: one slide at a time to an idle worker; the delay from the upload's commit to the
    task claiming its run (AnalysisRun.started_at); median and p90 over --latency-samples.
 3. Read-ahead: one large synthetic whole-slide image (pyramidal TIFF) analysed in this process
-   with the adapter's prefetching reader and without it (`--no-prefetch-check` to skip).
+   with the pipeline's read-ahead (`Pipeline.run(..., prefetch=N)`) and without it
+   (`--no-prefetch-check` to skip).
 
 Weights: the committed defaults (inference/weights/) when present; otherwise untrained
 default-size architectures (the cost of the real models, not their predictions), saying so.
@@ -275,12 +276,12 @@ def _prefetch_check(tmp: Path, detector: Any, classifier: Any, side: int, cores:
     torch.set_num_threads(max(1, cores - 1))  # leave the reader a core, as a GPU worker would
     path = write_pyramidal_tiff(tmp / "wsi.tiff", side, side, levels=4, mpp=0.25)
     pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
-    adapter.slide_analyse(pipeline, path, prefetch=0)  # warm caches
+    pipeline.run(path)  # warm caches
     results: dict[int, list[float]] = {}
     timings: dict[int, dict[str, float]] = {}
     for depth in (0, 2, 0, 2):
         t = time.perf_counter()
-        result = adapter.slide_analyse(pipeline, path, prefetch=depth)
+        result = pipeline.run(path, prefetch=depth * pipeline.batch_size)  # depth batches
         results.setdefault(depth, []).append(time.perf_counter() - t)
         timings[depth] = result.timings
     plain, ahead = min(results[0]), min(results[2])

@@ -2,6 +2,7 @@
 
     pipeline = Pipeline.default()                       # committed weights, device auto
     result = pipeline.run(path, progress=callback)      # SlideResult (types.py)
+    result = pipeline.run(path, prefetch=16)            # a reader thread 16 tiles ahead
 
 Stage 1 runs on a downsampled view (for a whole-slide image: the pyramid level at or just above
 the detector's scale, read tile by tile and resized); stage 2 classifies level-0 crops centred
@@ -11,9 +12,12 @@ on each candidate. Tiles overlap, and each candidate belongs to the tile whose c
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,38 +192,64 @@ class Pipeline:
 
     # -------------------------------------------------------------- public API
 
-    def run(self, path: Path, *, progress: ProgressCallback | None = None) -> SlideResult:
-        """Find and classify cells on a field image or whole-slide image file."""
+    def run(
+        self, path: Path, *, progress: ProgressCallback | None = None, prefetch: int = 0
+    ) -> SlideResult:
+        """Find and classify cells on a field image or whole-slide image file.
+
+        `progress(done, total)` is called with 0 first, then after each batch of detector tiles.
+
+        `prefetch` (read-ahead): 0 reads the tiles inline, the models waiting for each read. N > 0
+        starts a background reader thread that keeps up to N detector tiles decoded (read,
+        checked for background, resized) ahead of the models; reading (OpenSlide decoding,
+        resizing) releases the GIL, so the reads hide behind model work. Memory stays bounded:
+        at most N tiles wait in the queue, besides the batch being processed. The same tiles are
+        read and the same cells found either way. An exception in the reader thread (e.g.
+        `UnreadableSlideError`) is raised in the caller as it was raised; the thread is stopped
+        and joined before `run` returns or raises, also when a model raises.
+        """
         t0 = time.perf_counter()
         with open_slide(Path(path), max_pixels=self.max_pixels) as reader:
             t_open = time.perf_counter() - t0
-            result = self.run_reader(reader, progress=progress)
+            result = self.run_reader(reader, progress=progress, prefetch=prefetch)
         result.timings["open"] = t_open
         result.timings["total"] = time.perf_counter() - t0
         return result
 
     def run_reader(
-        self, reader: SlideReader, *, progress: ProgressCallback | None = None
+        self,
+        reader: SlideReader,
+        *,
+        progress: ProgressCallback | None = None,
+        prefetch: int = 0,
     ) -> SlideResult:
+        """`run` on an open reader (the caller closes it); `prefetch` as in `run`."""
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more tiles, not {prefetch}")
         timings = {"read": 0.0, "detector": 0.0, "classifier": 0.0}
+        if prefetch:
+            timings["wait"] = 0.0  # time the models waited for the reader thread
         t_start = time.perf_counter()
         scale = self._detector_scale(reader.info)
-        jobs = self._plan_tiles(reader, scale)
-        total = len(jobs)
+        plans = self._plan_tiles(reader, scale)
+        total = len(plans)
         cells: list[CellPrediction] = []
         done = 0
         if progress is not None:
             progress(0, total)
-        for batch in _chunks(jobs, self.batch_size):
-            t = time.perf_counter()
-            read = [self._read_tile(reader, job_plan) for job_plan in batch]
-            timings["read"] += time.perf_counter() - t
-            tiles = [j for j in read if j is not None]
-            if tiles:
-                cells += self._process(tiles, [reader], timings)
-            done += len(batch)
-            if progress is not None:
-                progress(done, total)
+        batches = (
+            self._tile_batches_ahead(reader, plans, prefetch, timings)
+            if prefetch
+            else self._tile_batches(reader, plans, timings)
+        )
+        with contextlib.closing(batches):
+            for count, read in batches:
+                tiles = [j for j in read if j is not None]
+                if tiles:
+                    cells += self._process(tiles, [reader], timings)
+                done += count
+                if progress is not None:
+                    progress(done, total)
         timings["total"] = time.perf_counter() - t_start
         timings["tiles"] = float(total)
         return SlideResult(
@@ -229,6 +259,75 @@ class Pipeline:
             device=str(self.device),
             timings=timings,
         )
+
+    def _tile_batches(
+        self, reader: SlideReader, plans: list[_TilePlan], timings: dict[str, float]
+    ) -> Generator[tuple[int, list[_TileJob | None]], None, None]:
+        """Per batch of `batch_size` plans: (plans in it, their tiles; None for background),
+        read inline."""
+        for batch in _chunks(plans, self.batch_size):
+            t = time.perf_counter()
+            read = [self._read_tile(reader, plan) for plan in batch]
+            timings["read"] += time.perf_counter() - t
+            yield len(batch), read
+
+    def _tile_batches_ahead(
+        self,
+        reader: SlideReader,
+        plans: list[_TilePlan],
+        depth: int,
+        timings: dict[str, float],
+    ) -> Generator[tuple[int, list[_TileJob | None]], None, None]:
+        """`_tile_batches` with the reading done by a thread, up to `depth` tiles ahead.
+
+        Close the generator (run_reader does, with contextlib.closing) to stop and join the
+        thread when the consumer stops early or raises.
+        """
+        ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for plan in plans:
+                    if stop.is_set():
+                        return
+                    t = time.perf_counter()
+                    job = self._read_tile(reader, plan)
+                    if not put((job, time.perf_counter() - t)):
+                        return
+                put(_DONE)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(_Failed(exc))
+
+        thread = threading.Thread(target=produce, name="tile-prefetch", daemon=True)
+        thread.start()
+        try:
+            for batch in _chunks(plans, self.batch_size):
+                read: list[_TileJob | None] = []
+                while len(read) < len(batch):
+                    t = time.perf_counter()
+                    item = ahead.get()
+                    timings["wait"] += time.perf_counter() - t
+                    if isinstance(item, _Failed):
+                        raise item.exc
+                    if item is _DONE:  # cannot happen before every plan was read
+                        raise RuntimeError("tile reader stopped early")
+                    job, read_s = item
+                    timings["read"] += read_s
+                    read.append(job)
+                yield len(batch), read
+        finally:
+            stop.set()
+            thread.join()
 
     def run_arrays(
         self,
@@ -432,6 +531,16 @@ class _TilePlan:
     scale: float  # detector input px per level-0 px
     core: tuple[float, float, float, float]
     source: int
+
+
+_DONE = object()  # the reader thread read every tile
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """The reader thread's exception, raised again in the consumer."""
+
+    exc: BaseException
 
 
 def _is_background(px: np.ndarray) -> bool:

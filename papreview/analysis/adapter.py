@@ -5,10 +5,10 @@
   `worker_process_init`, see tasks.py). A new active version loads a new pipeline on the next job.
 * `checkpoint_describe(path)` reads a checkpoint's stage, version and metadata (for registering a
   ModelVersion row; the registration itself is a service).
-* `slide_analyse(pipeline, path, progress=...)` runs the pipeline over a slide with a prefetching
-  reader: a background thread reads, background-checks and resizes the next batches of detector
-  tiles while the models work on the current one (the library's `Pipeline.run` reads and computes
-  in turn, so the model waits for every read). Result: `inference.types.SlideResult`.
+* `slide_analyse(pipeline, path, progress=...)` runs the pipeline over a slide with the library's
+  read-ahead (`Pipeline.run(..., prefetch=N)`: a background thread reads the next
+  ANALYSIS_PREFETCH_BATCHES batches of detector tiles while the models work on the current one).
+  Result: `inference.types.SlideResult`.
 * `cells_from_result(...)` turns the result's `CellPrediction`s into unsaved `Cell` rows.
 
 Errors: everything a bad input causes arrives as `inference.errors.InputError` (unreadable slide,
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import queue
 import shutil
 import tempfile
 import threading
@@ -36,8 +35,7 @@ from django.core.files.storage import default_storage
 from inference.checkpoints import load_checkpoint
 from inference.errors import CheckpointError, UnreadableSlideError
 from inference.pipeline import Pipeline
-from inference.slides import SlideReader, open_slide
-from inference.types import CellPrediction, ProgressCallback, SlideResult
+from inference.types import ProgressCallback, SlideResult
 from papreview.analysis.models import AnalysisRun, ModelVersion
 from papreview.cases.models import Slide
 from papreview.review.models import Cell, ReviewStatus
@@ -201,112 +199,19 @@ def slide_local_path(slide: Slide) -> Iterator[Path]:
         yield local
 
 
-_DONE = object()
-
-
 def slide_analyse(
     pipeline: Pipeline,
     path: Path,
     *,
     progress: ProgressCallback | None = None,
-    prefetch: int | None = None,
+    prefetch_batches: int | None = None,
 ) -> SlideResult:
-    """Run the pipeline over a slide file, reading ahead `prefetch` batches of tiles.
-
-    With `prefetch` 0 this is `pipeline.run` (reads and model work take turns).
-    """
-    depth = settings.ANALYSIS_PREFETCH_BATCHES if prefetch is None else prefetch
-    if depth <= 0:
-        return pipeline.run(Path(path), progress=progress)
-    t0 = time.perf_counter()
-    with open_slide(Path(path), max_pixels=pipeline.max_pixels) as reader:
-        t_open = time.perf_counter() - t0
-        result = _run_prefetching(pipeline, reader, progress=progress, depth=depth)
-    result.timings["open"] = t_open
-    result.timings["total"] = time.perf_counter() - t0
-    return result
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-def _run_prefetching(
-    pipeline: Pipeline,
-    reader: SlideReader,
-    *,
-    progress: ProgressCallback | None,
-    depth: int,
-) -> SlideResult:
-    """`Pipeline.run_reader` with tile reading moved to a producer thread.
-
-    Reading (OpenSlide decoding, resizing) and the models release the GIL, so on a GPU worker the
-    reads hide behind model work, and on a CPU worker they use a core the model leaves idle.
-    Uses the pipeline's tile planning and batch processing (`_plan_tiles`, `_read_tile`,
-    `_process`): the same tiles, the same cells as `run_reader`.
-    """
-    timings: dict[str, float] = {"read": 0.0, "detector": 0.0, "classifier": 0.0, "wait": 0.0}
-    t_start = time.perf_counter()
-    plans = pipeline._plan_tiles(reader, pipeline._detector_scale(reader.info))
-    total = len(plans)
-    batches: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                batches.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for batch in _chunks(plans, pipeline.batch_size):
-                t = time.perf_counter()
-                jobs = [pipeline._read_tile(reader, plan) for plan in batch]
-                if not put((len(batch), jobs, time.perf_counter() - t)):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-
-    producer = threading.Thread(target=produce, name="tile-prefetch", daemon=True)
-    cells: list[CellPrediction] = []
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    producer.start()
-    try:
-        while True:
-            t = time.perf_counter()
-            item = batches.get()
-            timings["wait"] += time.perf_counter() - t
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            count, jobs, read_s = item
-            timings["read"] += read_s
-            tiles = [job for job in jobs if job is not None]
-            if tiles:
-                cells += pipeline._process(tiles, [reader], timings)
-            done += count
-            if progress is not None:
-                progress(done, total)
-    finally:
-        stop.set()
-        producer.join()
-    timings["total"] = time.perf_counter() - t_start
-    timings["tiles"] = float(total)
-    return SlideResult(
-        info=reader.info,
-        cells=cells,
-        model_versions=pipeline.model_versions,
-        device=str(pipeline.device),
-        timings=timings,
+    """Run the pipeline over a slide file with the library's read-ahead (`Pipeline.run`'s
+    `prefetch`): ANALYSIS_PREFETCH_BATCHES (or `prefetch_batches`) batches of detector tiles
+    read ahead by a background thread; 0 reads inline."""
+    batches = settings.ANALYSIS_PREFETCH_BATCHES if prefetch_batches is None else prefetch_batches
+    return pipeline.run(
+        Path(path), progress=progress, prefetch=max(0, batches) * pipeline.batch_size
     )
 
 

@@ -19,7 +19,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from inference.errors import CheckpointError
-from inference.slides import FieldReader, SlideInfo
+from inference.slides import SlideInfo
 from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, SlideResult
 from papreview.analysis import adapter
 from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
@@ -36,7 +36,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_create
 from papreview.celery import celery_app
 from papreview.review.models import Cell
-from tests.analysis.conftest import field_bytes, field_image, wait_for
+from tests.analysis.conftest import field_bytes, wait_for
 from tests.factories import PatientFactory, SlideFactory, upload
 
 pytestmark = pytest.mark.django_db
@@ -129,36 +129,31 @@ def test_a_missing_default_checkpoint_is_a_checkpoint_error(settings: Any, tmp_p
         model_versions_for_analysis()
 
 
-def test_the_prefetching_reader_finds_the_same_cells_as_the_pipeline(tmp_path: Path) -> None:
+def test_slide_analyse_reads_ahead_through_the_public_pipeline_api(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-ahead itself is tested in tests/inference/test_inf_pipeline.py."""
+    settings.ANALYSIS_PREFETCH_BATCHES = 2
     detector, classifier = model_versions_for_analysis()
     pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
     path = tmp_path / "field.png"
     path.write_bytes(field_bytes(3000, 2000, seed=5))  # several detector tiles at 1024 px
+    asked: list[int] = []
+    run = pipeline.run
+
+    def spy(*args: Any, prefetch: int = 0, **kwargs: Any) -> Any:
+        asked.append(prefetch)
+        return run(*args, prefetch=prefetch, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", spy)
     steps: list[tuple[int, int]] = []
+    ahead = adapter.slide_analyse(pipeline, path, progress=lambda d, t: steps.append((d, t)))
+    plain = adapter.slide_analyse(pipeline, path, prefetch_batches=0)
 
-    plain = pipeline.run(path)
-    ahead = adapter.slide_analyse(
-        pipeline, path, progress=lambda d, t: steps.append((d, t)), prefetch=2
-    )
-
+    assert asked == [2 * pipeline.batch_size, 0]
     assert ahead.timings["tiles"] == plain.timings["tiles"] > 1
     assert [(c.box, c.label) for c in ahead.cells] == [(c.box, c.label) for c in plain.cells]
     assert steps[0] == (0, steps[0][1]) and steps[-1] == (steps[-1][1], steps[-1][1])
-    assert [d for d, _ in steps] == sorted(d for d, _ in steps)
-    assert ahead.model_versions == plain.model_versions and "wait" in ahead.timings
-
-
-def test_a_read_error_in_the_prefetch_thread_reaches_the_caller() -> None:
-    detector, classifier = model_versions_for_analysis()
-    pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
-
-    class BrokenReader(FieldReader):
-        def read_region(self, location: Any, level: int, size: Any) -> Any:
-            raise OSError("disk gone")
-
-    reader = BrokenReader(field_image(3000, 2000))
-    with pytest.raises(OSError, match="disk gone"):
-        adapter._run_prefetching(pipeline, reader, progress=None, depth=2)
 
 
 def test_cells_are_clipped_to_the_slide_and_skip_reviewed_boxes() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,81 @@ def test_pyramidal_tiff_read_tile_by_tile_through_openslide(tmp_path: Path) -> N
     plans = pipe._plan_tiles(pipe_reader := _open(path), pipe._detector_scale(res.info))
     pipe_reader.close()
     assert {p.level for p in plans} == {1}  # stage 1 at the 2x-downsampled level
+
+
+def _cells(result: SlideResult) -> list[Any]:
+    return [(c.box, c.label, c.probabilities, c.detection_score) for c in result.cells]
+
+
+def _run_recording(
+    pipe: Pipeline, path: Path, **kwargs: Any
+) -> tuple[SlideResult, list[tuple[int, int]]]:
+    steps: list[tuple[int, int]] = []
+    result = pipe.run(path, progress=lambda d, t: steps.append((d, t)), **kwargs)
+    return result, steps
+
+
+@pytest.mark.parametrize("prefetch", [1, 3, 16])
+def test_prefetch_finds_the_same_cells_as_inline_reads(
+    tmp_path: Path, field_png: Path, prefetch: int
+) -> None:
+    wsi = write_pyramidal_tiff(tmp_path / "slide.tiff", 2100, 1300, levels=3, mpp=0.5)
+    pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=4)
+    for path in (wsi, field_png):
+        inline, inline_steps = _run_recording(pipe, path)
+        ahead, ahead_steps = _run_recording(pipe, path, prefetch=prefetch)
+        assert ahead.timings["tiles"] == inline.timings["tiles"] > 1
+        assert len(ahead.cells) > 0
+        assert _cells(ahead) == _cells(inline)
+        # progress: 0 first, then once per batch of tiles, up to the total
+        assert ahead_steps == inline_steps
+        total = int(inline.timings["tiles"])
+        assert ahead_steps[0] == (0, total) and ahead_steps[-1] == (total, total)
+        assert len(ahead_steps) == 1 + -(-total // pipe.batch_size)
+        assert "wait" in ahead.timings and "wait" not in inline.timings
+    assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
+
+
+class _BrokenReader(FieldReader):
+    def __init__(self, image: np.ndarray, fail_after: int) -> None:
+        super().__init__(image)
+        self.reads = 0
+        self.fail_after = fail_after
+
+    def read_region(self, location: Any, level: int, size: Any) -> Any:
+        if threading.current_thread().name == "tile-prefetch":  # the reader thread only
+            self.reads += 1
+            if self.reads > self.fail_after:
+                raise UnreadableSlideError("slide.svs: tile unreadable")
+        return super().read_region(location, level, size)
+
+
+def test_a_reader_error_in_the_prefetch_thread_reaches_the_caller_with_its_type() -> None:
+    image = synthetic_field(1200, 900, cells=NUCLEI, seed=3)
+    pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=2)
+    reader = _BrokenReader(image, fail_after=5)
+    with pytest.raises(UnreadableSlideError, match="tile unreadable") as caught:
+        pipe.run_reader(reader, prefetch=2)
+    assert caught.type is UnreadableSlideError
+    assert "produce" in [str(f.name) for f in caught.traceback]  # raised in the reader thread
+    assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
+
+
+def test_the_prefetch_thread_is_stopped_when_a_model_raises(field_png: Path) -> None:
+    pipe = _pipeline(tile_size=128, tile_overlap=16, batch_size=1)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CUDA out of memory")
+
+    pipe._process = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipe.run(field_png, prefetch=1)
+    assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
+
+
+def test_prefetch_must_not_be_negative(field_png: Path) -> None:
+    with pytest.raises(ValueError, match="prefetch"):
+        _pipeline().run(field_png, prefetch=-1)
 
 
 def _open(path: Path) -> Any:
