@@ -179,6 +179,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 UPLOAD_TEMP_DIR = _path_from_env("UPLOAD_TEMP_DIR", VAR_DIR / "uploads")
 UPLOAD_MAX_BYTES: int = env.int("UPLOAD_MAX_BYTES", default=20 * 1024**3)
 UPLOAD_CHUNK_MAX_BYTES: int = env.int("UPLOAD_CHUNK_MAX_BYTES", default=32 * 1024**2)
+# Beat removes uploads with no chunk for UPLOAD_EXPIRE_AFTER_H hours (uploads_expire), this often.
+UPLOAD_EXPIRE_AFTER_H: float = env.float("UPLOAD_EXPIRE_AFTER_H", default=48.0)
+UPLOAD_EXPIRE_INTERVAL_S: float = env.float("UPLOAD_EXPIRE_INTERVAL_S", default=3600.0)
 
 # --- PapReview ------------------------------------------------------------------------------------
 PAPREVIEW_DATA_DIR = _path_from_env("PAPREVIEW_DATA_DIR", ROOT_DIR.parent / "shared" / "data")
@@ -302,6 +305,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "papreview.datasets.tasks.qc_sample",
         "schedule": QC_SAMPLE_INTERVAL_S,
         "options": {"queue": "celery", "expires": QC_SAMPLE_INTERVAL_S},
+    },
+    "uploads-expire": {
+        "task": "papreview.uploads.tasks.uploads_expire",
+        "schedule": UPLOAD_EXPIRE_INTERVAL_S,
+        "options": {"queue": "celery", "expires": UPLOAD_EXPIRE_INTERVAL_S},
     },
 }
 

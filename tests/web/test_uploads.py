@@ -225,6 +225,26 @@ def test_abandoned_uploads_expire(pathologist) -> None:
     assert Upload.objects.filter(pk=fresh.pk).exists() and fresh.part_path.exists()
 
 
+def test_beat_expires_abandoned_uploads_on_the_celery_queue(pathologist, settings) -> None:
+    from papreview.celery import celery_app
+    from papreview.uploads.tasks import uploads_expire_task
+
+    entry = celery_app.conf.beat_schedule["uploads-expire"]
+    assert entry["task"] == uploads_expire_task.name and entry["options"]["queue"] == "celery"
+    assert entry["schedule"] == settings.UPLOAD_EXPIRE_INTERVAL_S == 3600.0
+    settings.UPLOAD_EXPIRE_AFTER_H = 48.0
+    patient = PatientFactory.create()
+    old = upload_create(patient=patient, filename="old.svs", size=100, by=pathologist)
+    fresh = upload_create(patient=patient, filename="new.svs", size=100, by=pathologist)
+    Upload.objects.filter(pk=old.pk).update(updated_at=timezone.now() - dt.timedelta(hours=49))
+    assert old.part_path.exists()
+
+    assert uploads_expire_task.apply().get() == 1  # through Celery's task machinery, in place
+    assert not Upload.objects.filter(pk=old.pk).exists() and not old.part_path.exists()
+    assert Upload.objects.filter(pk=fresh.pk).exists() and fresh.part_path.exists()
+    assert uploads_expire_task() == 0
+
+
 def test_a_lost_partial_file_is_a_clear_refusal(api, pathologist) -> None:
     client = api(pathologist)
     upload = start(client, PatientFactory.create().pk, "lost.png", 200)
