@@ -272,14 +272,14 @@ def cells_from_result(
 
 
 def most_severe(cells: Sequence[Cell]) -> tuple[str, float] | None:
-    """The (class, confidence) that ranks the slide: the most severe class found, weighted by
-    the probability the classifier gave it (severity rank + confidence, as triage_score_for)."""
-    from papreview.core.choices import SEVERITY
+    """The (class, confidence) that ranks the slide: the cell with the highest triage score
+    (its class's severity weighted by the probability the classifier gave it)."""
+    from papreview.cases.services import triage_score_for
 
     best: tuple[float, str, float] | None = None
     for cell in cells:
         confidence = float(cell.probabilities.get(cell.predicted_class, 0.0))
-        score = SEVERITY[cell.predicted_class] + min(max(confidence, 0.0), 1.0)
+        score = triage_score_for(cell.predicted_class, confidence)
         if best is None or score > best[0]:
             best = (score, cell.predicted_class, confidence)
     return None if best is None else (best[1], best[2])

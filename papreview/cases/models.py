@@ -71,7 +71,7 @@ class Slide(TimeStampedModel):
         max_length=16, choices=SlideStatus.choices, default=SlideStatus.UPLOADED
     )
     failure_reason = models.TextField(blank=True)
-    # Higher means more suspicious: severity rank of `triage_class` plus its confidence (see
+    # Higher means more suspicious: severity rank of `triage_class` times its confidence (see
     # papreview.cases.services.triage_score_for). Null until analysed.
     triage_score = models.FloatField(null=True, blank=True)
     triage_class = models.CharField(max_length=8, choices=BETHESDA_CHOICES, blank=True)

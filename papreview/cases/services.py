@@ -278,13 +278,14 @@ def slide_start_review(*, slide: Slide, by: User) -> Slide:
 
 
 def triage_score_for(triage_class: str, confidence: float) -> float:
-    """Score used to order the review queue: severity rank of the class plus its confidence.
+    """Score used to order the review queue: severity rank of the class times its confidence,
+    the same suspicion the review page ranks cells by.
 
-    Any HSIL outranks any LSIL; within a class, higher confidence comes first.
+    A confident LSIL (2 x 0.8 = 1.6) outranks an SCC call the model gave 12% (5 x 0.12 = 0.6).
     """
     if triage_class not in SEVERITY:
         raise ValidationError({"triage_class": f"Unknown class {triage_class!r}."})
-    return SEVERITY[triage_class] + min(max(confidence, 0.0), 1.0)
+    return SEVERITY[triage_class] * min(max(confidence, 0.0), 1.0)
 
 
 def slide_set_triage(*, slide: Slide, triage_class: str, confidence: float) -> Slide:

@@ -175,6 +175,18 @@ def test_cells_are_clipped_to_the_slide_and_skip_reviewed_boxes() -> None:
     assert adapter.most_severe(cells) == ("HSIL", 0.7)
 
 
+def test_triage_weighs_severity_by_confidence() -> None:
+    """A confident LSIL ranks the slide above an SCC call the model barely believes."""
+
+    def cell(label: str, confidence: float) -> Cell:
+        return Cell(predicted_class=label, probabilities={label: confidence})
+
+    assert adapter.most_severe([cell("SCC", 0.12), cell("LSIL", 0.8)]) == ("LSIL", 0.8)
+    assert adapter.most_severe([cell("SCC", 0.5), cell("LSIL", 0.8)]) == ("SCC", 0.5)
+    assert adapter.most_severe([cell("NILM", 0.99)]) == ("NILM", 0.99)
+    assert adapter.most_severe([]) is None
+
+
 def test_progress_writes_are_throttled_but_the_first_and_last_always_written() -> None:
     written: list[tuple[int, int]] = []
     callback = adapter.progress_throttle(lambda d, t: written.append((d, t)), interval_s=3600)

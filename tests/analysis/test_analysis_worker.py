@@ -108,7 +108,7 @@ def test_upload_is_analysed_by_a_worker_with_the_active_model_versions(
     assert all(c.x >= 0 and c.x + c.width <= slide.width for c in cells)
     # Triage: the most severe predicted class, weighted by its confidence.
     score, label = max(
-        (SEVERITY[c.predicted_class] + c.probabilities[c.predicted_class], c.predicted_class)
+        (SEVERITY[c.predicted_class] * c.probabilities[c.predicted_class], c.predicted_class)
         for c in cells
     )
     assert slide.triage_class == label
