@@ -293,6 +293,41 @@ def choose_detector_thresholds(
     return best[1], best[2]
 
 
+def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _close_epoch(
+    history: list[dict[str, float]],
+    row: dict[str, float],
+    *,
+    log: Log,
+    epoch: int,
+    started: float,
+    max_s: float | None,
+) -> bool:
+    """Record and log the epoch's row; True when the time budget is spent (stop training)."""
+    history.append(row)
+    log(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
+    if max_s is not None and time.monotonic() - started > max_s:
+        log(f"time budget of {max_s:.0f}s reached after epoch {epoch}")
+        return True
+    return False
+
+
+def _keep_best(
+    model: torch.nn.Module,
+    best_state: dict[str, torch.Tensor] | None,
+    best_epoch: int,
+    history: list[dict[str, float]],
+) -> int:
+    """Load the best validated weights; without validation the last epoch is the best."""
+    if best_state is None:
+        return len(history)
+    model.load_state_dict(best_state)
+    return best_epoch
+
+
 def train_detector(
     train: Sequence[FieldSample],
     val: Sequence[FieldSample],
@@ -361,16 +396,10 @@ def train_detector(
             row.update({"val_loss": val_loss, **{f"val_{k}@0.3/0.1": v for k, v in st.items()}})
             if val_loss < best_loss:
                 best_loss, best_epoch = val_loss, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(row)
-        log(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            log(f"time budget of {max_seconds:.0f}s reached after epoch {epoch}")
+                best_state = _state_copy(model)
+        if _close_epoch(history, row, log=log, epoch=epoch, started=started, max_s=max_seconds):
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = len(history)
+    best_epoch = _keep_best(model, best_state, best_epoch, history)
     thresholds = {"cell": 0.3, "abnormal": 0.1}
     val_metrics: dict[str, Any] = {}
     if val:
@@ -584,16 +613,10 @@ def train_classifier(
             row["val_score"] = score
             if score > best_score:
                 best_score, best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(row)
-        log(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            log(f"time budget of {max_seconds:.0f}s reached after epoch {epoch}")
+                best_state = _state_copy(model)
+        if _close_epoch(history, row, log=log, epoch=epoch, started=started, max_s=max_seconds):
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = len(history)
+    best_epoch = _keep_best(model, best_state, best_epoch, history)
     model.eval()
     temperature, threshold = 1.0, 0.5
     val_metrics: dict[str, Any] = {}
