@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", type=int, default=3072)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop-px", type=int, default=112)
+    p.add_argument(
+        "--jitter-px",
+        type=float,
+        default=16.0,
+        help="random shift of the crop centre (level-0 px, each axis): the annotated centres are "
+        "off the nucleus by 10-30 px while stage 1 centres its candidates on the nucleus",
+    )
     p.add_argument("--balance-power", type=float, default=0.5, help="sampling weight count^-p")
     p.add_argument("--loss-power", type=float, default=0.25, help="loss class weight count^-p")
     p.add_argument("--lr", type=float, default=3e-3)
@@ -105,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="new classifier checkpoint (default: in place)"
     )
     p.add_argument("--radius", type=float, default=20.0)
+    p.add_argument(
+        "--tta-views",
+        type=int,
+        default=None,
+        choices=[1, 2, 4, 8],
+        help="stage-2 test-time augmentation: mean over this many flips/rotations of each crop, "
+        "stored in the checkpoint with the fusion fitted under it (default: the checkpoint's)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_bf16(p, "inference")
     _add_common(p)

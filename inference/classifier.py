@@ -8,7 +8,7 @@ are known, `crop_um = crop_px * model_mpp` fixes its physical size instead). The
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -153,3 +153,30 @@ def normalise_crops(
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     sd = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / sd
+
+
+# The dihedral group of the square, on (N, C, H, W) batches: cells have no orientation, so a
+# crop and its flips/rotations must get the same call. Ordered so the first 2 and first 4 views
+# are also closed sets of views (identity + flip; the four flips), averaged for test-time
+# augmentation.
+_DIHEDRAL: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+    lambda x: x,
+    lambda x: x.flip(3),
+    lambda x: x.flip(2),
+    lambda x: x.flip(2, 3),
+    lambda x: x.transpose(2, 3),
+    lambda x: x.transpose(2, 3).flip(3),
+    lambda x: x.transpose(2, 3).flip(2),
+    lambda x: x.transpose(2, 3).flip(2, 3),
+)
+TTA_VIEW_COUNTS = (1, 2, 4, 8)
+
+
+def dihedral_mean_logits(model: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """Mean logits over the first `views` dihedral views of normalised crops x (N, 3, H, W)."""
+    if views not in TTA_VIEW_COUNTS:
+        raise ValueError(f"views must be one of {TTA_VIEW_COUNTS}, got {views!r}")
+    total = model(x).float()
+    for view in _DIHEDRAL[1:views]:
+        total = total + model(view(x).contiguous(memory_format=torch.channels_last)).float()
+    return total / views

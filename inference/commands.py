@@ -156,7 +156,8 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
     _setup(args)
     config = ClassifierConfig(crop_px=args.crop_px)
-    patch = round(config.crop_px * 1.5)
+    # room for any rotation of the crop plus the centre jitter without invented border pixels
+    patch = round(config.crop_px * 1.5 + 2 * args.jitter_px)
     started = time.monotonic()
     if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
         from .data.export import classifier_data
@@ -186,6 +187,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         bf16=_bf16(args),
         balance_power=args.balance_power,
         loss_power=args.loss_power,
+        jitter_px=args.jitter_px,
     )
     seconds = time.monotonic() - started
     meta = {
@@ -218,6 +220,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "selection": "best validation AUC(abnormal vs NILM) + 4-class balanced accuracy",
             "balance_power": args.balance_power,
             "loss_power": args.loss_power,
+            "jitter_px": args.jitter_px,
         },
         "metrics": {"val": result.val_metrics},
         "history": result.history,
@@ -307,7 +310,7 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .types import is_abnormal
 
     _setup(args)
-    pipeline = _pipeline(args, use_fusion=False)
+    pipeline = _pipeline(args, use_fusion=False, tta_views=args.tta_views)
     dataset = CricDataset.load(args.data_dir)
     split = pipeline.classifier_meta.get("data", {}).get("split", {})
     det_split = pipeline.detector_meta.get("data", {}).get("split", {})
@@ -347,6 +350,7 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "val_images": len(names),
         "val_matched_cells": len(truth),
+        "tta_views": pipeline.tta_views,
         "auc_classifier": auc_cls,
         "auc_detector": auc_det,
         "auc_fused": auc_fused,
@@ -359,15 +363,18 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     }
     ckpt = load_checkpoint(args.classifier, stage="classifier")
     meta = dict(ckpt.meta)
+    meta["tta_views"] = pipeline.tta_views
     used = auc_fused is not None and auc_cls is not None and auc_fused >= auc_cls
     base_version = str(meta.get("base_version", meta.get("version")))
+    meta["base_version"] = base_version
+    # the version names what changes the outputs: weights, test-time views, fusion
+    version = base_version + (f"-tta{pipeline.tta_views}" if pipeline.tta_views > 1 else "")
     if used:
         meta["fusion"] = {**fusion.to_dict(), "val": plain(report)}
-        meta["base_version"] = base_version
-        meta["version"] = f"{base_version}-fused-{base.detector_version.rsplit('-', 1)[-1]}"
+        version += f"-fused-{base.detector_version.rsplit('-', 1)[-1]}"
     else:
         meta.pop("fusion", None)
-        meta["version"] = base_version
+    meta["version"] = version
     model = load_weights(build_classifier(ClassifierConfig.from_dict(meta["config"])), ckpt)
     out = args.out or args.classifier
     version = save_checkpoint(out, stage="classifier", model=model, meta=meta)

@@ -28,10 +28,12 @@ import torch
 
 from .checkpoints import Checkpoint, load_checkpoint, load_weights
 from .classifier import (
+    TTA_VIEW_COUNTS,
     CellClassifier,
     ClassifierConfig,
     build_classifier,
     decide_labels,
+    dihedral_mean_logits,
     normalise_crops,
 )
 from .detector import DetectorConfig, DetectorNet, build_detector, decode, normalise
@@ -114,6 +116,7 @@ class Pipeline:
         cpu_bf16: bool = False,
         skip_background: bool = True,
         use_fusion: bool = True,
+        tta_views: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
         # channels-last weights: the NHWC input batches then run without layout conversions
@@ -139,6 +142,11 @@ class Pipeline:
             else classifier_meta.get("abnormal_threshold", 0.5)
         )
         self.temperature = float(classifier_meta.get("temperature", 1.0))
+        # test-time augmentation: the fusion and thresholds are fitted with the checkpoint's views
+        views = tta_views if tta_views is not None else classifier_meta.get("tta_views", 1)
+        if views not in TTA_VIEW_COUNTS:
+            raise ValueError(f"tta_views must be one of {TTA_VIEW_COUNTS}, got {views!r}")
+        self.tta_views = int(views)
         # late fusion with stage 1's abnormal score, when fitted for this very detector
         self.fusion: Fusion | None = None
         fusion = classifier_meta.get("fusion")
@@ -505,7 +513,7 @@ class Pipeline:
         x = torch.from_numpy(crops).to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             x = normalise_crops(x, self.cls_config.mean, self.cls_config.std)
-            logits = self.classifier(x).float()
+            logits = dihedral_mean_logits(self.classifier, x, self.tta_views)
         probs = torch.softmax(logits[:n] / self.temperature, dim=1)
         return probs.cpu().numpy().astype(np.float64)
 

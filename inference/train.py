@@ -527,7 +527,7 @@ def train_classifier(
     lr: float = 3e-3,
     weight_decay: float = 5e-4,
     label_smoothing: float = 0.05,
-    jitter_px: float = 6.0,
+    jitter_px: float = 16.0,
     balance_power: float = 0.5,
     loss_power: float | None = None,
     min_sensitivity: float = 0.95,

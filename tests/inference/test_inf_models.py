@@ -246,3 +246,26 @@ def test_fusion_fit_and_apply() -> None:
     hi = fusion.apply(probs[:1], np.array([0.9]))[0, 0]
     assert hi < lo  # NILM probability falls
     assert np.isfinite(logit(np.array([0.0, 1.0]))).all()
+
+
+def test_test_time_views_make_the_call_orientation_free() -> None:
+    from inference.classifier import dihedral_mean_logits
+
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(widths=(8, 8, 16, 16), crop_px=32)).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        one = dihedral_mean_logits(model, x, 1)
+        assert torch.allclose(one, model(x))
+        # a plain model is not flip-invariant; the four flips are a closed set, all eight
+        # views close under rotation as well
+        assert not torch.allclose(model(x.flip(3)), one, atol=1e-4)
+        four = dihedral_mean_logits(model, x, 4)
+        assert torch.allclose(dihedral_mean_logits(model, x.flip(3), 4), four, atol=1e-5)
+        assert torch.allclose(dihedral_mean_logits(model, x.flip(2), 4), four, atol=1e-5)
+        eight = dihedral_mean_logits(model, x, 8)
+        rotated = x.transpose(2, 3).flip(3)  # 90 degrees
+        assert torch.allclose(dihedral_mean_logits(model, rotated, 8), eight, atol=1e-5)
+        assert not torch.allclose(dihedral_mean_logits(model, rotated, 4), four, atol=1e-4)
+    with pytest.raises(ValueError, match="views must be one of"):
+        dihedral_mean_logits(model, x, 3)

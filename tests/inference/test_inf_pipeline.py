@@ -463,3 +463,23 @@ def test_fusion_applies_only_to_its_detector(field_png: Path) -> None:
     assert all(c.probabilities["NILM"] == pytest.approx(1 / (1 + np.exp(5))) for c in fused.cells)
     other = Pipeline(det, dict(meta_d, version="another"), cls, meta_c, device="cpu")
     assert other.fusion is None
+
+
+def test_test_time_views_come_from_the_checkpoint_and_average_the_flips(field_png: Path) -> None:
+    base = _pipeline()
+    det, cls = base.detector, base.classifier
+    meta_d = {"version": "fake-detector", "thresholds": {"cell": 0.5, "abnormal": 0.5}}
+    meta_c = {"version": "c", "temperature": 1.0, "abnormal_threshold": 0.5, "tta_views": 4}
+    pipe = Pipeline(det, meta_d, cls, meta_c, device="cpu")
+    assert pipe.tta_views == 4 and Pipeline(det, meta_d, cls, meta_c, tta_views=1).tta_views == 1
+    crops = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    probs = pipe.classify_crops(crops)
+    # averaged over the four flips: a mirrored crop gets the same probabilities, which a
+    # single view does not give
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    assert np.allclose(pipe.classify_crops(mirrored), probs, atol=1e-5)
+    single = Pipeline(det, meta_d, cls, meta_c, device="cpu", tta_views=1)
+    assert not np.allclose(single.classify_crops(mirrored), single.classify_crops(crops))
+    assert len(pipe.run(field_png).cells) == len(single.run(field_png).cells)
+    with pytest.raises(ValueError, match="tta_views must be one of"):
+        Pipeline(det, meta_d, cls, dict(meta_c, tta_views=3), device="cpu")
