@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="random shift of the crop centre (level-0 px, each axis): the annotated centres are "
         "off the nucleus by 10-30 px while stage 1 centres its candidates on the nucleus",
     )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.998,
+        help="keep an exponential moving average of the weights with this per-step decay (0: off)",
+    )
     p.add_argument("--balance-power", type=float, default=0.5, help="sampling weight count^-p")
     p.add_argument("--loss-power", type=float, default=0.25, help="loss class weight count^-p")
     p.add_argument("--lr", type=float, default=3e-3)

@@ -188,6 +188,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         balance_power=args.balance_power,
         loss_power=args.loss_power,
         jitter_px=args.jitter_px,
+        ema_decay=args.ema_decay or None,
     )
     seconds = time.monotonic() - started
     meta = {
@@ -221,6 +222,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "balance_power": args.balance_power,
             "loss_power": args.loss_power,
             "jitter_px": args.jitter_px,
+            "ema_decay": args.ema_decay or None,
         },
         "metrics": {"val": result.val_metrics},
         "history": result.history,

@@ -315,6 +315,17 @@ def _close_epoch(
     return False
 
 
+def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
+    """EMA update whose decay ramps up over the first steps, (1 + n) / (10 + n), so that the
+    average does not stay anchored to the random initial weights of a short run."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, n: Any) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged * d + current * (1.0 - d)
+
+    return update
+
+
 def _keep_best(
     model: torch.nn.Module,
     best_state: dict[str, torch.Tensor] | None,
@@ -535,10 +546,13 @@ def train_classifier(
     log: Log = _print,
     max_seconds: float | None = None,
     bf16: bool = False,
+    ema_decay: float | None = 0.998,
 ) -> ClassifierTrainResult:
     """Train stage 2 on cell patches. Class balance comes from sampling (weights
     count^-balance_power) and from the loss (class weights count^-loss_power, by default
-    1 - balance_power, i.e. fully balanced overall)."""
+    1 - balance_power, i.e. fully balanced overall). With `ema_decay`, an exponential moving
+    average of the weights (and BatchNorm statistics) is what gets validated and kept: it
+    smooths the step-to-step noise of small-data training and generalises better."""
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -555,6 +569,16 @@ def train_classifier(
     model = build_classifier(config)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            avg_fn=_ema_with_warmup(ema_decay),
+            use_buffers=True,
+        )
+        if ema_decay
+        else None
+    )
+    kept: torch.nn.Module = ema.module if ema is not None else model  # validated and kept
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, math.ceil(samples_per_epoch / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -586,6 +610,8 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(loss.item())
             correct += int((logits.argmax(1) == y).sum())
         row: dict[str, float] = {
@@ -596,7 +622,7 @@ def train_classifier(
             "lr": float(sched.get_last_lr()[0]),
         }
         if val_crops is not None:
-            logits = classifier_logits(model, val_crops, config)
+            logits = classifier_logits(kept, val_crops, config)
             yv = torch.from_numpy(val.labels)
             row["val_loss"] = float(F.cross_entropy(logits, yv))
             probs = torch.softmax(logits, 1).numpy()
@@ -613,9 +639,12 @@ def train_classifier(
             row["val_score"] = score
             if score > best_score:
                 best_score, best_epoch = score, epoch
-                best_state = _state_copy(model)
+                best_state = _state_copy(kept)
         if _close_epoch(history, row, log=log, epoch=epoch, started=started, max_s=max_seconds):
             break
+    if best_state is None and ema is not None:  # no validation: the last averaged weights
+        best_state = _state_copy(kept)
+        best_epoch = len(history)
     best_epoch = _keep_best(model, best_state, best_epoch, history)
     model.eval()
     temperature, threshold = 1.0, 0.5
