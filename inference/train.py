@@ -486,7 +486,7 @@ def centre_crops(patches: np.ndarray, crop: int) -> np.ndarray:
 
 
 def classifier_logits(
-    model: CellClassifier, crops: np.ndarray, config: ClassifierConfig, batch_size: int = 256
+    model: torch.nn.Module, crops: np.ndarray, config: ClassifierConfig, batch_size: int = 256
 ) -> torch.Tensor:
     model.eval()
     out = []
