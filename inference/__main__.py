@@ -39,6 +39,16 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_ema(p: argparse.ArgumentParser, default: float) -> None:
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=default,
+        help="validate and keep an exponential moving average of the weights with this "
+        "per-step decay (0: the raw weights)",
+    )
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector", type=Path, default=None, help="detector checkpoint (default: committed)"
@@ -68,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--crops-per-image", type=int, default=4)
     p.add_argument("--crop-size", type=int, default=256)
+    _add_ema(p, 0.995)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -91,12 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="random shift of the crop centre (level-0 px, each axis): the annotated centres are "
         "off the nucleus by 10-30 px while stage 1 centres its candidates on the nucleus",
     )
-    p.add_argument(
-        "--ema-decay",
-        type=float,
-        default=0.998,
-        help="keep an exponential moving average of the weights with this per-step decay (0: off)",
-    )
+    _add_ema(p, 0.998)
     p.add_argument("--balance-power", type=float, default=0.5, help="sampling weight count^-p")
     p.add_argument("--loss-power", type=float, default=0.25, help="loss class weight count^-p")
     p.add_argument("--lr", type=float, default=3e-3)

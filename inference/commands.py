@@ -102,6 +102,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
         bf16=_bf16(args),
+        ema_decay=args.ema_decay or None,
     )
     seconds = time.monotonic() - started
     meta = {
@@ -130,6 +131,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "torch": torch.__version__,
             "host": platform.machine(),
             "params": sum(p.numel() for p in result.model.parameters()),
+            "ema_decay": args.ema_decay or None,
         },
         "metrics": {"val": result.val_metrics},
         "history": result.history,

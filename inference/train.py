@@ -186,7 +186,7 @@ def _targets_batch(
 
 
 def detector_predict_fields(
-    model: DetectorNet,
+    model: torch.nn.Module,
     fields: Sequence[FieldSample],
     config: DetectorConfig,
     *,
@@ -315,6 +315,19 @@ def _close_epoch(
     return False
 
 
+def weight_average(
+    model: torch.nn.Module, decay: float | None
+) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics (None when decay
+    is falsy): validated and kept instead of the raw weights, it smooths the step-to-step noise
+    of small-data training and generalises better."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, avg_fn=_ema_with_warmup(decay), use_buffers=True
+    )
+
+
 def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
     """EMA update whose decay ramps up over the first steps, (1 + n) / (10 + n), so that the
     average does not stay anchored to the random initial weights of a short run."""
@@ -328,12 +341,16 @@ def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any]
 
 def _keep_best(
     model: torch.nn.Module,
+    kept: torch.nn.Module,
     best_state: dict[str, torch.Tensor] | None,
     best_epoch: int,
     history: list[dict[str, float]],
 ) -> int:
-    """Load the best validated weights; without validation the last epoch is the best."""
+    """Load the best validated weights into `model`; without validation, the last weights of
+    `kept` (the model itself or its moving average)."""
     if best_state is None:
+        if kept is not model:
+            model.load_state_dict(kept.state_dict())
         return len(history)
     model.load_state_dict(best_state)
     return best_epoch
@@ -355,12 +372,16 @@ def train_detector(
     log: Log = _print,
     max_seconds: float | None = None,
     bf16: bool = False,
+    ema_decay: float | None = 0.995,
 ) -> DetectorTrainResult:
-    """Train stage 1 on fields already scaled to `config.input_scale`."""
+    """Train stage 1 on fields already scaled to `config.input_scale`; with `ema_decay`, the
+    weights' moving average (`weight_average`) is what gets validated and kept."""
     config = config or DetectorConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     model = build_detector(config)
+    ema = weight_average(model, ema_decay)
+    kept: torch.nn.Module = ema.module if ema is not None else model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train) * crops_per_image / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -392,6 +413,8 @@ def train_detector(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(loss.item())
         row: dict[str, float] = {
             "epoch": epoch,
@@ -400,17 +423,17 @@ def train_detector(
             "lr": float(sched.get_last_lr()[0]),
         }
         if val:
-            peaks, val_loss = detector_predict_fields(model, val, config, with_loss=True)
+            peaks, val_loss = detector_predict_fields(kept, val, config, with_loss=True)
             st = candidate_stats(
                 peaks, val, cell_threshold=0.3, abnormal_threshold=0.1, radius_px=match_radius_px
             )
             row.update({"val_loss": val_loss, **{f"val_{k}@0.3/0.1": v for k, v in st.items()}})
             if val_loss < best_loss:
                 best_loss, best_epoch = val_loss, epoch
-                best_state = _state_copy(model)
+                best_state = _state_copy(kept)
         if _close_epoch(history, row, log=log, epoch=epoch, started=started, max_s=max_seconds):
             break
-    best_epoch = _keep_best(model, best_state, best_epoch, history)
+    best_epoch = _keep_best(model, kept, best_state, best_epoch, history)
     thresholds = {"cell": 0.3, "abnormal": 0.1}
     val_metrics: dict[str, Any] = {}
     if val:
@@ -550,9 +573,8 @@ def train_classifier(
 ) -> ClassifierTrainResult:
     """Train stage 2 on cell patches. Class balance comes from sampling (weights
     count^-balance_power) and from the loss (class weights count^-loss_power, by default
-    1 - balance_power, i.e. fully balanced overall). With `ema_decay`, an exponential moving
-    average of the weights (and BatchNorm statistics) is what gets validated and kept: it
-    smooths the step-to-step noise of small-data training and generalises better."""
+    1 - balance_power, i.e. fully balanced overall). With `ema_decay`, the weights' moving
+    average (`weight_average`) is what gets validated and kept."""
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -569,15 +591,7 @@ def train_classifier(
     model = build_classifier(config)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model,
-            avg_fn=_ema_with_warmup(ema_decay),
-            use_buffers=True,
-        )
-        if ema_decay
-        else None
-    )
+    ema = weight_average(model, ema_decay)
     kept: torch.nn.Module = ema.module if ema is not None else model  # validated and kept
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, math.ceil(samples_per_epoch / batch_size))
@@ -642,10 +656,7 @@ def train_classifier(
                 best_state = _state_copy(kept)
         if _close_epoch(history, row, log=log, epoch=epoch, started=started, max_s=max_seconds):
             break
-    if best_state is None and ema is not None:  # no validation: the last averaged weights
-        best_state = _state_copy(kept)
-        best_epoch = len(history)
-    best_epoch = _keep_best(model, best_state, best_epoch, history)
+    best_epoch = _keep_best(model, kept, best_state, best_epoch, history)
     model.eval()
     temperature, threshold = 1.0, 0.5
     val_metrics: dict[str, Any] = {}
