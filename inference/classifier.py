@@ -9,33 +9,24 @@ are known, `crop_um = crop_px * model_mpp` fixes its physical size instead). The
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import DictConfig
 from .types import BETHESDA_CLASSES, FOUR_CLASSES, TO_FOUR_CLASS
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(DictConfig):
     crop_px: int = 112  # crop side at level 0 (and network input side)
     widths: tuple[int, int, int, int] = (24, 32, 64, 128)
     dropout: float = 0.2
     mean: tuple[float, float, float] = (0.70, 0.66, 0.74)
     std: tuple[float, float, float] = (0.20, 0.22, 0.18)
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> ClassifierConfig:
-        names = set(cls.__dataclass_fields__)
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
-        return cls(**kwargs)  # type: ignore[arg-type]
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

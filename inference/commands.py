@@ -65,6 +65,36 @@ def _data_meta(dataset: CricDataset, split: dict[str, list[str]], seed: int) -> 
 # ------------------------------------------------------------------------------------------
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training-loop options both stages take from the command line."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "max_seconds": args.max_minutes * 60 if args.max_minutes else None,
+        "bf16": _bf16(args),
+        "ema_decay": args.ema_decay or None,
+    }
+
+
+def _training_meta(
+    args: argparse.Namespace, result: Any, seconds: float, **extra: Any
+) -> dict[str, Any]:
+    """How a checkpoint was trained: the shared options, the run, and the stage's own ones."""
+    return {
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        **{k: v for k, v in _run_options(args).items() if k not in ("epochs", "max_seconds")},
+        "seconds": seconds,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "host": platform.machine(),
+        "params": sum(p.numel() for p in result.model.parameters()),
+        **extra,
+    }
+
+
 def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .detector import DetectorConfig
     from .plots import plot_training_curves
@@ -94,15 +124,9 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
         train,
         val,
         config=config,
-        epochs=args.epochs,
         crops_per_image=args.crops_per_image,
         crop_size=args.crop_size,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-        bf16=_bf16(args),
-        ema_decay=args.ema_decay or None,
+        **_run_options(args),
     )
     seconds = time.monotonic() - started
     meta = {
@@ -117,22 +141,14 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "thresholds": result.thresholds,
         "match_radius_px": 20.0,
         "data": data_meta,
-        "training": {
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "crops_per_image": args.crops_per_image,
-            "crop_size": args.crop_size,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "seed": args.seed,
-            "seconds": seconds,
-            "threads": args.threads,
-            "bf16_autocast": _bf16(args),
-            "torch": torch.__version__,
-            "host": platform.machine(),
-            "params": sum(p.numel() for p in result.model.parameters()),
-            "ema_decay": args.ema_decay or None,
-        },
+        "training": _training_meta(
+            args,
+            result,
+            seconds,
+            crops_per_image=args.crops_per_image,
+            crop_size=args.crop_size,
+            selection="lowest validation loss",
+        ),
         "metrics": {"val": result.val_metrics},
         "history": result.history,
     }
@@ -180,17 +196,11 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         train,
         val,
         config=config,
-        epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-        bf16=_bf16(args),
         balance_power=args.balance_power,
         loss_power=args.loss_power,
         jitter_px=args.jitter_px,
-        ema_decay=args.ema_decay or None,
+        **_run_options(args),
     )
     seconds = time.monotonic() - started
     meta = {
@@ -208,24 +218,16 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
             "train_cells": class_counts(train.labels),
             "val_cells": class_counts(val.labels),
         },
-        "training": {
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "samples_per_epoch": args.samples_per_epoch,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "seed": args.seed,
-            "seconds": seconds,
-            "threads": args.threads,
-            "bf16_autocast": _bf16(args),
-            "torch": torch.__version__,
-            "params": sum(p.numel() for p in result.model.parameters()),
-            "selection": "best validation AUC(abnormal vs NILM) + 4-class balanced accuracy",
-            "balance_power": args.balance_power,
-            "loss_power": args.loss_power,
-            "jitter_px": args.jitter_px,
-            "ema_decay": args.ema_decay or None,
-        },
+        "training": _training_meta(
+            args,
+            result,
+            seconds,
+            samples_per_epoch=args.samples_per_epoch,
+            balance_power=args.balance_power,
+            loss_power=args.loss_power,
+            jitter_px=args.jitter_px,
+            selection="best validation AUC(abnormal vs NILM) + 4-class balanced accuracy",
+        ),
         "metrics": {"val": result.val_metrics},
         "history": result.history,
     }

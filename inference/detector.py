@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import DictConfig
+
 CELL, ABNORMAL = 0, 1
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
+class DetectorConfig(DictConfig):
     input_scale: float = 0.5  # network input pixels per level-0 pixel
     stride: int = 4  # output stride relative to the network input
     widths: tuple[int, int, int, int] = (16, 32, 64, 96)
@@ -45,16 +47,6 @@ class DetectorConfig:
     nilm_weight: float = 2.0
     mean: tuple[float, float, float] = (0.70, 0.66, 0.74)
     std: tuple[float, float, float] = (0.20, 0.22, 0.18)
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> DetectorConfig:
-        names = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
-        return cls(**kwargs)  # type: ignore[arg-type]
 
     @property
     def level0_per_cell(self) -> float:
