@@ -107,3 +107,25 @@ def test_detection_metrics_by_hand() -> None:
     assert matched["abnormal_vs_nilm"]["specificity"] == pytest.approx(0.5)
     targets = check_targets(m)
     assert targets["abnormal_recall>=0.90@<=5fp/image"]["met"] is False
+
+
+def test_abnormal_detection_recall_by_match_radius() -> None:
+    # four abnormal cells with a prediction 5, 15, 25 and 35 px away, and a NILM cell
+    gt = np.array([[100, 100], [300, 100], [500, 100], [700, 100], [900, 100]], float)
+    pred = gt + np.array([[5, 0], [0, 15], [-25, 0], [0, -35], [0, 0]], float)
+    im = ImageEval(
+        name="r",
+        gt_xy=gt,
+        gt_labels=["HSIL", "LSIL", "ASC-US", "SCC", "NILM"],
+        pred_xy=pred,
+        pred_labels=["NILM"] * 5,
+        pred_p_abnormal=np.zeros(5),
+    )
+    m = detection_metrics([im], radius=20)
+    assert m["abnormal_detection_recall_by_radius_px"] == {
+        "10": pytest.approx(1 / 4),
+        "20": pytest.approx(2 / 4),
+        "30": pytest.approx(3 / 4),
+        "40": pytest.approx(1.0),
+    }
+    assert m["abnormal_detection_recall"] == pytest.approx(2 / 4)  # the chosen radius
