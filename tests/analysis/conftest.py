@@ -191,6 +191,39 @@ def purge_queues() -> None:
         client.delete("unacked", "unacked_index")
 
 
+def worker_env(
+    database_url: str,
+    broker_url: str,
+    media_root: Path,
+    weights: tuple[Path, Path],
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a real Celery worker process in the tests: test settings, the given
+    database, broker, media folder and (tiny) weights, CPU inference, and fast failure recovery."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.analysis.worker_settings",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker_url,
+        "PAPREVIEW_TEST_MEDIA_ROOT": str(media_root),
+        "ANALYSIS_DEFAULT_DETECTOR": str(weights[0]),
+        "ANALYSIS_DEFAULT_CLASSIFIER": str(weights[1]),
+        "INFERENCE_DEVICE": "cpu",
+        "INFERENCE_TORCH_THREADS": "1",
+        "ANALYSIS_PROGRESS_INTERVAL_S": "0",
+        # Small tiles, one per batch: a large field gives many progress steps to interrupt.
+        "ANALYSIS_TILE_SIZE": "256",
+        "ANALYSIS_BATCH_SIZE": "1",
+        # A dead worker's job comes back after 6 s (production: 3 h), looked for every second.
+        "CELERY_VISIBILITY_TIMEOUT": "6",
+        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
 @pytest.fixture(scope="module")
 def workers(
     django_db_setup: None,
@@ -204,30 +237,15 @@ def workers(
     db = connection.settings_dict
     database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     assert db["NAME"].startswith("test_"), db["NAME"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.analysis.worker_settings",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "PAPREVIEW_TEST_MEDIA_ROOT": str(shared_media),
-        "ANALYSIS_DEFAULT_DETECTOR": str(tiny_weights[0]),
-        "ANALYSIS_DEFAULT_CLASSIFIER": str(tiny_weights[1]),
-        "INFERENCE_DEVICE": "cpu",
-        "INFERENCE_TORCH_THREADS": "1",
-        "ANALYSIS_PROGRESS_INTERVAL_S": "0",
-        # Small tiles, one per batch: a large field gives many progress steps to interrupt.
-        "ANALYSIS_TILE_SIZE": "256",
-        "ANALYSIS_BATCH_SIZE": "1",
-        # A dead worker's job comes back after 6 s (production: 3 h), looked for every second.
-        "CELERY_VISIBILITY_TIMEOUT": "6",
-        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
-        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
-        "ANALYSIS_RETRY_BACKOFF_S": "0.5",
+    env = worker_env(
+        database_url,
+        settings.CELERY_BROKER_URL,
+        shared_media,
+        tiny_weights,
+        ANALYSIS_RETRY_BACKOFF_S="0.5",
         # Sweeps (only the broker-down test runs beat) send unpublished jobs after 1 s, not 30 s.
-        "ANALYSIS_PUBLISH_GRACE_S": "1",
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
+        ANALYSIS_PUBLISH_GRACE_S="1",
+    )
     with django_db_blocker.unblock():
         purge_queues()
     pool = WorkerPool(env, tmp_path_factory.mktemp("worker-logs"))

@@ -16,7 +16,6 @@ ones are never restarted.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -38,7 +37,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_create
 from papreview.celery import celery_app
 from papreview.review.models import Cell
-from tests.analysis.conftest import Worker, field_bytes, wait_for
+from tests.analysis.conftest import Worker, field_bytes, wait_for, worker_env
 from tests.factories import PatientFactory, UserFactory, upload
 from tests.trust.reviewers import EditLog, lost_edits, run_reviewers
 from tests.trust.services import (
@@ -175,25 +174,7 @@ def broker_at(url: str) -> Iterator[None]:
 
 
 def _worker_env(broker_url: str, media_root: Path, weights: tuple[Path, Path]) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.analysis.worker_settings",
-        "DATABASE_URL": _test_db_url(),
-        "CELERY_BROKER_URL": broker_url,
-        "PAPREVIEW_TEST_MEDIA_ROOT": str(media_root),
-        "ANALYSIS_DEFAULT_DETECTOR": str(weights[0]),
-        "ANALYSIS_DEFAULT_CLASSIFIER": str(weights[1]),
-        "INFERENCE_DEVICE": "cpu",
-        "INFERENCE_TORCH_THREADS": "1",
-        "ANALYSIS_PROGRESS_INTERVAL_S": "0",
-        "ANALYSIS_TILE_SIZE": "256",
-        "ANALYSIS_BATCH_SIZE": "1",
-        "CELERY_VISIBILITY_TIMEOUT": "6",
-        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
-        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return worker_env(_test_db_url(), broker_url, media_root, weights)
 
 
 def test_redis_restart_with_a_job_queued_then_a_worker_killed_mid_run(
