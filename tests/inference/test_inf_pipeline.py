@@ -276,24 +276,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _cli_json(checkpoints: tuple[Path, Path], *args: str) -> Any:
+    """Run a command with the given detector and classifier on the CPU; its JSON result."""
+    det, cls = checkpoints
+    proc = _cli(*args, "--detector", str(det), "--classifier", str(cls), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def test_cli_predict_writes_json_and_overlay(
     tiny_checkpoints: tuple[Path, Path], field_png: Path, tmp_path: Path
 ) -> None:
-    det, cls = tiny_checkpoints
     out = tmp_path / "pred"
-    proc = _cli(
-        "predict",
-        str(field_png),
-        "--out",
-        str(out),
-        "--detector",
-        str(det),
-        "--classifier",
-        str(cls),
-        "--device",
-        "cpu",
-    )
-    assert proc.returncode == 0, proc.stderr
+    _cli_json(tiny_checkpoints, "predict", str(field_png), "--out", str(out))
     data = json.loads((out / "field.json").read_text())
     assert data["slide"]["width"] == 700 and isinstance(data["cells"], list)
     assert Image.open(out / "field_overlay.png").size == (700, 520)
@@ -330,7 +325,8 @@ def test_cli_evaluate_on_synthetic_annotations(
     ]
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "eval" / "metrics.json"
-    proc = _cli(
+    result = _cli_json(
+        (det, cls),
         "evaluate",
         "--images",
         str(field_png.parent),
@@ -338,15 +334,7 @@ def test_cli_evaluate_on_synthetic_annotations(
         str(csv),
         "--out",
         str(out),
-        "--detector",
-        str(det),
-        "--classifier",
-        str(cls),
-        "--device",
-        "cpu",
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
     assert result["images_evaluated"] == 1 and result["metrics"]["annotated_cells"] == len(NUCLEI)
     assert "targets" in result and (out.parent / "metrics_confusion_six_class.png").is_file()
 
@@ -419,7 +407,8 @@ def test_cli_bench_compares_with_reference(
         Image.fromarray(synthetic_field(300, 300, cells=NUCLEI[:4], seed=i)).save(
             folder / f"{i}.png"
         )
-    proc = _cli(
+    result = _cli_json(
+        (det, cls),
         "bench",
         "--images",
         str(folder),
@@ -427,15 +416,7 @@ def test_cli_bench_compares_with_reference(
         "2",
         "--reference-limit",
         "1",
-        "--detector",
-        str(det),
-        "--classifier",
-        str(cls),
-        "--device",
-        "cpu",
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
     assert result["ours"]["fields"] == 2 and result["reference"]["fields"] == 1
     assert result["reference"]["regions_per_field"] == 4  # 2 x 2 regions of 150 px
     assert 5_000 <= result["reference"]["params"]["tiny_cnn"] <= 9_000
