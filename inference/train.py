@@ -315,17 +315,29 @@ def _close_epoch(
     return False
 
 
-def weight_average(
-    model: torch.nn.Module, decay: float | None
-) -> torch.optim.swa_utils.AveragedModel | None:
-    """An exponential moving average of the weights and BatchNorm statistics (None when decay
-    is falsy): validated and kept instead of the raw weights, it smooths the step-to-step noise
-    of small-data training and generalises better."""
-    if not decay:
-        return None
-    return torch.optim.swa_utils.AveragedModel(
-        model, avg_fn=_ema_with_warmup(decay), use_buffers=True
-    )
+class WeightAverage:
+    """The weights a training loop validates and keeps: the model itself, or (decay > 0) an
+    exponential moving average of its weights and BatchNorm statistics, which smooths the
+    step-to-step noise of small-data training and generalises better."""
+
+    def __init__(self, model: torch.nn.Module, decay: float | None) -> None:
+        self.model = model
+        self._average = (
+            torch.optim.swa_utils.AveragedModel(
+                model, avg_fn=_ema_with_warmup(decay), use_buffers=True
+            )
+            if decay
+            else None
+        )
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        return self._average.module if self._average is not None else self.model
+
+    def update(self) -> None:
+        """Fold the model's current weights in (after each optimiser step)."""
+        if self._average is not None:
+            self._average.update_parameters(self.model)
 
 
 def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
@@ -375,13 +387,13 @@ def train_detector(
     ema_decay: float | None = 0.995,
 ) -> DetectorTrainResult:
     """Train stage 1 on fields already scaled to `config.input_scale`; with `ema_decay`, the
-    weights' moving average (`weight_average`) is what gets validated and kept."""
+    weights' moving average (`WeightAverage`) is what gets validated and kept."""
     config = config or DetectorConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     model = build_detector(config)
-    ema = weight_average(model, ema_decay)
-    kept: torch.nn.Module = ema.module if ema is not None else model
+    average = WeightAverage(model, ema_decay)
+    kept = average.kept
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train) * crops_per_image / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -413,8 +425,7 @@ def train_detector(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            average.update()
             losses.append(loss.item())
         row: dict[str, float] = {
             "epoch": epoch,
@@ -574,7 +585,7 @@ def train_classifier(
     """Train stage 2 on cell patches. Class balance comes from sampling (weights
     count^-balance_power) and from the loss (class weights count^-loss_power, by default
     1 - balance_power, i.e. fully balanced overall). With `ema_decay`, the weights' moving
-    average (`weight_average`) is what gets validated and kept."""
+    average (`WeightAverage`) is what gets validated and kept."""
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -591,8 +602,8 @@ def train_classifier(
     model = build_classifier(config)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
-    ema = weight_average(model, ema_decay)
-    kept: torch.nn.Module = ema.module if ema is not None else model  # validated and kept
+    average = WeightAverage(model, ema_decay)
+    kept = average.kept
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, math.ceil(samples_per_epoch / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -624,8 +635,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            average.update()
             losses.append(loss.item())
             correct += int((logits.argmax(1) == y).sum())
         row: dict[str, float] = {

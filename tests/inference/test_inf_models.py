@@ -269,3 +269,38 @@ def test_test_time_views_make_the_call_orientation_free() -> None:
         assert not torch.allclose(dihedral_mean_logits(model, rotated, 4), four, atol=1e-4)
     with pytest.raises(ValueError, match="views must be one of"):
         dihedral_mean_logits(model, x, 3)
+
+
+def test_weight_average_keeps_the_moving_average_of_weights_and_batchnorm_statistics() -> None:
+    from inference.train import WeightAverage, _keep_best
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    raw = WeightAverage(model, None)
+    assert raw.kept is model
+    average = WeightAverage(model, 0.9)
+    weight, stats = model.state_dict()["0.weight"], model.state_dict()["1.running_mean"]
+
+    def value(module: torch.nn.Module, key: str) -> float:
+        return float(module.state_dict()[key])
+
+    with torch.no_grad():
+        weight.fill_(1.0)
+        stats.fill_(2.0)
+        average.update()  # the first update copies
+        weight.fill_(3.0)
+        stats.fill_(4.0)
+        average.update()  # n = 1: decay ramps up, min(0.9, 2 / 11)
+        d = 2 / 11
+        kept = average.kept
+        assert value(kept, "0.weight") == pytest.approx(1.0 * d + 3.0 * (1 - d))
+        assert value(kept, "1.running_mean") == pytest.approx(2.0 * d + 4.0 * (1 - d))
+        for _ in range(200):  # the ramp ends at the configured decay
+            average.update()
+        assert value(kept, "0.weight") == pytest.approx(3.0, abs=1e-6)
+        weight.fill_(5.0)
+        average.update()
+        assert value(kept, "0.weight") == pytest.approx(0.9 * 3.0 + 0.1 * 5.0)
+    # without validation the averaged weights, not the raw last ones, end in the model
+    assert _keep_best(model, kept, None, -1, [{}, {}]) == 2
+    assert value(model, "0.weight") == pytest.approx(value(kept, "0.weight"))
+    assert value(model, "0.weight") != pytest.approx(5.0)

@@ -35,6 +35,18 @@ class EditLog:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _retry_later(log: EditLog, give_up_at: float, error: str) -> bool:
+    """After a failed attempt: pause and say retry while there is time left, else log the error."""
+    if time.monotonic() > give_up_at:
+        with log.lock:
+            log.errors.append(error)
+        return False
+    with log.lock:
+        log.retries += 1
+    time.sleep(0.2)
+    return True
+
+
 def reviewer(
     *,
     base_url: str,
@@ -66,14 +78,9 @@ def reviewer(
             except requests.RequestException as exc:
                 with log.lock:
                     log.statuses[0] += 1
-                if time.monotonic() > give_up_at:
-                    with log.lock:
-                        log.errors.append(f"cell {cell}: {type(exc).__name__}")
-                    break
-                with log.lock:
-                    log.retries += 1
-                time.sleep(0.2)
-                continue
+                if _retry_later(log, give_up_at, f"cell {cell}: {type(exc).__name__}"):
+                    continue
+                break
             elapsed = time.monotonic() - started
             with log.lock:
                 log.statuses[response.status_code] += 1
@@ -87,14 +94,9 @@ def reviewer(
             if response.status_code == 503 and response.json().get("code") == (
                 "database_unavailable"
             ):
-                if time.monotonic() > give_up_at:
-                    with log.lock:
-                        log.errors.append(f"cell {cell}: still 503 at the end")
-                    break
-                with log.lock:
-                    log.retries += 1
-                time.sleep(0.2)
-                continue
+                if _retry_later(log, give_up_at, f"cell {cell}: still 503 at the end"):
+                    continue
+                break
             if response.status_code == 409:
                 current = response.json()["current"]
                 version[cell] = current["version"]
