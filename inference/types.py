@@ -33,14 +33,18 @@ TO_FOUR_CLASS: dict[str, str] = {
     "SCC": "SCC",
 }
 
-# Display colours (hex) per class, shared by overlays, the viewer and QuPath exports.
+# Display colours (hex) per class, shared by overlays, the viewer and QuPath exports. Okabe-Ito
+# colours (told apart with the common colour-vision deficiencies) picked against Pap stain: no
+# pink, purple or dark blue, which hide on pink/orange cytoplasm and blue-purple nuclei. The
+# high-grade classes differ most: ASC-H sky blue, HSIL vermillion, SCC black (drawn with a white
+# casing in the viewer). Colour is never the only cue: the viewer also varies line and corners.
 CLASS_COLOURS: dict[str, str] = {
-    "NILM": "#2e7d32",
-    "ASC-US": "#f9a825",
-    "LSIL": "#ef6c00",
-    "ASC-H": "#ad1457",
-    "HSIL": "#c62828",
-    "SCC": "#4a148c",
+    "NILM": "#009e73",  # bluish green
+    "ASC-US": "#f0e442",  # yellow
+    "LSIL": "#e69f00",  # orange
+    "ASC-H": "#56b4e9",  # sky blue
+    "HSIL": "#d55e00",  # vermillion
+    "SCC": "#000000",  # black
 }
 
 

@@ -8,6 +8,7 @@ from papreview.analysis import urls as analysis_urls
 from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
 from papreview.core import views as core_views
 from papreview.imaging import urls as imaging_urls
+from papreview.review import urls as review_urls
 from papreview.workflow import urls as workflow_urls
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
@@ -15,8 +16,9 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("patients/", include(patient_urlpatterns)),
     path("slides/", include(slide_urlpatterns)),
     path("slides/", include(analysis_urls.slide_urlpatterns)),
+    path("slides/", include(review_urls.slide_urlpatterns)),
     path("slides/", include(imaging_urls.slide_urlpatterns + workflow_urls.slide_urlpatterns)),
-    path("cells/", include("papreview.review.urls")),
+    path("cells/", include(review_urls.urlpatterns)),
     path("cells/", include(imaging_urls.cell_urlpatterns)),
     path("uploads/", include("papreview.uploads.urls")),
     path("reviewers/", include(workflow_urls.reviewer_urlpatterns)),

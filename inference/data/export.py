@@ -62,6 +62,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "detection_score",
     "final_class",
     "action",
+    "label_source",
     "reviewer",
     "reviewed_at",
     "detector_version",

@@ -20,7 +20,6 @@ from papreview.cases.models import (
     Patient,
     Slide,
     SlideStatus,
-    SpecimenAdequacy,
 )
 from papreview.cases.selectors import (
     SLIDE_ORDERINGS,
@@ -29,9 +28,8 @@ from papreview.cases.selectors import (
     slide_get,
     slide_list,
 )
-from papreview.cases.services import patient_create, slide_create, slide_reopen, slide_sign_out
+from papreview.cases.services import patient_create, slide_create
 from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
-from papreview.core.choices import BETHESDA_CHOICES
 from papreview.core.pagination import PageNumberPagination
 from papreview.core.parsers import StrictMultiPartParser
 
@@ -62,6 +60,8 @@ class InterpretationOutputSerializer(serializers.ModelSerializer[Interpretation]
         fields = (
             "bethesda_category",
             "specimen_adequacy",
+            "specimen_type",
+            "report",
             "comment",
             "signed_out_by",
             "signed_out_at",
@@ -284,44 +284,3 @@ class SlideDetailApi(APIView):
         slide = slide_get(slide_id=slide_id)
         audit_slide_opened(slide=slide, user=request.user, via="api")
         return Response(SlideOutputSerializer(slide).data)
-
-
-class SlideSignOutApi(APIView):
-    """Set the slide-level interpretation and sign the slide out."""
-
-    class InputSerializer(serializers.Serializer):
-        bethesda_category = serializers.ChoiceField(choices=BETHESDA_CHOICES)
-        specimen_adequacy = serializers.ChoiceField(
-            choices=SpecimenAdequacy.choices, default=SpecimenAdequacy.SATISFACTORY
-        )
-        comment = serializers.CharField(required=False, allow_blank=True, default="")
-
-        class Meta:
-            ref_name = "SlideSignOutInput"
-
-    @extend_schema(
-        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
-    )
-    def post(self, request: Request, slide_id: int) -> Response:
-        return slide_action_response(
-            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_sign_out
-        )
-
-
-class SlideReopenApi(APIView):
-    """Reopen a signed-out slide for review: pathologists (and admins) only, with a reason, kept
-    as a slide event (its interpretation stays until the slide is signed out again)."""
-
-    class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=2000)
-
-        class Meta:
-            ref_name = "SlideReopenInput"
-
-    @extend_schema(
-        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
-    )
-    def post(self, request: Request, slide_id: int) -> Response:
-        return slide_action_response(
-            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_reopen
-        )

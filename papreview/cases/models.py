@@ -49,6 +49,8 @@ class SlideStatus(models.TextChoices):
     ANALYSING = "analysing", "Analysing"
     ANALYSED = "analysed", "Analysed"
     IN_REVIEW = "in_review", "In review"
+    # Screened by a cytotechnologist and referred: a pathologist signs it out.
+    REFERRED = "referred", "Referred to a pathologist"
     SIGNED_OUT = "signed_out", "Signed out"
     FAILED = "failed", "Failed"
 
@@ -156,6 +158,11 @@ class SpecimenAdequacy(models.TextChoices):
     UNSATISFACTORY = "unsatisfactory", "Unsatisfactory for evaluation"
 
 
+class SpecimenType(models.TextChoices):
+    CONVENTIONAL = "conventional", "Conventional smear"
+    LIQUID_BASED = "liquid_based", "Liquid-based preparation"
+
+
 class Interpretation(TimeStampedModel):
     """The slide-level result, set when a reviewer signs the slide out (kept on reopen)."""
 
@@ -165,6 +172,9 @@ class Interpretation(TimeStampedModel):
         max_length=16, choices=SpecimenAdequacy.choices, default=SpecimenAdequacy.SATISFACTORY
     )
     comment = models.TextField(blank=True)
+    specimen_type = models.CharField(max_length=16, choices=SpecimenType.choices, blank=True)
+    # The rest of the structured Bethesda 2014 report (papreview.workflow.bethesda.report_clean).
+    report = models.JSONField(default=dict, blank=True)
     signed_out_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="interpretations"
     )

@@ -1,4 +1,4 @@
-"""Writes for patients, slides and interpretations."""
+"""Writes for patients and slides (signing out and reopening are papreview.workflow.services)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -20,13 +19,7 @@ from django.utils.text import get_valid_filename
 
 from inference.errors import SlideTooLargeError, UnreadableSlideError
 from inference.slides import probe_slide
-from papreview.accounts.roles import (
-    Role,
-    user_can_reopen,
-    user_can_sign_out,
-    user_can_write,
-    user_roles,
-)
+from papreview.accounts.roles import user_can_write
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.cases.errors import (
@@ -34,20 +27,11 @@ from papreview.cases.errors import (
     DuplicateSlideError,
     IllegalTransitionError,
     InvalidSlideFileError,
-    SignOutNotAllowedError,
     SlideTooLargeFileError,
 )
-from papreview.cases.models import (
-    Interpretation,
-    Patient,
-    Slide,
-    SlideStatus,
-    SpecimenAdequacy,
-)
+from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.cases.transitions import can_transition
-from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
-from papreview.core.exceptions import PermissionDeniedError
-from papreview.workflow.models import InterpretationDraft, SlideEvent, SlideEventKind
+from papreview.core.choices import SEVERITY
 
 logger = logging.getLogger(__name__)
 
@@ -296,110 +280,3 @@ def slide_set_triage(*, slide: Slide, triage_class: str, confidence: float) -> S
         triage_class=slide.triage_class, triage_score=slide.triage_score, updated_at=timezone.now()
     )
     return slide
-
-
-@transaction.atomic
-def slide_sign_out(
-    *,
-    slide: Slide,
-    by: User,
-    bethesda_category: str,
-    specimen_adequacy: str = SpecimenAdequacy.SATISFACTORY,
-    comment: str = "",
-) -> Interpretation:
-    """Set the slide's interpretation and sign it out.
-
-    Pathologists (and admins) may sign out any category, cytotechnologists only NILM, viewers
-    nothing. An analysed slide passes through `in_review`; any other status but `in_review`
-    raises IllegalTransitionError.
-    """
-    if bethesda_category not in BETHESDA_CLASSES:
-        raise ValidationError(
-            {"bethesda_category": f"Choose one of {', '.join(BETHESDA_CLASSES)}."}
-        )
-    if specimen_adequacy not in SpecimenAdequacy.values:
-        raise ValidationError(
-            {"specimen_adequacy": f"Choose one of {', '.join(SpecimenAdequacy.values)}."}
-        )
-    if not user_can_write(by):
-        raise PermissionDeniedError("Your role can read slides but not sign them out.")
-    if not user_can_sign_out(by, bethesda_category):
-        if Role.CYTOTECHNOLOGIST in user_roles(by):
-            raise SignOutNotAllowedError(
-                f"A cytotechnologist may sign out only NILM slides; {bethesda_category} needs a "
-                "pathologist. Leave the slide in review for a pathologist."
-            )
-        raise SignOutNotAllowedError("Only a pathologist may sign out slides.")
-
-    slide_start_review(slide=slide, by=by)
-    slide_transition(slide=slide, to=SlideStatus.SIGNED_OUT)
-    interpretation, _ = Interpretation.objects.update_or_create(
-        slide=slide,
-        defaults={
-            "bethesda_category": bethesda_category,
-            "specimen_adequacy": specimen_adequacy,
-            "comment": comment,
-            "signed_out_by": by,
-            "signed_out_at": timezone.now(),
-        },
-    )
-    audit_record(
-        action=AuditAction.SIGN_OUT,
-        actor=by,
-        target=slide,
-        data={
-            "bethesda_category": bethesda_category,
-            "specimen_adequacy": specimen_adequacy,
-        },
-    )
-    return interpretation
-
-
-def interpretation_snapshot(interpretation: Interpretation | None) -> dict[str, Any]:
-    """The signed-out interpretation as plain data (kept in a reopening's event)."""
-    if interpretation is None:
-        return {}
-    return {
-        "bethesda_category": interpretation.bethesda_category,
-        "specimen_adequacy": interpretation.specimen_adequacy,
-        "comment": interpretation.comment,
-        "signed_out_by": interpretation.signed_out_by_id,
-        "signed_out_at": interpretation.signed_out_at.isoformat(),
-    }
-
-
-@transaction.atomic
-def slide_reopen(*, slide: Slide, by: User, reason: str) -> SlideEvent:
-    """Take a signed-out slide back into review. Only a pathologist (or admin) may, with a reason.
-
-    The reason and the interpretation that was signed out are kept as a `reopened` slide event
-    (the slide's revision history) and in the audit trail; the interpretation stays on the slide
-    until the next sign-out replaces it, and is the starting point of the new draft.
-    """
-    reason = reason.strip()
-    if not user_can_reopen(by):
-        raise PermissionDeniedError("Only a pathologist may reopen a signed-out slide.")
-    if not reason:
-        raise ValidationError({"reason": "Say why the slide is reopened."})
-    interpretation = Interpretation.objects.filter(slide_id=slide.pk).first()
-    slide_transition(slide=slide, to=SlideStatus.IN_REVIEW)
-    audit_record(action=AuditAction.REOPEN, actor=by, target=slide)
-    event = SlideEvent.objects.create(
-        slide_id=slide.pk,
-        kind=SlideEventKind.REOPENED,
-        by=by,
-        reason=reason,
-        before={"status": SlideStatus.SIGNED_OUT, **interpretation_snapshot(interpretation)},
-        after={"status": SlideStatus.IN_REVIEW},
-    )
-    if interpretation is not None:
-        InterpretationDraft.objects.update_or_create(
-            slide_id=slide.pk,
-            defaults={
-                "bethesda_category": interpretation.bethesda_category,
-                "specimen_adequacy": interpretation.specimen_adequacy,
-                "comment": interpretation.comment,
-                "updated_by": by,
-            },
-        )
-    return event

@@ -18,7 +18,9 @@ from papreview.datasets.agreement import agreement_report
 from papreview.datasets.models import QC_LABELS, QC_REJECTED, QCLabel, QCReview, QCStatus
 from papreview.review.models import Cell, ReviewStatus
 
-OUTCOMES: tuple[str, ...] = ("confirmed", "unchanged", "relabelled", "rejected", "added")
+# What people decided about a model's cells; `undecided` cells (nobody decided them: sign-out
+# decides nothing) are counted apart and never count as kept.
+OUTCOMES: tuple[str, ...] = ("confirmed", "relabelled", "cleared", "rejected", "added", "undecided")
 
 
 def _empty_row() -> dict[str, int]:
@@ -27,7 +29,8 @@ def _empty_row() -> dict[str, int]:
 
 def model_outcomes(*, stage: ModelStage | str) -> list[dict[str, Any]]:
     """Per version of `stage` and per class, on signed-out slides: how many of its cells the
-    reviewers confirmed, left unchanged (accepted at sign-out), relabelled, rejected, and how
+    reviewers confirmed, relabelled, cleared (flagged, then "none abnormal"), rejected, left
+    undecided, and how
     many cells they had to add (misses, counted against the versions of the slide's latest
     successful run). Class: the model's class; for added cells the reviewer's class."""
     stage = ModelStage(stage)
@@ -37,8 +40,9 @@ def model_outcomes(*, stage: ModelStage | str) -> list[dict[str, Any]]:
     )
     status_to_outcome = {
         ReviewStatus.CONFIRMED: "confirmed",
-        ReviewStatus.PREDICTED: "unchanged",
+        ReviewStatus.PREDICTED: "undecided",
         ReviewStatus.RELABELLED: "relabelled",
+        ReviewStatus.CLEARED: "cleared",
         ReviewStatus.REJECTED: "rejected",
     }
     predicted = (
@@ -84,11 +88,12 @@ def _table(rows: Any, a: str, b: str) -> dict[tuple[str, str], int]:
 
 
 def reviewer_model_table() -> dict[tuple[str, str], int]:
-    """(reviewer's final label, model's label) counts over predicted cells of signed-out slides;
-    a rejected cell's final label is `rejected`."""
+    """(reviewer's final label, model's label) counts over the predicted cells of signed-out
+    slides that a person decided; a rejected cell's final label is `rejected`."""
     rows = (
         Cell.objects.filter(slide__status=SlideStatus.SIGNED_OUT, run__isnull=False)
         .exclude(predicted_class="")
+        .exclude(review_status=ReviewStatus.PREDICTED)
         .values("current_class", "predicted_class", "review_status")
         .annotate(n=Count("id"))
     )
@@ -106,7 +111,10 @@ def agreement_summary() -> dict[str, Any]:
     first reviewer vs model (every signed-out slide), QC reviewer vs model."""
     done = QCLabel.objects.filter(qc_review__status=QCStatus.DONE)
     rr = _table(
-        done.values("first_label", "second_label").annotate(n=Count("id")),
+        # The first reviewer's label counts only where they decided the cell.
+        done.exclude(cell__review_status=ReviewStatus.PREDICTED)
+        .values("first_label", "second_label")
+        .annotate(n=Count("id")),
         "first_label",
         "second_label",
     )

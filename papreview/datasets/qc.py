@@ -6,7 +6,8 @@ reviewer; both reviewers' labels of each cell are kept for Cohen's kappa (dashbo
   optionally) and creates pending QC reviews (admin action, `manage.py qc_sample`, dashboard).
 * `qc_review_submit(qc_review=..., by=..., labels={cell id: class or "rejected"})`: the second
   reviewer's labels of EVERY cell of the slide (as the first reviewer left them: rejected and
-  added ones included). The second reviewer must not be the one who signed the slide out.
+  added ones included). The second reviewer must have neither screened the slide (decided,
+  saw or referred any of it) nor signed it out.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from papreview.datasets.models import (
     QCSettings,
     QCStatus,
 )
-from papreview.review.models import Cell, ReviewStatus
+from papreview.review.models import Cell, CellRevision, CellSighting, ReviewStatus
+from papreview.workflow.models import SlideEvent, SlideEventKind
 
 
 def qc_settings_get() -> QCSettings:
@@ -109,6 +111,16 @@ def qc_review_cells(qc_review: QCReview) -> QuerySet[Cell]:
     return Cell.objects.filter(slide_id=qc_review.slide_id).order_by("pk")
 
 
+def slide_screeners(*, slide_id: int) -> set[int]:
+    """Users who screened the slide: decided or saw any of its cells, or referred it."""
+    decided = CellRevision.objects.filter(cell__slide_id=slide_id).values_list("changed_by_id")
+    seen = CellSighting.objects.filter(cell__slide_id=slide_id).values_list("seen_by_id")
+    referred = SlideEvent.objects.filter(
+        slide_id=slide_id, kind=SlideEventKind.REFERRED
+    ).values_list("by_id")
+    return {pk for (pk,) in decided.union(seen, referred)}
+
+
 def first_label(cell: Cell) -> str:
     return QC_REJECTED if cell.review_status == ReviewStatus.REJECTED else cell.current_class
 
@@ -123,6 +135,11 @@ def qc_review_submit(*, qc_review: QCReview, by: User, labels: Mapping[int, str]
     if review.first_reviewer_id == by.pk:
         raise PermissionDeniedError(
             "You signed this slide out; the QC review needs a second reviewer."
+        )
+    if by.pk in slide_screeners(slide_id=review.slide_id):
+        raise PermissionDeniedError(
+            "You screened this slide; the QC rescreening needs someone who neither screened nor "
+            "signed it."
         )
     cells = list(qc_review_cells(review))
     missing = [c.pk for c in cells if c.pk not in labels]

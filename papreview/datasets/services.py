@@ -51,7 +51,7 @@ from inference.data.export import (
     yolo_line,
 )
 from inference.slides import SlideReader, Tile, open_slide, tile_grid
-from inference.types import BETHESDA_CLASSES, Box, SlideKind
+from inference.types import BETHESDA_CLASSES, Bethesda, Box, SlideKind
 from papreview.accounts.roles import user_can_write
 from papreview.analysis.adapter import slide_local_path
 from papreview.analysis.services import TRANSIENT_ERRORS
@@ -102,6 +102,9 @@ class ExportParams:
     crop_size: int = 168  # ImageFolder crops, level-0 px (the classifier's patch side)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test, by patient
     seed: int = 0
+    # Undecided predictions in the training formats too, marked `pseudo_label` (off: only what a
+    # person decided, plus the undecided cells of NILM sign-outs as NILM).
+    include_undecided: bool = False
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
@@ -138,6 +141,12 @@ class ExportParams:
                     errors[name] = "The fractions must be numbers."
                     continue
                 values[name] = tuple(parts)
+                continue
+            if name == "include_undecided":
+                if not isinstance(value, bool):
+                    errors[name] = "Must be true or false."
+                else:
+                    values[name] = value
                 continue
             kind = float if name == "empty_tile_ratio" else int
             number = _number(value, kind)
@@ -335,16 +344,23 @@ def _export_lock(export_id: int) -> contextlib.AbstractContextManager[bool]:
     return advisory_lock(namespace=_LOCK_NAMESPACE, key=export_id, what=f"export {export_id}")
 
 
-def cell_action(cell: Cell, original_box: tuple[int, int, int, int] | None) -> str:
-    """What the reviewer did with the cell: accepted, relabelled, moved, rejected or added.
+# Where a cell's label in an export comes from (provenance.csv `label_source`).
+DECIDED = "decided"  # a person's action: accepted, relabelled, moved, rejected, added, cleared
+IMPLIED_BY_NILM = "implied_by_nilm_signout"  # undecided on a slide signed out NILM: NILM
+PSEUDO_LABEL = "pseudo_label"  # undecided, the model's class (only with include_undecided)
+UNDECIDED = "undecided"  # undecided: in provenance.csv only, never in the training formats
 
-    A prediction left as it was when the slide was signed out counts as accepted.
-    """
-    if cell.review_status == ReviewStatus.ADDED:
-        return "added"
-    if cell.review_status == ReviewStatus.REJECTED:
-        return "rejected"
-    if cell.review_status == ReviewStatus.RELABELLED or (
+
+def cell_action(cell: Cell, original_box: tuple[int, int, int, int] | None) -> str:
+    """What a person did with the cell: accepted, relabelled, moved, rejected, added, cleared
+    ("reviewed, none abnormal"), or `undecided` when nobody decided it (sign-out decides
+    nothing)."""
+    status = cell.review_status
+    if status == ReviewStatus.PREDICTED:
+        return "undecided"
+    if status in (ReviewStatus.ADDED, ReviewStatus.REJECTED, ReviewStatus.CLEARED):
+        return str(status)
+    if status == ReviewStatus.RELABELLED or (
         cell.predicted_class and cell.current_class != cell.predicted_class
     ):
         return "relabelled"
@@ -354,25 +370,52 @@ def cell_action(cell: Cell, original_box: tuple[int, int, int, int] | None) -> s
     return "accepted"
 
 
+def cell_label(
+    cell: Cell, *, action: str, slide_category: str | None, include_undecided: bool
+) -> tuple[str | None, str]:
+    """The class a cell carries in the training formats (None: left out) and its source."""
+    if action == "rejected":
+        return None, DECIDED
+    if action != "undecided":
+        return cell.current_class, DECIDED
+    if slide_category == Bethesda.NILM:
+        return Bethesda.NILM.value, IMPLIED_BY_NILM
+    if include_undecided:
+        return cell.current_class, PSEUDO_LABEL
+    return None, UNDECIDED
+
+
 def cell_provenance(
-    cell: Cell, *, original_box: tuple[int, int, int, int] | None, signed_out_by: str
+    cell: Cell,
+    *,
+    original_box: tuple[int, int, int, int] | None,
+    slide_category: str | None,
+    include_undecided: bool,
 ) -> dict[str, Any]:
     run = cell.run
     versions = (run.model_versions or {}) if run is not None else {}
     detector = run.detector_version.name if run and run.detector_version else None
     classifier = run.classifier_version.name if run and run.classifier_version else None
     score = cell.probabilities.get(cell.predicted_class) if cell.predicted_class else None
-    reviewer = cell.last_reviewed_by.get_username() if cell.last_reviewed_by else signed_out_by
     action = cell_action(cell, original_box)
+    final_class, source = cell_label(
+        cell, action=action, slide_category=slide_category, include_undecided=include_undecided
+    )
+    decided = source == DECIDED
+    reviewer = cell.last_reviewed_by
     return {
         "cell_id": cell.pk,
         "predicted_class": cell.predicted_class or None,
         "predicted_score": None if score is None else round(float(score), 6),
         "detection_score": cell.detection_score,
-        "final_class": None if action == "rejected" else cell.current_class,
+        "final_class": final_class,
         "action": action,
-        "reviewer": reviewer,
-        "reviewed_at": cell.last_reviewed_at.isoformat() if cell.last_reviewed_at else None,
+        "label_source": source,
+        # Only a person who decided the cell is named: nobody reviewed an undecided one.
+        "reviewer": reviewer.get_username() if decided and reviewer else None,
+        "reviewed_at": (
+            cell.last_reviewed_at.isoformat() if decided and cell.last_reviewed_at else None
+        ),
         "detector_version": detector or versions.get("detector"),
         "classifier_version": classifier or versions.get("classifier"),
         "run_id": cell.run_id,
@@ -398,6 +441,7 @@ class _Build:
     points: dict[str, PointsWriter]
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     actions: Counter[str] = field(default_factory=Counter)
+    label_sources: Counter[str] = field(default_factory=Counter)
     images: Counter[str] = field(default_factory=Counter)
     empty_tiles: Counter[str] = field(default_factory=Counter)
     crops: Counter[str] = field(default_factory=Counter)
@@ -409,12 +453,17 @@ class _Build:
 def _export_slide(build: _Build, slide: Slide, split: str) -> None:
     interpretation = getattr(slide, "interpretation", None)
     signed_out_by = interpretation.signed_out_by.get_username() if interpretation else ""
+    category = interpretation.bethesda_category if interpretation else None
     cells, first_boxes = slide_cells_for_export(slide_id=slide.pk)
     stem = f"s{slide.pk:06d}"
+    # The cells the training formats carry, each with its label (see cell_label).
     kept: list[tuple[Cell, dict[str, Any]]] = []
     for cell in cells:
         prov = cell_provenance(
-            cell, original_box=first_boxes.get(cell.pk), signed_out_by=signed_out_by
+            cell,
+            original_box=first_boxes.get(cell.pk),
+            slide_category=category,
+            include_undecided=build.params.include_undecided,
         )
         build.provenance.write(
             {
@@ -429,16 +478,17 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
             }
         )
         build.actions[prov["action"]] += 1
+        build.label_sources[prov["label_source"]] += 1
         for stage in ("detector", "classifier"):
             if prov[f"{stage}_version"]:
                 build.model_versions.add((stage, prov[f"{stage}_version"]))
-        if prov["action"] != "rejected":
+        if prov["final_class"] is not None:
             kept.append((cell, prov))
-    build.counts.setdefault(split, Counter()).update(c.current_class for c, _ in kept)
+    build.counts.setdefault(split, Counter()).update(prov["final_class"] for _, prov in kept)
     build.cells += len(kept)
     write_geojson(
         build.root / "geojson" / f"{stem}.geojson",
-        ((c.pk, c.current_class, (c.x, c.y, c.width, c.height)) for c, _ in kept),
+        ((c.pk, prov["final_class"], (c.x, c.y, c.width, c.height)) for c, prov in kept),
     )
     p = build.params
     n_images = 0
@@ -478,15 +528,13 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
                 x1 = min(c.x + c.width, tile.x + tile.width)
                 y1 = min(c.y + c.height, tile.y + tile.height)
                 bbox = (x0 - tile.x, y0 - tile.y, x1 - x0, y1 - y0)
+                label = prov["final_class"]
                 build.coco[split].add_annotation(
-                    image_id=image_id, code=c.current_class, bbox=bbox, attributes=prov
+                    image_id=image_id, code=label, bbox=bbox, attributes=prov
                 )
-                lines.append(yolo_line(c.current_class, Box(*bbox), tile.width, tile.height))
+                lines.append(yolo_line(label, Box(*bbox), tile.width, tile.height))
                 build.points[split].write(
-                    f"{name}.png",
-                    c.x + c.width / 2 - tile.x,
-                    c.y + c.height / 2 - tile.y,
-                    c.current_class,
+                    f"{name}.png", c.x + c.width / 2 - tile.x, c.y + c.height / 2 - tile.y, label
                 )
             label_path = build.root / "labels" / split / f"{name}.txt"
             label_path.parent.mkdir(parents=True, exist_ok=True)
@@ -496,10 +544,13 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
             if not inside:
                 build.empty_tiles[split] += 1
         half = p.crop_size // 2
-        for c, _ in kept:
+        for c, prov in kept:
             cx, cy = round(c.x + c.width / 2), round(c.y + c.height / 2)
             crop = _read_crop(reader, cx - half, cy - half, p.crop_size)
-            _png(build.root / "crops" / split / c.current_class / f"{stem}_c{c.pk}.png", crop)
+            # A pseudo-label's crop says so in its name (its class is the model's, not a person's).
+            mark = "_pseudo" if prov["label_source"] == PSEUDO_LABEL else ""
+            folder = build.root / "crops" / split / prov["final_class"]
+            _png(folder / f"{stem}_c{c.pk}{mark}.png", crop)
             build.crops[split] += 1
     build.slides.append(
         {
@@ -516,7 +567,8 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
             "signed_out_by": signed_out_by,
             "signed_out_at": interpretation.signed_out_at.isoformat() if interpretation else None,
             "cells": len(kept),
-            "rejected": len(cells) - len(kept),
+            "rejected": sum(1 for c in cells if c.review_status == ReviewStatus.REJECTED),
+            "left_out": len(cells) - len(kept),  # rejected, and undecided ones not carried
             "images": n_images,
             "geojson": f"geojson/{stem}.geojson",
         }
@@ -745,6 +797,7 @@ def _manifest(export: DatasetExport, build: _Build, split_of: dict[str, str]) ->
             "empty_images": {s: build.empty_tiles.get(s, 0) for s in SPLITS},
             "crops": {s: build.crops.get(s, 0) for s in SPLITS},
             "actions": dict(sorted(build.actions.items())),
+            "label_sources": dict(sorted(build.label_sources.items())),
         },
         "model_versions": _model_versions(build.model_versions),
         "files": files,

@@ -14,9 +14,15 @@ from papreview.core.choices import BETHESDA_CHOICES
 from papreview.core.exceptions import error_body
 from papreview.core.pagination import PageNumberPagination
 from papreview.review.errors import StaleVersionError
-from papreview.review.models import Cell, CellRevision, ReviewStatus
+from papreview.review.models import Cell, CellRevision, ReviewStatus, SightingVia
 from papreview.review.selectors import CELL_ORDERINGS, cell_get, cell_list, cell_revision_list
-from papreview.review.services import cell_add, cell_update
+from papreview.review.services import (
+    MAX_CELLS_PER_REQUEST,
+    cell_add,
+    cell_sightings_record,
+    cell_update,
+    cells_clear_seen,
+)
 
 
 class CellOutputSerializer(serializers.ModelSerializer[Cell]):
@@ -169,3 +175,73 @@ class CellRevisionListApi(APIView):
             request=request,
             view=self,
         )
+
+
+def _cell_id_list() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        allow_empty=False,
+        max_length=MAX_CELLS_PER_REQUEST,
+    )
+
+
+class SlideCellSightingsApi(APIView):
+    """Record that the user saw these cells: `via` "selected" (opened in the viewer) or "gallery"
+    (its crop shown at review size). Seeing is not deciding; it is what "reviewed, none abnormal"
+    may vouch for. Ids that are not (or no longer) cells of the slide are answered in `unknown`."""
+
+    class InputSerializer(serializers.Serializer):
+        cells = _cell_id_list()
+        via = serializers.ChoiceField(choices=SightingVia.choices)
+
+        class Meta:
+            ref_name = "CellSightingsInput"
+
+    class OutputSerializer(serializers.Serializer):
+        recorded = serializers.IntegerField()
+        unknown = serializers.ListField(child=serializers.IntegerField())
+
+        class Meta:
+            ref_name = "CellSightingsOutput"
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, **ERROR_RESPONSES})
+    def post(self, request: Request, slide_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        recorded, unknown = cell_sightings_record(
+            slide=slide_get(slide_id=slide_id),
+            by=request_user(request),
+            cell_ids=serializer.validated_data["cells"],
+            via=serializer.validated_data["via"],
+        )
+        return Response({"recorded": recorded, "unknown": unknown})
+
+
+class SlideCellsClearApi(APIView):
+    """ "Reviewed, none abnormal" for cells the user saw: each undecided one becomes `cleared`
+    (class NILM, a revision each, one audit event); decided ones are `skipped`. 409 `not_seen`
+    with `unseen_cells` when the user never saw some of them (nothing is changed then)."""
+
+    class InputSerializer(serializers.Serializer):
+        cells = _cell_id_list()
+
+        class Meta:
+            ref_name = "CellsClearInput"
+
+    class OutputSerializer(serializers.Serializer):
+        cleared = CellOutputSerializer(many=True)
+        skipped = serializers.ListField(child=serializers.IntegerField())
+
+        class Meta:
+            ref_name = "CellsClearOutput"
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, **ERROR_RESPONSES})
+    def post(self, request: Request, slide_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = cells_clear_seen(
+            slide=slide_get(slide_id=slide_id),
+            by=request_user(request),
+            cell_ids=serializer.validated_data["cells"],
+        )
+        return Response(self.OutputSerializer(result).data)

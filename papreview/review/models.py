@@ -16,6 +16,13 @@ class ReviewStatus(models.TextChoices):
     RELABELLED = "relabelled", "Relabelled"
     REJECTED = "rejected", "Rejected"
     ADDED = "added", "Added by a reviewer"
+    # "Reviewed, none abnormal": a flagged cell the reviewer saw in the gallery (or selected) and
+    # confirmed as not abnormal in one action; its class becomes NILM.
+    CLEARED = "cleared", "Reviewed: not abnormal"
+
+
+# A cell is decided only by a person's action; `predicted` is the one undecided status.
+DECIDED_STATUSES: tuple[str, ...] = tuple(s for s in ReviewStatus.values if s != "predicted")
 
 
 class Cell(TimeStampedModel):
@@ -98,6 +105,38 @@ class Cell(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"cell {self.pk} {self.current_class} on slide {self.slide_id}"
+
+
+class SightingVia(models.TextChoices):
+    SELECTED = "selected", "Selected in the viewer"
+    GALLERY = "gallery", "Shown in the gallery at review size"
+
+
+class CellSighting(models.Model):
+    """A reviewer saw a cell (selected it, or its crop was shown in the gallery at review size).
+
+    One row per cell, reviewer and way, with the first time: what the "reviewed, none abnormal"
+    action may vouch for. Seeing is not deciding: a sighting never changes the cell."""
+
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="sightings")
+    seen_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="cell_sightings"
+    )
+    via = models.CharField(max_length=16, choices=SightingVia.choices)
+    seen_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cell", "seen_by", "via"], name="sighting_unique_per_reviewer_and_way"
+            ),
+            models.CheckConstraint(
+                condition=Q(via__in=SightingVia.values), name="sighting_via_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"cell {self.cell_id} seen by {self.seen_by_id} ({self.via})"
 
 
 class CellRevision(models.Model):

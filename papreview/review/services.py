@@ -1,7 +1,10 @@
-"""Writes for cells: every change bumps the cell's version and writes a CellRevision."""
+"""Writes for cells: every change bumps the cell's version and writes a CellRevision; what a
+reviewer saw is recorded apart (CellSighting), and seen flagged cells can be cleared in one go."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -10,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
+from inference.types import Bethesda
 from papreview.accounts.roles import user_can_write
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
@@ -17,9 +21,9 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_start_review
 from papreview.cases.transitions import REVIEWABLE_STATUSES
 from papreview.core.choices import BETHESDA_CLASSES
-from papreview.core.exceptions import PermissionDeniedError
+from papreview.core.exceptions import ConflictError, PermissionDeniedError
 from papreview.review.errors import CellNotEditableError, StaleVersionError
-from papreview.review.models import Cell, CellRevision, ReviewStatus
+from papreview.review.models import Cell, CellRevision, CellSighting, ReviewStatus, SightingVia
 
 # Fields a reviewer may change, and the fields a revision records.
 EDITABLE_FIELDS: tuple[str, ...] = ("current_class", "x", "y", "width", "height", "review_status")
@@ -190,7 +194,7 @@ def cell_update(*, cell: Cell, version: int, by: User, **changes: Any) -> Cell:
         return current
 
     with transaction.atomic():
-        if slide.status != SlideStatus.IN_REVIEW or slide.assigned_reviewer_id is None:
+        if slide.status == SlideStatus.ANALYSED or slide.assigned_reviewer_id is None:
             # The first change of a slide: in review, and assigned to this reviewer.
             slide = _lock_reviewable_slide(slide_id=slide.pk, by=by)
         now = timezone.now()
@@ -261,3 +265,122 @@ def cell_add(
         audit_record(action=AuditAction.CELL_ADDED, actor=by, target=cell, data={"after": after})
     slide.status = locked.status
     return cell
+
+
+# At most this many cells per sighting or clearing request (a gallery page is 60).
+MAX_CELLS_PER_REQUEST = 5000
+
+
+def _cell_ids(cell_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(cell_ids))
+    if not ids:
+        raise ValidationError({"cells": "Give at least one cell id."})
+    if len(ids) > MAX_CELLS_PER_REQUEST:
+        raise ValidationError({"cells": f"At most {MAX_CELLS_PER_REQUEST} cells at a time."})
+    return ids
+
+
+def cell_sightings_record(
+    *, slide: Slide, by: User, cell_ids: Sequence[int], via: str
+) -> tuple[int, list[int]]:
+    """Record that `by` saw these cells of the slide (selected, or shown in the gallery at review
+    size): the first time per cell, reviewer and way is kept. Returns how many were new and the
+    ids that are not (or no longer, after a re-analysis) cells of this slide."""
+    if not user_can_write(by):
+        raise PermissionDeniedError("Your role can read cells but not review them.")
+    if via not in SightingVia.values:
+        raise ValidationError({"via": f"Choose one of {', '.join(SightingVia.values)}."})
+    ids = _cell_ids(cell_ids)
+    found = set(Cell.objects.filter(slide_id=slide.pk, pk__in=ids).values_list("pk", flat=True))
+    before = CellSighting.objects.filter(cell_id__in=found, seen_by=by, via=via).count()
+    CellSighting.objects.bulk_create(
+        [CellSighting(cell_id=pk, seen_by=by, via=via) for pk in sorted(found)],
+        ignore_conflicts=True,
+    )
+    return len(found) - before, [pk for pk in ids if pk not in found]
+
+
+class CellsNotSeenError(ConflictError):
+    code = "not_seen"
+
+
+@dataclass(frozen=True)
+class ClearResult:
+    cleared: list[Cell]
+    skipped: list[int]  # already decided by someone: left as they are
+
+
+def cells_clear_seen(*, slide: Slide, by: User, cell_ids: Sequence[int]) -> ClearResult:
+    """ "Reviewed, none abnormal": the reviewer vouches that these cells, which they saw, are not
+    abnormal. Each undecided one becomes `cleared` (class NILM) with its own revision; cells
+    already decided are skipped; one audit event names them all. Refused as a whole when any of
+    them was never seen by this reviewer (selected, or shown in the gallery at review size)."""
+    if not user_can_write(by):
+        raise PermissionDeniedError("Your role can read cells but not review them.")
+    ids = _cell_ids(cell_ids)
+    with transaction.atomic():
+        locked = _lock_reviewable_slide(slide_id=slide.pk, by=by)
+        cells = list(
+            Cell.objects.select_for_update().filter(slide_id=locked.pk, pk__in=ids).order_by("pk")
+        )
+        unknown = sorted(set(ids) - {c.pk for c in cells})
+        if unknown:
+            raise ValidationError(
+                {"cells": f"Not cells of slide {slide.pk}: {', '.join(map(str, unknown))}."}
+            )
+        seen = set(
+            CellSighting.objects.filter(cell_id__in=ids, seen_by=by).values_list(
+                "cell_id", flat=True
+            )
+        )
+        unseen = [pk for pk in ids if pk not in seen]
+        if unseen:
+            raise CellsNotSeenError(
+                f"{len(unseen)} of these cells were never shown to you; open them or let the "
+                "gallery show them before marking them reviewed.",
+                extra={"unseen_cells": unseen},
+            )
+        now = timezone.now()
+        cleared: list[Cell] = []
+        revisions: list[CellRevision] = []
+        for cell in cells:
+            if cell.review_status != ReviewStatus.PREDICTED:
+                continue
+            before = cell_snapshot(cell)
+            cell.review_status = ReviewStatus.CLEARED
+            cell.current_class = Bethesda.NILM.value
+            cell.version += 1
+            cell.last_reviewed_by = by
+            cell.last_reviewed_at = now
+            cell.updated_at = now
+            revisions.append(
+                CellRevision(
+                    cell=cell,
+                    version=cell.version,
+                    changed_by=by,
+                    before=before,
+                    after=cell_snapshot(cell),
+                )
+            )
+            cleared.append(cell)
+        Cell.objects.bulk_update(
+            cleared,
+            [
+                "review_status",
+                "current_class",
+                "version",
+                "last_reviewed_by",
+                "last_reviewed_at",
+                "updated_at",
+            ],
+        )
+        CellRevision.objects.bulk_create(revisions)
+        if cleared:
+            audit_record(
+                action=AuditAction.CELLS_CLEARED,
+                actor=by,
+                target=locked,
+                data={"cells": [c.pk for c in cleared], "count": len(cleared)},
+            )
+    cleared_ids = {c.pk for c in cleared}
+    return ClearResult(cleared=cleared, skipped=[c.pk for c in cells if c.pk not in cleared_ids])

@@ -277,6 +277,10 @@ ANALYSIS_RETRY_BACKOFF_MAX_S: float = env.float("ANALYSIS_RETRY_BACKOFF_MAX_S", 
 # A delivery whose slide is locked by another execution waits this long for the lock before it
 # steps aside (a dead worker's lock is freed by PostgreSQL a moment after the process died).
 ANALYSIS_LOCK_WAIT_S: float = env.float("ANALYSIS_LOCK_WAIT_S", default=5.0)
+
+# Review: a predicted abnormal cell at least this confident is "flagged"; a slide cannot be signed
+# out less severe than an undecided flagged cell (papreview.review.selectors.flagged_cells).
+REVIEW_FLAG_THRESHOLD: float = env.float("REVIEW_FLAG_THRESHOLD", default=0.5)
 # A run is failed once it was started this many times without finishing (poison slide).
 ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
 # The sweeper (celery beat): sends jobs that never reached the broker after the grace period, and

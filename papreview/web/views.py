@@ -16,11 +16,13 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from inference.types import CLASS_COLOURS, Bethesda
 from papreview.accounts.roles import (
     SIGN_OUT_CATEGORIES,
+    Role,
     user_can_reopen,
     user_can_write,
     user_has_role,
@@ -30,6 +32,8 @@ from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
 from papreview.core.exceptions import NotFoundError
+from papreview.review.models import ReviewStatus
+from papreview.workflow.bethesda import page_vocabulary, report_labels, slide_report_get
 from papreview.workflow.selectors import (
     OPEN_STATUSES,
     review_queue_list,
@@ -186,18 +190,27 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "signOut": reverse("slide-sign-out", args=[slide.pk]),
             "analyze": reverse("slide-analyze", args=[slide.pk]),
             "reopen": reverse("slide-reopen", args=[slide.pk]),
+            "refer": reverse("slide-refer", args=[slide.pk]),
+            "sightings": reverse("slide-cell-sightings", args=[slide.pk]),
+            "clearSeen": reverse("slide-cells-clear", args=[slide.pk]),
+            "reviewers": reverse("reviewer-list"),
             "osdImages": "/static/vendor/openseadragon/images/",
         },
         "user": {
             "canWrite": user_can_write(request.user),
             "canReopen": user_can_reopen(request.user),
             "signOutClasses": _sign_out_classes(request.user),
+            "canRefer": user_can_write(request.user),
+            "isPathologist": user_has_role(request.user, Role.PATHOLOGIST, Role.ADMIN),
         },
+        "review": {"flagThreshold": settings.REVIEW_FLAG_THRESHOLD},
+        "reviewStatusLabels": dict(ReviewStatus.choices),
         "classes": list(BETHESDA_CLASSES),
         "classNames": CLASS_NAMES,
         "colours": CLASS_COLOURS,
         "severity": SEVERITY,
         "adequacy": SpecimenAdequacy.choices,
+        "bethesda": page_vocabulary(),
     }
     return render(
         request,
@@ -213,5 +226,26 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
                 if isinstance(request.user, User)
                 else None
             ),
+        },
+    )
+
+
+@require_safe
+def slide_report(request: HttpRequest, slide_id: int) -> HttpResponse:
+    """The slide's Bethesda report as a printable page (A4); preliminary until signed out."""
+    try:
+        slide = slide_get(slide_id=slide_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    audit_slide_opened(slide=slide, user=request.user, via="report_page")
+    rep = slide_report_get(slide=slide)
+    return render(
+        request,
+        "web/report.html",
+        {
+            "slide": slide,
+            "rep": rep,
+            "labels": report_labels(rep) if rep is not None else None,
+            "printed_at": timezone.now(),
         },
     )

@@ -1,5 +1,5 @@
-"""Thin API views for the review workflow: the viewer's cell layer, the interpretation draft, and
-assigning a slide to a reviewer (reopening a signed-out slide is `cases.apis.SlideReopenApi`)."""
+"""Thin API views for the review workflow: the viewer's cell layer, the interpretation draft,
+assigning, referring, signing out and reopening a slide."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from papreview.accounts.roles import Role
 from papreview.cases.apis import (
     InterpretationOutputSerializer,
     SlideOutputSerializer,
     slide_action_response,
 )
-from papreview.cases.models import Interpretation, SpecimenAdequacy
+from papreview.cases.models import Interpretation, SpecimenAdequacy, SpecimenType
 from papreview.cases.selectors import slide_get
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.choices import BETHESDA_CHOICES
@@ -32,7 +33,14 @@ from papreview.workflow.selectors import (
     slide_cell_layer,
     slide_event_list,
 )
-from papreview.workflow.services import interpretation_draft_save, slide_assign
+from papreview.workflow.services import (
+    MAX_REASON,
+    interpretation_draft_save,
+    slide_assign,
+    slide_refer,
+    slide_reopen,
+    slide_sign_out,
+)
 
 
 class CellLayerOutputSerializer(serializers.Serializer):
@@ -91,7 +99,16 @@ class DraftOutputSerializer(serializers.ModelSerializer[InterpretationDraft]):
     class Meta:
         model = InterpretationDraft
         ref_name = "InterpretationDraft"
-        fields = ("bethesda_category", "specimen_adequacy", "comment", "updated_by", "updated_at")
+        fields = (
+            "bethesda_category",
+            "specimen_adequacy",
+            "specimen_type",
+            "report",
+            "comment",
+            "version",
+            "updated_by",
+            "updated_at",
+        )
 
 
 class SlideEventOutputSerializer(serializers.ModelSerializer[SlideEvent]):
@@ -140,19 +157,39 @@ def _interpretation_state(slide_id: int) -> dict[str, Any]:
     )
 
 
+class InterpretationInputSerializer(serializers.Serializer):
+    """The structured Bethesda report as a reviewer fills it in (`report`: see
+    papreview.workflow.bethesda.report_clean)."""
+
+    bethesda_category = serializers.ChoiceField(choices=BETHESDA_CHOICES)
+    specimen_adequacy = serializers.ChoiceField(
+        choices=SpecimenAdequacy.choices, default=SpecimenAdequacy.SATISFACTORY
+    )
+    specimen_type = serializers.ChoiceField(
+        choices=SpecimenType.choices, allow_blank=True, required=False, default=""
+    )
+    report = serializers.JSONField(required=False, default=dict)
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+    class Meta:
+        ref_name = "InterpretationInput"
+
+
 class SlideInterpretationApi(APIView):
     """The interpretation panel: the suggestion from the reviewed cells, the draft being edited,
-    the signed-out interpretation, and the slide's events. PUT saves the draft."""
+    the signed-out interpretation, and the slide's events. PUT saves the draft: send the draft
+    `version` you read (0 when there was none); a stale one answers 409 `stale_draft` with the
+    current `draft`."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(InterpretationInputSerializer):
         bethesda_category = serializers.ChoiceField(
             choices=BETHESDA_CHOICES, allow_blank=True, required=False, default=""
         )
-        specimen_adequacy = serializers.ChoiceField(
-            choices=SpecimenAdequacy.choices, default=SpecimenAdequacy.SATISFACTORY
-        )
-        comment = serializers.CharField(
-            required=False, allow_blank=True, default="", max_length=5000
+        version = serializers.IntegerField(
+            min_value=0,
+            error_messages={
+                "required": "Send the draft version you read (0 when there was no draft)."
+            },
         )
 
         class Meta:
@@ -198,7 +235,15 @@ class SlideAssignApi(APIView):
 
 
 class ReviewerListApi(APIView):
-    """Users a slide can be assigned to."""
+    """Users a slide can be assigned to (`?role=pathologist` or `cytotechnologist`: one role)."""
+
+    class FilterSerializer(serializers.Serializer):
+        role = serializers.ChoiceField(
+            choices=[Role.PATHOLOGIST.value, Role.CYTOTECHNOLOGIST.value], required=False
+        )
+
+        class Meta:
+            ref_name = "ReviewerFilter"
 
     class OutputSerializer(serializers.ModelSerializer[User]):
         class Meta:
@@ -206,6 +251,76 @@ class ReviewerListApi(APIView):
             ref_name = "Reviewer"
             fields = ("id", "username", "first_name", "last_name")
 
-    @extend_schema(responses={200: OutputSerializer(many=True), **ERROR_RESPONSES})
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={200: OutputSerializer(many=True), **ERROR_RESPONSES},
+    )
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(reviewer_list(), many=True).data)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        role = filters.validated_data.get("role")
+        reviewers = reviewer_list(role=Role(role) if role else None)
+        return Response(self.OutputSerializer(reviewers, many=True).data)
+
+
+class SlideSignOutApi(APIView):
+    """Set the slide-level interpretation (a structured Bethesda report) and sign the slide out.
+    409 `flagged_cells_undecided` (with `undecided_cells`) while flagged cells more severe than
+    the category are undecided; 403 for a category or slide the user's role may not sign out."""
+
+    class InputSerializer(InterpretationInputSerializer):
+        class Meta:
+            ref_name = "SlideSignOutInput"
+
+    @extend_schema(
+        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request, slide_id: int) -> Response:
+        return slide_action_response(
+            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_sign_out
+        )
+
+
+class SlideReferApi(APIView):
+    """Refer the slide to a pathologist (status `referred`) with the reason; `pathologist`: a
+    user id, or null for any pathologist."""
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=MAX_REASON)
+        pathologist = serializers.PrimaryKeyRelatedField(
+            queryset=User.objects.filter(is_active=True, groups__name=Role.PATHOLOGIST.value),
+            allow_null=True,
+            required=False,
+            default=None,
+            error_messages={"does_not_exist": "No active pathologist with id {pk_value}."},
+        )
+
+        class Meta:
+            ref_name = "SlideReferInput"
+
+    @extend_schema(
+        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request, slide_id: int) -> Response:
+        return slide_action_response(
+            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_refer
+        )
+
+
+class SlideReopenApi(APIView):
+    """Reopen a signed-out slide for review: pathologists (and admins) only, with a reason, kept
+    as a slide event (its interpretation stays until the slide is signed out again)."""
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=MAX_REASON)
+
+        class Meta:
+            ref_name = "SlideReopenInput"
+
+    @extend_schema(
+        request=InputSerializer, responses={200: SlideOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request, slide_id: int) -> Response:
+        return slide_action_response(
+            request, slide_id=slide_id, input_serializer=self.InputSerializer, action=slide_reopen
+        )

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from papreview.cases.models import Slide, SpecimenAdequacy
+from papreview.cases.models import Slide, SpecimenAdequacy, SpecimenType
 from papreview.core.choices import BETHESDA_CHOICES, BETHESDA_CLASSES
 from papreview.core.models import TimeStampedModel
 
@@ -23,6 +23,13 @@ class InterpretationDraft(TimeStampedModel):
         max_length=16, choices=SpecimenAdequacy.choices, default=SpecimenAdequacy.SATISFACTORY
     )
     comment = models.TextField(blank=True)
+    specimen_type = models.CharField(max_length=16, choices=SpecimenType.choices, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    # Optimistic locking as for cells: a save must send the version it read.
+    version = models.PositiveIntegerField(default=1)
+    # The category of the last save by a pathologist: a cytotechnologist's later save does not
+    # hide it from the two-tier sign-out rules (papreview.workflow.services).
+    pathologist_category = models.CharField(max_length=8, choices=BETHESDA_CHOICES, blank=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -46,6 +53,7 @@ class InterpretationDraft(TimeStampedModel):
 class SlideEventKind(models.TextChoices):
     ASSIGNED = "assigned", "Assigned"
     REOPENED = "reopened", "Reopened"
+    REFERRED = "referred", "Referred to a pathologist"
 
 
 class SlideEvent(models.Model):
@@ -66,8 +74,9 @@ class SlideEvent(models.Model):
                 condition=Q(kind__in=SlideEventKind.values), name="slide_event_kind_valid"
             ),
             models.CheckConstraint(
-                condition=~Q(kind=SlideEventKind.REOPENED) | ~Q(reason=""),
-                name="slide_event_reopen_has_reason",
+                condition=~Q(kind__in=[SlideEventKind.REOPENED, SlideEventKind.REFERRED])
+                | ~Q(reason=""),
+                name="slide_event_reason_required",
             ),
         ]
 

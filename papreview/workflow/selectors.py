@@ -14,7 +14,6 @@ from django.db.models import (
     Case,
     Count,
     F,
-    FloatField,
     IntegerField,
     OuterRef,
     Q,
@@ -23,20 +22,21 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.expressions import RawSQL
 
-from papreview.accounts.roles import Role
+from papreview.accounts.roles import Role, user_has_role
 from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.selectors import slide_list
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
 from papreview.review.models import Cell, ReviewStatus
-from papreview.workflow.models import SlideEvent
+from papreview.review.selectors import probability_of_predicted_class
+from papreview.workflow.models import SlideEvent, SlideEventKind
 
-# Cells a reviewer has vouched for: they drive the suggested interpretation.
+# Cells a reviewer has vouched for as they are: they drive the suggested interpretation.
 REVIEWED_STATUSES: tuple[str, ...] = (
     ReviewStatus.CONFIRMED,
     ReviewStatus.RELABELLED,
     ReviewStatus.ADDED,
+    ReviewStatus.CLEARED,
 )
 OPEN_STATUSES: tuple[str, ...] = tuple(s for s in SlideStatus.values if s != SlideStatus.SIGNED_OUT)
 
@@ -69,10 +69,18 @@ def review_queue_list(
         .order_by("-severity")
         .values("current_class")[:1]
     )
+    referral_reason = (
+        SlideEvent.objects.filter(slide=OuterRef("pk"), kind=SlideEventKind.REFERRED)
+        .order_by("-at", "-id")
+        .values("reason")[:1]
+    )
     qs = (
         slide_list(statuses=statuses, ordering=ordering)
         .select_related("assigned_reviewer", "interpretation_draft")
-        .annotate(reviewed_class=Subquery(most_severe_reviewed))
+        .annotate(
+            reviewed_class=Subquery(most_severe_reviewed),
+            referral_reason=Subquery(referral_reason),
+        )
     )
     if triage_class:
         qs = qs.filter(triage_class=triage_class)
@@ -89,9 +97,12 @@ def review_queue_list(
 
 def review_queue_next(*, after_slide_id: int, user: User) -> Slide | None:
     """The slide to open after this one: the most suspicious slide waiting for review (analysed
-    or in review) that is the user's or nobody's."""
+    or in review; for a pathologist, referred too) that is the user's or nobody's."""
+    waiting = [SlideStatus.ANALYSED, SlideStatus.IN_REVIEW]
+    if user_has_role(user, Role.PATHOLOGIST, Role.ADMIN):
+        waiting.append(SlideStatus.REFERRED)
     return (
-        Slide.objects.filter(status__in=[SlideStatus.ANALYSED, SlideStatus.IN_REVIEW])
+        Slide.objects.filter(status__in=waiting)
         .filter(Q(assigned_reviewer=user) | Q(assigned_reviewer__isnull=True))
         .exclude(pk=after_slide_id)
         .order_by(F("triage_score").desc(nulls_last=True), "created_at", "id")
@@ -100,14 +111,11 @@ def review_queue_next(*, after_slide_id: int, user: User) -> Slide | None:
     )
 
 
-def reviewer_list() -> QuerySet[User]:
-    """Active users who may review slides (pathologists and cytotechnologists)."""
+def reviewer_list(*, role: Role | None = None) -> QuerySet[User]:
+    """Active users who may review slides (pathologists and cytotechnologists, or one role)."""
+    roles = [role.value] if role else [Role.PATHOLOGIST.value, Role.CYTOTECHNOLOGIST.value]
     return (
-        User.objects.filter(
-            is_active=True, groups__name__in=[Role.PATHOLOGIST.value, Role.CYTOTECHNOLOGIST.value]
-        )
-        .distinct()
-        .order_by("username")
+        User.objects.filter(is_active=True, groups__name__in=roles).distinct().order_by("username")
     )
 
 
@@ -145,15 +153,6 @@ CELL_LAYER_FIELDS: tuple[str, ...] = (
 )
 
 
-def _probability_of_predicted_class() -> RawSQL:
-    """probabilities[predicted_class] computed by the database (no JSON decoding per row)."""
-    if connection.vendor == "postgresql":
-        sql = "(probabilities ->> predicted_class)::double precision"
-    else:  # SQLite, the zero-setup default
-        sql = "CAST(json_extract(probabilities, '$.\"' || predicted_class || '\"') AS REAL)"
-    return RawSQL(sql, [], output_field=FloatField())
-
-
 def slide_cell_layer(*, slide_id: int, since: dt.datetime | None = None) -> list[list[Any]]:
     """Every cell of a slide as a row of CELL_LAYER_FIELDS (one query, no per-row objects);
     with `since`, only the cells changed after that time.
@@ -166,7 +165,7 @@ def slide_cell_layer(*, slide_id: int, since: dt.datetime | None = None) -> list
         cells = cells.filter(updated_at__gt=since)
     query = (
         cells.order_by("id")
-        .annotate(p_predicted=_probability_of_predicted_class())
+        .annotate(p_predicted=probability_of_predicted_class())
         .values_list(
             "id",
             "x",

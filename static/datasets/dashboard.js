@@ -3,10 +3,11 @@
 const SVG = "http://www.w3.org/2000/svg";
 const OUTCOME_COLOURS = {
   confirmed: "#1e7b34",
-  unchanged: "#8fc59b",
   relabelled: "#f0a202",
+  cleared: "#8fc59b",
   rejected: "#b3261e",
   added: "#1f5fbf",
+  undecided: "#d5d9e0",
 };
 
 function node(tag, attrs = {}, text = null) {
@@ -53,10 +54,12 @@ export function stackedBars(version, classes, outcomes, colours) {
 }
 
 function rates(total) {
-  const predicted = total.confirmed + total.unchanged + total.relabelled + total.rejected;
-  const pct = (n) => (predicted ? `${Math.round((100 * n) / predicted)}%` : "–");
-  return `${predicted} predicted: ${pct(total.confirmed + total.unchanged)} kept, ` +
-    `${pct(total.relabelled)} relabelled, ${pct(total.rejected)} rejected; ${total.added} added (misses)`;
+  // Rates over the cells a person decided; undecided ones are counted apart, never as kept.
+  const decided = total.confirmed + total.relabelled + total.cleared + total.rejected;
+  const pct = (n) => (decided ? `${Math.round((100 * n) / decided)}%` : "–");
+  return `${decided} decided: ${pct(total.confirmed)} kept, ${pct(total.relabelled)} relabelled, ` +
+    `${pct(total.cleared)} cleared as not abnormal, ${pct(total.rejected)} rejected; ` +
+    `${total.added} added (misses); ${total.undecided} undecided (not counted)`;
 }
 
 function render() {

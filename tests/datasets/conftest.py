@@ -21,9 +21,9 @@ from PIL import Image
 from inference.synthetic import write_pyramidal_tiff
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.cases.models import Patient, Slide, SlideStatus
-from papreview.cases.services import slide_sign_out
 from papreview.review.models import Cell
 from papreview.review.services import cell_add, cell_update
+from papreview.workflow.services import slide_sign_out
 from tests.factories import (
     AnalysisRunFactory,
     CellFactory,
@@ -75,7 +75,8 @@ def make_slide(versions: Versions, pathologist: User) -> Callable[..., ReviewedS
     """A slide with a stored image, analysed by `versions`, reviewed and signed out.
 
     `cells` lists (x, y, w, h, predicted class, action[, new class]) with action one of
-    accepted (left as predicted), confirmed, relabelled, moved, rejected, added.
+    undecided (left as predicted: nobody decided it), accepted / confirmed (a reviewer accepted
+    it), relabelled, moved, rejected, added.
     """
 
     def make(
@@ -142,7 +143,7 @@ def make_slide(versions: Versions, pathologist: User) -> Callable[..., ReviewedS
                     else {"NILM": 0.9, "LSIL": 0.1},
                     detection_score=0.6,
                 )
-                if action == "confirmed":
+                if action in ("accepted", "confirmed"):
                     cell = cell_update(
                         cell=cell, version=cell.version, by=reviewer, review_status="confirmed"
                     )

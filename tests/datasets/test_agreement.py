@@ -20,6 +20,7 @@ from papreview.datasets.agreement import (
 from papreview.datasets.dashboard import model_dashboard, model_outcomes
 from papreview.datasets.models import QCLabel, QCReview, QCStatus
 from papreview.datasets.qc import qc_review_submit, qc_sample, qc_settings_get, qc_settings_set
+from papreview.review.models import CellSighting
 from tests.factories import PatientFactory
 
 # A 3 x 3 table (rows: rater A, columns: rater B), n = 25:
@@ -79,14 +80,14 @@ def two_slides(make_slide, pathologist):
         p,
         seed=1,
         cells=[
-            (10, 10, 30, 30, "HSIL", "accepted"),
+            (10, 10, 30, 30, "HSIL", "undecided"),
             (60, 10, 30, 30, "HSIL", "confirmed"),
             (110, 10, 30, 30, "HSIL", "relabelled", "LSIL"),
             (160, 10, 30, 30, "NILM", "rejected"),
             (10, 100, 30, 30, "SCC", "added"),
         ],
     )
-    s2 = make_slide(p, seed=2, cells=[(10, 10, 30, 30, "LSIL", "accepted")], category="LSIL")
+    s2 = make_slide(p, seed=2, cells=[(10, 10, 30, 30, "LSIL", "undecided")], category="LSIL")
     return s1, s2
 
 
@@ -95,12 +96,15 @@ def test_model_outcomes_per_version_and_class(two_slides, versions):
     (classifier,) = model_outcomes(stage="classifier")
     assert classifier["version"] == "cls-A"
     hsil = classifier["classes"]["HSIL"]
-    assert hsil == {"confirmed": 1, "unchanged": 1, "relabelled": 1, "rejected": 0, "added": 0}
+    # The undecided cell is counted apart: sign-out did not make it "kept".
+    assert hsil == {
+        "confirmed": 1, "relabelled": 1, "cleared": 0, "rejected": 0, "added": 0, "undecided": 1
+    }  # fmt: skip
     assert classifier["classes"]["NILM"]["rejected"] == 1
     assert classifier["classes"]["SCC"]["added"] == 1  # a miss, by the reviewer's class
-    assert classifier["classes"]["LSIL"]["unchanged"] == 1
+    assert classifier["classes"]["LSIL"]["undecided"] == 1
     assert classifier["total"] == {
-        "confirmed": 1, "unchanged": 2, "relabelled": 1, "rejected": 1, "added": 1
+        "confirmed": 1, "relabelled": 1, "cleared": 0, "rejected": 1, "added": 1, "undecided": 2
     }  # fmt: skip
     (detector,) = model_outcomes(stage="detector")
     assert detector["version"] == "det-A" and detector["total"] == classifier["total"]
@@ -108,7 +112,7 @@ def test_model_outcomes_per_version_and_class(two_slides, versions):
 
 @pytest.mark.django_db
 def test_qc_re_review_and_kappa_on_the_dashboard(
-    two_slides, make_slide, pathologist, admin_user, viewer, api
+    two_slides, make_slide, pathologist, cytotech, admin_user, viewer, api
 ):
     with pytest.raises(PermissionDeniedError):
         qc_settings_set(share=0.5, by=pathologist)
@@ -139,6 +143,10 @@ def test_qc_re_review_and_kappa_on_the_dashboard(
         qc_review_submit(qc_review=review, by=pathologist, labels=second)
     with pytest.raises(PermissionDeniedError):
         qc_review_submit(qc_review=review, by=viewer, labels=second)
+    # Nor can someone who screened it (saw one of its cells) without signing it out.
+    CellSighting.objects.create(cell=cells[ids[1]], seen_by=cytotech, via="gallery")
+    with pytest.raises(PermissionDeniedError, match="screened"):
+        qc_review_submit(qc_review=review, by=cytotech, labels=second)
     with pytest.raises(ValidationError):
         qc_review_submit(qc_review=review, by=admin_user, labels={ids[0]: "HSIL"})
     with pytest.raises(ValidationError):
@@ -151,21 +159,22 @@ def test_qc_re_review_and_kappa_on_the_dashboard(
         qc_review_submit(qc_review=review, by=admin_user, labels=second)
 
     agreement = model_dashboard()["agreement"]
-    # Reviewer vs reviewer, n = 5: first  HSIL HSIL LSIL rejected SCC
-    #                             second HSIL LSIL LSIL rejected HSIL
-    # p_o = 3/5 = 0.6; first: HSIL 2, LSIL 1, rej 1, SCC 1; second: HSIL 2, LSIL 2, rej 1
-    # p_e = (2*2 + 1*2 + 1*1 + 1*0) / 25 = 7/25 = 0.28; kappa = (0.6 - 0.28) / 0.72 = 0.4444...
+    # Reviewer vs reviewer over the cells the first reviewer decided (the undecided HSIL is left
+    # out), n = 4: first  HSIL LSIL rejected SCC
+    #              second LSIL LSIL rejected HSIL
+    # p_o = 2/4; first: HSIL 1, LSIL 1, rej 1, SCC 1; second: LSIL 2, rej 1, HSIL 1
+    # p_e = (1*1 + 1*2 + 1*1) / 16 = 0.25; kappa = 0.25 / 0.75 = 1/3
     rr = agreement["reviewer_vs_reviewer"]
-    assert rr["n"] == 5 and rr["kappa"] == pytest.approx(0.32 / 0.72)
-    # HSIL vs rest: yes/yes 1, A yes B no 1, A no B yes 1, no/no 2
-    # p_o = 3/5 = 0.6; p_e = 0.4*0.4 + 0.6*0.6 = 0.52; kappa = 0.08 / 0.48 = 0.1666...
-    assert rr["per_class"]["HSIL"]["kappa"] == pytest.approx(0.08 / 0.48)
-    # Reviewer (first) vs model over every predicted cell of signed-out slides, n = 5:
-    # reviewer HSIL HSIL LSIL rejected LSIL; model HSIL HSIL HSIL NILM LSIL
-    # p_o = 3/5 = 0.6; reviewer: HSIL 2, LSIL 2, rej 1; model: HSIL 3, NILM 1, LSIL 1
-    # p_e = (2*3 + 2*1) / 25 = 0.32; kappa = 0.28 / 0.68 = 0.41176...
+    assert rr["n"] == 4 and rr["kappa"] == pytest.approx(1 / 3)
+    # HSIL vs rest: A yes B no 1, A no B yes 1, no/no 2
+    # p_o = 0.5; p_e = 0.25*0.25 + 0.75*0.75 = 0.625; kappa = -0.125 / 0.375 = -1/3
+    assert rr["per_class"]["HSIL"]["kappa"] == pytest.approx(-1 / 3)
+    # Reviewer (first) vs model over the predicted cells a person decided, n = 3 (the two
+    # undecided cells are left out): reviewer HSIL LSIL rejected; model HSIL HSIL NILM
+    # p_o = 1/3; reviewer: HSIL 1, LSIL 1, rej 1; model: HSIL 2, NILM 1
+    # p_e = 2/9; kappa = (1/9) / (7/9) = 1/7
     rm = agreement["reviewer_vs_model"]
-    assert rm["n"] == 5 and rm["kappa"] == pytest.approx(0.28 / 0.68)
+    assert rm["n"] == 3 and rm["kappa"] == pytest.approx(1 / 7)
     # QC reviewer vs model (cells with a model label), n = 4:
     # second HSIL LSIL LSIL rejected; model HSIL HSIL HSIL NILM
     # p_o = 1/4; second: HSIL 1, LSIL 2, rej 1; model: HSIL 3, NILM 1; p_e = 3/16
@@ -175,7 +184,7 @@ def test_qc_re_review_and_kappa_on_the_dashboard(
     assert agreement["qc_reviews"] == {"pending": pending_others, "done": 1}
     # the same figures over the API (JSON: kappa as numbers, null where undefined)
     body = api(viewer).get("/api/model-dashboard/").json()
-    assert body["agreement"]["reviewer_vs_reviewer"]["kappa"] == pytest.approx(0.32 / 0.72)
+    assert body["agreement"]["reviewer_vs_reviewer"]["kappa"] == pytest.approx(1 / 3)
     assert body["agreement"]["reviewer_vs_reviewer"]["per_class"]["ASC-US"]["kappa"] is None
     assert body["classifier"][0]["classes"]["SCC"]["added"] == 1
     assert api(None).get("/api/model-dashboard/").status_code == 401

@@ -66,7 +66,7 @@ def reviewed(make_slide):
             p1,
             seed=1,
             cells=[
-                (10, 12, 40, 36, "HSIL", "accepted"),
+                (10, 12, 40, 36, "HSIL", "undecided"),
                 (80, 40, 30, 30, "LSIL", "confirmed"),
                 (150, 100, 44, 40, "ASC-US", "relabelled", "LSIL"),
                 (30, 120, 30, 30, "NILM", "rejected"),
@@ -77,7 +77,7 @@ def reviewed(make_slide):
             seed=2,
             cells=[(60, 60, 50, 40, "SCC", "moved"), (170, 20, 30, 30, "ASC-H", "added")],
         ),
-        make_slide(p2, seed=3, cells=[(100, 100, 40, 40, "NILM", "accepted")], category="NILM"),
+        make_slide(p2, seed=3, cells=[(100, 100, 40, 40, "NILM", "undecided")], category="NILM"),
         make_slide(p3, seed=4, cells=[], category="NILM"),
     ]
     return slides
@@ -93,15 +93,19 @@ def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pat
     ex = Export.open(root)
     assert ex.verify() == []
 
-    # Expected: every non-rejected cell, with its final class and box, per slide.
+    # Expected: every decided, non-rejected cell with its final class and box, per slide, and
+    # the undecided cells of the NILM slide as NILM; the undecided HSIL cell of an HSIL slide
+    # is left out of the training formats (nobody decided it).
     expected: dict[int, Counter] = {}
     for r in reviewed:
         slide = r.slide
         cells = slide.cells.exclude(review_status=ReviewStatus.REJECTED)
+        if slide.interpretation.bethesda_category != "NILM":
+            cells = cells.exclude(review_status=ReviewStatus.PREDICTED)
         expected[slide.pk] = Counter(
             (c.current_class, (c.x, c.y, c.width, c.height)) for c in cells
         )
-    assert export.cell_count == sum(sum(c.values()) for c in expected.values()) == 6
+    assert export.cell_count == sum(sum(c.values()) for c in expected.values()) == 5
 
     seen: dict[int, Counter] = {}
     images_seen = 0
@@ -145,16 +149,28 @@ def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pat
     rows = {int(r["cell_id"]): r for r in ex.provenance()}
     assert len(rows) == 7
     assert Counter(r["action"] for r in rows.values()) == {
-        "accepted": 3,  # left as predicted (2) or explicitly confirmed (1)
+        "undecided": 2,  # left as predicted: sign-out decides nothing
+        "accepted": 1,  # explicitly confirmed
         "relabelled": 1,
         "moved": 1,
         "rejected": 1,
         "added": 1,
     }
+    assert Counter(r["label_source"] for r in rows.values()) == {
+        "decided": 5,
+        "undecided": 1,  # on the HSIL slide: in provenance.csv only
+        "implied_by_nilm_signout": 1,  # on the NILM slide: NILM
+    }
+    nilm_cell = reviewed[2].cells["undecided-0"]
+    assert (rows[nilm_cell.pk]["final_class"], rows[nilm_cell.pk]["reviewer"]) == ("NILM", "")
     for key, cell in reviewed[0].cells.items():
         row = rows[cell.pk]
         assert row["predicted_class"] == cell.predicted_class
         assert row["detector_version"] == "det-A" and row["classifier_version"] == "cls-A"
+        if key.startswith("undecided"):
+            # Nobody decided it: no reviewer, no final class, never "accepted".
+            assert (row["action"], row["reviewer"], row["final_class"]) == ("undecided", "", "")
+            continue
         assert row["reviewer"] == pathologist.username
         if key.startswith("relabelled"):
             assert (row["action"], row["final_class"]) == ("relabelled", "LSIL")
@@ -179,6 +195,41 @@ def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pat
     )
     patches = export_patches(ex, split_of_slide[reviewed[0].slide.pk], 48)
     assert patches.images.shape[1:] == (48, 48, 3)
+
+
+def test_undecided_predictions_only_as_marked_pseudo_labels_when_asked(
+    reviewed, pathologist, tmp_path
+):
+    undecided_hsil = reviewed[0].cells["undecided-0"]
+    plain = Export.open(unpack(build("no pseudo", pathologist), tmp_path / "a"))
+    assert undecided_hsil.pk not in {
+        a["attributes"]["cell_id"]
+        for split in ("train", "val", "test")
+        for a in json.loads(plain.coco_path(split).read_text())["annotations"]
+    }
+    export = build("pseudo", pathologist, include_undecided=True)
+    assert export.manifest["params"]["include_undecided"] is True
+    assert export.manifest["counts"]["label_sources"]["pseudo_label"] == 1
+    ex = Export.open(unpack(export, tmp_path / "b"))
+    rows = {int(r["cell_id"]): r for r in ex.provenance()}
+    row = rows[undecided_hsil.pk]
+    assert (row["action"], row["label_source"], row["final_class"], row["reviewer"]) == (
+        "undecided",
+        "pseudo_label",
+        "HSIL",
+        "",
+    )
+    attrs = [
+        a["attributes"]
+        for split in ("train", "val", "test")
+        for a in json.loads(ex.coco_path(split).read_text())["annotations"]
+        if a["attributes"]["cell_id"] == undecided_hsil.pk
+    ]
+    assert [a["label_source"] for a in attrs] == ["pseudo_label"]
+    crops = [
+        p.name for p in (ex.root / "crops").rglob("*.png") if f"_c{undecided_hsil.pk}" in p.name
+    ]
+    assert crops == [f"s{reviewed[0].slide.pk:06d}_c{undecided_hsil.pk}_pseudo.png"]
 
 
 def test_split_is_by_patient_and_manifest_counts(reviewed, pathologist, tmp_path):
@@ -249,7 +300,7 @@ def test_yolo_labels_and_data_yaml(reviewed, pathologist, tmp_path):
                     (ann.box.x, ann.box.y, ann.box.width, ann.box.height), abs=0.01
                 )
             n_labels += len(labels)
-    assert n_labels == 6
+    assert n_labels == 5  # decided, not rejected, plus the NILM slide's undecided cell
 
 
 def test_geojson_is_qupath_compatible(reviewed, pathologist, tmp_path):
@@ -273,7 +324,9 @@ def test_geojson_is_qupath_compatible(reviewed, pathologist, tmp_path):
                 int(colour[i : i + 2], 16) for i in (0, 2, 4)
             ]
     first = reviewed[0]
-    kept = first.slide.cells.exclude(review_status=ReviewStatus.REJECTED)
+    kept = first.slide.cells.exclude(
+        review_status__in=[ReviewStatus.REJECTED, ReviewStatus.PREDICTED]
+    )
     data = json.loads((root / f"geojson/s{first.slide.pk:06d}.geojson").read_text())
     boxes = sorted(
         (f["properties"]["classification"]["name"], tuple(f["geometry"]["coordinates"][0][0]))

@@ -26,7 +26,7 @@ from inference.types import BETHESDA_CLASSES
 from papreview.accounts.roles import Role
 from papreview.analysis.models import ModelStage
 from papreview.cases.models import SlideStatus
-from papreview.cases.services import slide_sign_out
+from papreview.workflow.services import slide_sign_out
 from papreview.datasets.models import DatasetExport, ExportStatus, QCReview
 from papreview.uploads.models import Upload
 from tests.factories import (
@@ -58,6 +58,7 @@ ADMIN_ONLY = {"GET": ADMIN, "POST": ADMIN}
 RULES: dict[str, dict[str, frozenset[Role]]] = {
     # Pages
     "home": READ,
+    "slide-report-page": READ,
     "upload": READ,  # the page; uploading is the API (viewers are refused there)
     "slide-review": READ,
     # A logged-in user is sent home whatever the method (redirect_authenticated_user).
@@ -85,6 +86,10 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "slide-reopen": {"POST": PATHOLOGISTS},  # with a reason; pathologists and admins only
     "slide-interpretation": {"GET": ALL, "PUT": WRITERS},
     "slide-assign": {"POST": WRITERS},
+    "slide-refer": {"POST": WRITERS},
+    "slide-cell-sightings": {"POST": WRITERS},
+    "slide-cells-clear": {"POST": WRITERS},
+    "slide-report": READ,
     "slide-analyze": {"POST": WRITERS},
     "slide-runs": READ,
     "slide-cell-layer": READ,

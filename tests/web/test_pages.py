@@ -156,7 +156,7 @@ def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
     }
     assert config["urls"]["dzi"] == f"/api/slides/{slide.pk}/deepzoom.dzi"
     assert config["user"] == {"canWrite": True, "canReopen": False, "signOutClasses": ["NILM"]}
-    assert config["colours"]["HSIL"] == "#c62828"
+    assert config["colours"]["HSIL"] == "#d55e00"
     client.force_login(pathologist)
     pathologist_config = client.get(f"/slides/{slide.pk}/").content.decode()
     assert f'"signOutClasses": {json.dumps(list(BETHESDA_CLASSES))}' in pathologist_config

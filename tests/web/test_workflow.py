@@ -68,21 +68,46 @@ def test_draft_is_kept_and_refused_once_signed_out(api, pathologist) -> None:
     slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
     client = api(pathologist)
     url = f"/api/slides/{slide.pk}/interpretation/"
+    no_version = client.put(url, {"bethesda_category": "HSIL"})
+    assert no_version.status_code == 400 and "version" in no_version.json()["fields"]
     saved = client.put(
         url,
-        {"bethesda_category": "HSIL", "specimen_adequacy": "satisfactory", "comment": "koilocytes"},
+        {
+            "bethesda_category": "HSIL",
+            "specimen_adequacy": "satisfactory",
+            "comment": "koilocytes",
+            "version": 0,
+        },
+        format="json",
     )
     assert saved.status_code == 200
     assert saved.json()["draft"]["comment"] == "koilocytes"
     assert saved.json()["draft"]["updated_by"] == pathologist.username
+    assert saved.json()["draft"]["version"] == 1
     assert client.get(url).json()["draft"]["bethesda_category"] == "HSIL"
-    bad = client.put(url, {"bethesda_category": "XYZ"})
+    bad = client.put(url, {"bethesda_category": "XYZ", "version": 1})
     assert bad.status_code == 400 and "bethesda_category" in bad.json()["fields"]
     signed = client.post(f"/api/slides/{slide.pk}/sign-out/", {"bethesda_category": "HSIL"})
     assert signed.status_code == 200
-    refused = client.put(url, {"bethesda_category": "NILM"})
+    refused = client.put(url, {"bethesda_category": "NILM", "version": 1})
     assert refused.status_code == 409 and refused.json()["code"] == "slide_signed_out"
     assert "reopen" in refused.json()["detail"]
+
+
+def test_a_stale_draft_save_is_refused_with_the_current_draft(api, pathologist, cytotech) -> None:
+    slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    url = f"/api/slides/{slide.pk}/interpretation/"
+    first = api(pathologist).put(url, {"bethesda_category": "HSIL", "comment": "p", "version": 0})
+    assert first.status_code == 200
+    # The cytotechnologist read no draft (version 0) and saves: someone saved in between.
+    stale = api(cytotech).put(url, {"bethesda_category": "NILM", "comment": "c", "version": 0})
+    body = stale.json()
+    assert stale.status_code == 409 and body["code"] == "stale_draft"
+    assert pathologist.username in body["detail"]
+    assert body["draft"]["comment"] == "p" and body["draft"]["version"] == 1
+    assert InterpretationDraft.objects.get(slide=slide).comment == "p"  # nothing lost
+    ok = api(cytotech).put(url, {"bethesda_category": "NILM", "comment": "c", "version": 1})
+    assert ok.status_code == 200 and ok.json()["draft"]["version"] == 2
 
 
 def test_sign_out_rules_are_enforced_by_the_server(api, cytotech, pathologist) -> None:

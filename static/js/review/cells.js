@@ -1,7 +1,56 @@
 // The cells of a slide in memory, a spatial grid to find those in view, and the canvas overlay
 // that draws them (one canvas, never one DOM node per cell).
 
-const REVIEWED = new Set(["confirmed", "relabelled", "added"]);
+// Decided by a person (shown whatever the confidence filter says); "predicted" is undecided.
+const REVIEWED = new Set(["confirmed", "relabelled", "added", "cleared"]);
+
+// How each class is drawn besides its colour, so that colour is never the only cue (colour-vision
+// deficiencies, stain under the line): the atypical classes (ASC-*) dashed, the definite ones
+// solid; high-grade classes get corner brackets, SCC a second, inner line.
+export const CLASS_STYLE = {
+  NILM: { dash: [], corners: false, double: false },
+  "ASC-US": { dash: [6, 4], corners: false, double: false },
+  LSIL: { dash: [], corners: false, double: false },
+  "ASC-H": { dash: [6, 4], corners: true, double: false },
+  HSIL: { dash: [], corners: true, double: false },
+  SCC: { dash: [], corners: true, double: true },
+};
+const PLAIN = { dash: [], corners: false, double: false };
+
+/** A contrasting casing under a class colour: dark under light colours, white under dark ones, so
+ * a line shows on pale background and on dark nuclei alike. */
+export function casingOf(hex) {
+  const v = parseInt(String(hex).slice(1), 16);
+  const lin = (c) => { c /= 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const lum = 0.2126 * lin((v >> 16) & 255) + 0.7152 * lin((v >> 8) & 255) + 0.0722 * lin(v & 255);
+  return lum > 0.3 ? "rgba(20,20,20,.7)" : "rgba(255,255,255,.85)";
+}
+
+/** A small SVG of how a class is drawn (for the legend): colour, casing, dashes, corners. */
+export function swatchSvg(cls, colour) {
+  const st = CLASS_STYLE[cls] || PLAIN;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 22 16");
+  svg.setAttribute("width", "22");
+  svg.setAttribute("height", "16");
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("sw-svg");
+  const add = (tag, attrs) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    svg.append(node);
+  };
+  const box = { x: 4, y: 3.5, width: 14, height: 9, fill: "none" };
+  const dash = st.dash.length ? "3 2" : "none";
+  add("rect", { ...box, stroke: casingOf(colour), "stroke-width": 3.5, "stroke-dasharray": dash });
+  add("rect", { ...box, stroke: colour, "stroke-width": 1.8, "stroke-dasharray": dash });
+  if (st.double) add("rect", { x: 6.5, y: 6, width: 9, height: 4, fill: "none", stroke: colour, "stroke-width": 1 });
+  if (st.corners) {
+    add("path", { d: "M1 4V1H4M18 1H21V4M21 12V15H18M4 15H1V12", fill: "none", stroke: colour, "stroke-width": 1.5 });
+  }
+  return svg;
+}
 
 export class CellStore {
   constructor(config) {
@@ -110,6 +159,15 @@ export class CellStore {
     return cell;
   }
 
+  /** Apply the short answer of a bulk action ({id, version, current_class, review_status}). */
+  applyChange(row) {
+    const cell = this.byId.get(row.id);
+    if (!cell || cell.version >= row.version) return null;
+    Object.assign(cell, { version: row.version, cls: row.current_class, status: row.review_status });
+    this.changed();
+    return cell;
+  }
+
   moveLocal(cell, box) {
     this.unindex(cell);
     Object.assign(cell, box);
@@ -178,6 +236,8 @@ export class Overlay {
     this.selected = null;
     this.editable = false;
     this.draft = null; // a box being drawn or dragged: {x, y, w, h, cls}
+    this.lineWidth = 1.6; // of a predicted cell's box, CSS pixels (reviewed ones are drawn thicker)
+    this.opacity = 1;
     this.pending = false;
     this.drawnCount = 0;
     this.onDrawn = null;
@@ -238,18 +298,42 @@ export class Overlay {
       g.push(c);
     });
     const thin = t.s < 0.05;
+    ctx.globalAlpha = this.opacity;
+    ctx.lineJoin = "miter";
     for (const [key, cells] of groups) {
       const [cls, style] = key.split("|");
-      ctx.beginPath();
-      for (const c of cells) {
-        const w = Math.max(3, c.w * t.s), h = Math.max(3, c.h * t.s);
-        ctx.rect(t.ox + c.x * t.s, t.oy + c.y * t.s, w, h);
+      const rejected = style === "rejected";
+      const st = rejected ? PLAIN : (CLASS_STYLE[cls] || PLAIN);
+      const colour = rejected ? "rgba(120,120,120,.9)" : this.colours[cls];
+      const lw = thin ? Math.min(1, this.lineWidth) : (style === "r" ? this.lineWidth * 1.8 : this.lineWidth);
+      const boxes = (inset) => {
+        ctx.beginPath();
+        for (const c of cells) {
+          const w = Math.max(3, c.w * t.s), h = Math.max(3, c.h * t.s);
+          if (inset && (w < 4 * inset || h < 4 * inset)) continue;
+          ctx.rect(t.ox + c.x * t.s + inset, t.oy + c.y * t.s + inset, w - 2 * inset, h - 2 * inset);
+        }
+      };
+      boxes(0);
+      ctx.setLineDash(rejected ? [2, 4] : st.dash.map((d) => d * Math.max(1, lw / 1.6)));
+      if (!thin && !rejected) { // the casing first, one pixel wider on each side
+        ctx.strokeStyle = casingOf(colour);
+        ctx.lineWidth = lw + 2;
+        ctx.stroke();
       }
-      ctx.setLineDash(style === "rejected" ? [4, 3] : []);
-      ctx.strokeStyle = style === "rejected" ? "rgba(120,120,120,.9)" : this.colours[cls];
-      ctx.lineWidth = thin ? 1 : (style === "r" ? 3 : 1.6);
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = lw;
       ctx.stroke();
+      if (thin || rejected) continue;
+      ctx.setLineDash([]);
+      if (st.double) { // SCC: an inner line as well
+        boxes(lw + 2.5);
+        ctx.lineWidth = Math.max(1, lw * 0.75);
+        ctx.stroke();
+      }
+      if (st.corners) this.corners(cells, t, lw, colour);
     }
+    ctx.globalAlpha = 1;
     ctx.setLineDash([]);
     const sel = this.draft || (this.selected && this.store.byId.get(this.selected));
     if (sel) {
@@ -272,6 +356,30 @@ export class Overlay {
     }
     this.drawnCount = n;
     if (this.onDrawn) this.onDrawn(n, t.s);
+  }
+
+  /** Corner brackets just outside each box (high-grade classes), cased like the lines. */
+  corners(cells, t, lw, colour) {
+    const ctx = this.ctx;
+    const gap = lw + 2;
+    ctx.beginPath();
+    for (const c of cells) {
+      const w = c.w * t.s, h = c.h * t.s;
+      if (w < 10 || h < 10) continue; // too small to carry a mark: the colour has to do
+      const arm = Math.min(12, Math.max(5, Math.min(w, h) / 3));
+      const x0 = t.ox + c.x * t.s - gap, y0 = t.oy + c.y * t.s - gap;
+      const x1 = x0 + w + 2 * gap, y1 = y0 + h + 2 * gap;
+      ctx.moveTo(x0, y0 + arm); ctx.lineTo(x0, y0); ctx.lineTo(x0 + arm, y0);
+      ctx.moveTo(x1 - arm, y0); ctx.lineTo(x1, y0); ctx.lineTo(x1, y0 + arm);
+      ctx.moveTo(x1, y1 - arm); ctx.lineTo(x1, y1); ctx.lineTo(x1 - arm, y1);
+      ctx.moveTo(x0 + arm, y1); ctx.lineTo(x0, y1); ctx.lineTo(x0, y1 - arm);
+    }
+    ctx.strokeStyle = casingOf(colour);
+    ctx.lineWidth = lw + 2;
+    ctx.stroke();
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = lw;
+    ctx.stroke();
   }
 
   /** The smallest visible cell under a screen point (a few pixels of tolerance). */

@@ -1,19 +1,28 @@
 // Slide review page: OpenSeadragon viewer over Deep Zoom tiles, the cell overlay, keyboard review
-// with undo/redo (every action saved at once with the cell's version), the ranked gallery and the
-// interpretation panel.
+// with undo/redo (every action saved at once with the cell's version), the flagged-cell counter,
+// the ranked gallery (gallery.js) and the interpretation panel.
 import { api, ApiError, el, toast } from "../api.js";
-import { CellStore, Overlay, confidenceOf } from "./cells.js";
+import { CellStore, Overlay, confidenceOf, swatchSvg } from "./cells.js";
+import { bindDisplay } from "./display.js";
+import { Flags, Sightings } from "./flags.js";
+import { Gallery } from "./gallery.js";
 import { Interpretation } from "./interpretation.js";
 
 const config = JSON.parse(document.getElementById("review-config").textContent);
 const $ = (id) => document.getElementById(id);
 const url = (template, id) => template.replace("{id}", String(id));
 const IN_PROGRESS = new Set(["uploaded", "queued", "analysing"]);
-const REVIEWABLE = new Set(["analysed", "in_review"]);
+const REVIEWABLE = new Set(["analysed", "in_review", "referred"]); // as the server's REVIEWABLE_STATUSES
 const STATUS_LABELS = {
   uploaded: "Uploaded", queued: "Queued for analysis", analysing: "Analysing", analysed: "Analysed",
-  in_review: "In review", signed_out: "Signed out", failed: "Failed",
+  in_review: "In review", referred: "Referred", signed_out: "Signed out", failed: "Failed",
 };
+// What a cell's review status means, in the server's words (the fallback for an older server).
+const REVIEW_STATUS_LABELS = config.reviewStatusLabels || {
+  predicted: "Predicted (not reviewed)", confirmed: "Confirmed", relabelled: "Relabelled", rejected: "Rejected",
+  added: "Added by a reviewer", cleared: "Reviewed: not abnormal",
+};
+const statusLabel = (status) => REVIEW_STATUS_LABELS[status] || status;
 
 const state = {
   status: config.slide.status,
@@ -23,14 +32,16 @@ const state = {
   inFlight: 0,
   drawMode: false,
   drag: null,
-  galleryLimit: 60,
 };
 const store = new CellStore(config);
 state.store = store;
+const flags = new Flags(store, config.review?.flagThreshold ?? 0.5);
+const sightings = new Sightings(config.urls.sightings);
 window.__review = state; // for tests and the benchmark
 let overlay = null;
 let viewer = null;
 let interpretation = null;
+let gallery = null;
 
 function editable() {
   return config.user.canWrite && REVIEWABLE.has(state.status);
@@ -47,6 +58,7 @@ function setStatus(status) {
   if (overlay) { overlay.editable = editable(); overlay.schedule(); }
   $("reanalyse-btn").hidden = !config.user.canWrite || !["analysed", "in_review", "failed"].includes(status);
   renderCell();
+  gallery?.updateButton();
 }
 
 async function reanalyse() {
@@ -129,9 +141,12 @@ function select(id, { pan = false } = {}) {
   state.selected = overlay.selected;
   if (cell && pan) panTo(cell);
   renderCell();
-  markGallery();
+  gallery.mark(state.selected);
   overlay.schedule();
-  if (cell) loadDetail(cell.id);
+  if (cell) {
+    loadDetail(cell.id);
+    sightings.record([cell.id], "selected"); // in the background; never holds the page up
+  }
 }
 
 async function loadDetail(id) {
@@ -160,8 +175,8 @@ function renderCell() {
   if (cell.pred && cell.pred !== cell.cls) label.push(el("span", { class: "source", text: ` (model: ${cell.pred})` }));
   if (!cell.pred) label.push(el("span", { class: "source", text: " (drawn by a reviewer)" }));
   $("cell-class").replaceChildren(...label);
-  const statusText = { predicted: "not reviewed", confirmed: "accepted", relabelled: "relabelled", rejected: "rejected", added: "added by a reviewer" }[cell.status] || cell.status;
-  $("cell-status").textContent = `#${cell.id} · ${statusText} · v${cell.version}`;
+  const flag = flags.isUndecided(cell) ? " · flagged" : "";
+  $("cell-status").textContent = `#${cell.id} · ${statusLabel(cell.status)}${flag} · v${cell.version}`;
   const probs = $("cell-probs");
   probs.innerHTML = "";
   const p = cell.probabilities || {};
@@ -237,7 +252,7 @@ async function patchCell(id, changes) {
     throw err;
   } finally {
     overlay.schedule();
-    renderGallery();
+    gallery.render();
   }
 }
 
@@ -329,7 +344,7 @@ function addCell(box) {
       select(data.id);
       toast(`Cell #${data.id} added as ${cls}. Press 1–6 to change its class.`, "ok", 3000);
       interpretation?.refreshSuggestion();
-      renderGallery();
+      gallery.render();
     } catch (err) {
       toast(`Not added: ${err.message}`, "error", 8000);
     }
@@ -351,6 +366,33 @@ function step(delta) {
 }
 function next() { step(1); }
 function prev() { step(-1); }
+
+/** U: the next flagged cell nobody has decided, most suspicious first. */
+function nextFlagged() {
+  const cell = flags.next(state.selected);
+  if (!cell) { toast("All flagged cells reviewed.", "ok", 3000); return; }
+  select(cell.id, { pan: true });
+}
+
+// --- Flagged cells: how many, how many decided ------------------------------------------------
+
+let counterFrame = null;
+function renderFlagCounter() {
+  if (counterFrame !== null) return; // once per frame, however many cells changed
+  counterFrame = requestAnimationFrame(() => {
+    counterFrame = null;
+    const { flagged, reviewed } = flags.counts();
+    const button = $("flag-counter");
+    const left = flagged - reviewed;
+    button.querySelector(".text").textContent = `Flagged: ${flagged.toLocaleString()} · reviewed: ${reviewed.toLocaleString()}`;
+    button.classList.toggle("incomplete", left > 0);
+    button.classList.toggle("complete", flagged > 0 && left === 0);
+    button.setAttribute("aria-label", left
+      ? `${flagged} flagged cells, ${reviewed} reviewed, ${left} left: go to the next one (U)`
+      : `${flagged} flagged cells, all reviewed`);
+    gallery.updateButton();
+  });
+}
 
 // --- Mouse: select, move/resize, draw ---------------------------------------------------------
 
@@ -434,44 +476,6 @@ function setDrawMode(on) {
   if (viewer) viewer.setMouseNavEnabled(true);
 }
 
-// --- Gallery ----------------------------------------------------------------------------------
-
-function galleryCells() {
-  const f = $("gallery-filter").value;
-  if (f === "rejected") return store.ranked((c) => c.status === "rejected");
-  if (f === "reviewed") return store.ranked((c) => ["confirmed", "relabelled", "added"].includes(c.status));
-  if (f === "*") return store.ranked((c) => c.status !== "rejected");
-  if (f) return store.ranked((c) => c.status !== "rejected" && c.cls === f);
-  return store.ranked((c) => c.status !== "rejected" && c.cls !== "NILM");
-}
-
-let galleryTimer = null;
-function renderGallery() {
-  clearTimeout(galleryTimer);
-  galleryTimer = setTimeout(renderGalleryNow, 60);
-}
-
-function renderGalleryNow() {
-  const strip = $("gallery");
-  const cells = galleryCells();
-  $("gallery-count").textContent = `${cells.length.toLocaleString()} cell${cells.length === 1 ? "" : "s"}, ranked by severity × confidence`;
-  const shown = cells.slice(0, state.galleryLimit);
-  strip.replaceChildren(...shown.map((c) => el("button", {
-    type: "button", class: `thumb${c.id === state.selected ? " selected" : ""}${c.status === "rejected" ? " rejected" : ""}`,
-    role: "listitem", "data-cell": c.id, style: `--swatch:${config.colours[c.cls]}`,
-    title: `#${c.id} ${c.cls} · confidence ${(c.conf * 100).toFixed(0)}% · ${c.status}`,
-    "aria-label": `Cell ${c.id}, ${c.cls}, confidence ${(c.conf * 100).toFixed(0)} percent`,
-  }, el("img", { src: `${url(config.urls.crop, c.id)}?v=${c.version}&pad=8`, loading: "lazy", alt: "" }),
-    el("span", { class: "cap" }, el("span", { text: c.cls }), el("span", { class: "muted", text: `${(c.conf * 100).toFixed(0)}%` })))));
-  if (cells.length > shown.length) {
-    strip.append(el("button", { type: "button", class: "secondary small", text: `Show ${Math.min(60, cells.length - shown.length)} more`, onclick: () => { state.galleryLimit += 60; renderGalleryNow(); } }));
-  }
-}
-
-function markGallery() {
-  for (const b of document.querySelectorAll("#gallery .thumb")) b.classList.toggle("selected", Number(b.dataset.cell) === state.selected);
-}
-
 // --- Legend and filters -----------------------------------------------------------------------
 
 function renderCounts() {
@@ -494,13 +498,7 @@ function bindControls() {
   });
   $("show-rejected").addEventListener("change", (e) => { store.showRejected = e.target.checked; overlay.schedule(); });
   $("draw-btn").addEventListener("click", () => setDrawMode(!state.drawMode));
-  $("gallery-filter").addEventListener("change", () => { state.galleryLimit = 60; renderGalleryNow(); });
-  $("gallery").addEventListener("click", (e) => {
-    const b = e.target.closest(".thumb");
-    if (!b) return;
-    b.blur(); // keep Enter, A, R, 1-6 for the review keys
-    select(Number(b.dataset.cell), { pan: true });
-  });
+  $("flag-counter").addEventListener("click", (e) => { e.currentTarget.blur(); nextFlagged(); });
   $("cell-actions").addEventListener("click", (e) => {
     const button = e.target.closest("[data-action]");
     if (!button) return;
@@ -548,7 +546,7 @@ function onKey(e) {
     else select(null);
     return;
   }
-  if ($("help").classList.contains("open")) return;
+  if (document.querySelector(".modal-backdrop.open")) return; // a dialog has the keys
   // Shift+1..6 toggle classes (the shifted characters differ by layout: use the key code).
   const digit = /^Digit([1-6])$/.exec(e.code || "");
   if (e.shiftKey && digit) {
@@ -575,6 +573,7 @@ function onKey(e) {
     "+": () => viewer.viewport.zoomBy(1.5), "=": () => viewer.viewport.zoomBy(1.5),
     "-": () => viewer.viewport.zoomBy(1 / 1.5), 0: () => viewer.viewport.goHome(),
     z: () => { const c = store.byId.get(state.selected); if (c) panTo(c, true); },
+    u: nextFlagged, U: nextFlagged,
   }[key];
   if (/^[1-6]$/.test(key) && !e.shiftKey) {
     relabel(config.classes[Number(key) - 1]);
@@ -596,7 +595,7 @@ async function loadCells() {
   renderCounts();
   overlay.schedule();
   // The gallery's crops wait until the cells are drawn, so they do not compete with the tiles.
-  requestAnimationFrame(() => setTimeout(renderGalleryNow, 150));
+  requestAnimationFrame(() => setTimeout(() => gallery.renderNow(), 150));
 }
 
 // Other reviewers' changes: every few seconds, the cells changed since the last look (with a
@@ -613,7 +612,7 @@ async function watchOthers() {
         if (changed.length) {
           toast(`${changed.length} cell${changed.length === 1 ? " was" : "s were"} changed by another reviewer; the view shows the change.`, "info", 5000);
           overlay.schedule();
-          renderGallery();
+          gallery.render();
           if (changed.some((c) => c.id === state.selected)) renderCell();
           interpretation?.refreshSuggestion();
         }
@@ -650,9 +649,24 @@ async function refreshSlide() {
 
 function init() {
   restoreHistory();
+  gallery = new Gallery({
+    config, store, flags, sightings, statusLabel, editable,
+    onSelect: (id) => select(id, { pan: true }),
+    onCleared: (changed, { refresh = false } = {}) => {
+      if (refresh) { refreshSlide(); return; }
+      if (changed.length && state.status === "analysed") setStatus("in_review");
+      if (changed.some((c) => c.id === state.selected)) renderCell();
+      overlay.schedule();
+      interpretation?.refreshSuggestion();
+    },
+  });
   bindControls();
-  store.onChange(() => renderCounts());
+  for (const sw of document.querySelectorAll("#legend .sw[data-class]")) {
+    sw.replaceWith(swatchSvg(sw.dataset.class, config.colours[sw.dataset.class]));
+  }
+  store.onChange(() => { renderCounts(); renderFlagCounter(); });
   startViewer();
+  bindDisplay(overlay);
   document.addEventListener("keydown", onKey);
   interpretation = new Interpretation(config, {
     onStatus: (status) => { setStatus(status); updateSaveState(); overlay.schedule(); },
