@@ -89,7 +89,8 @@ class FlagSummary:
 
 def slide_flag_summary(*, slide_id: int) -> FlagSummary:
     """Flagged, reviewed and the undecided flagged cells of a slide (one query)."""
-    rows = flagged_cells(slide_id=slide_id).values_list(
+    # "confidence" is flagged_cells' annotation, which django-stubs cannot see.
+    rows = flagged_cells(slide_id=slide_id).values_list(  # type: ignore[misc]
         "pk", "predicted_class", "review_status", "confidence"
     )
     flagged = reviewed = 0

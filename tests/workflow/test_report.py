@@ -100,13 +100,15 @@ def test_general_category() -> None:
 def test_page_vocabulary_has_every_report_field() -> None:
     vocabulary = bethesda.page_vocabulary()
     for key in (*bethesda.CHOICE_KEYS, *bethesda.LIST_KEYS):
-        assert [code for code, _ in vocabulary[key]] == list(
-            {**bethesda.CHOICE_KEYS, **bethesda.LIST_KEYS}[key]
-        )
+        full = {**bethesda.CHOICE_KEYS, **bethesda.LIST_KEYS}[key]
+        # [code, label in the side panel (shorter where a select is narrow), full label]
+        assert [[code, label] for code, _, label in vocabulary[key]] == [*map(list, full.items())]
     assert vocabulary["specimen_types"] == [
-        ["conventional", "Conventional smear"],
-        ["liquid_based", "Liquid-based preparation"],
+        ["conventional", "Conventional smear", "Conventional smear"],
+        ["liquid_based", "Liquid-based", "Liquid-based preparation"],
     ]
+    for key in ("glandular", "hpv", "transformation_zone"):
+        assert all(len(short) <= 38 for _, short, _ in vocabulary[key]), key
 
 
 # --- FHIR -----------------------------------------------------------------------------------
