@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseOperationalError
@@ -92,6 +92,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         set_rollback()
         return Response(error_body(exc.message, exc.code, **exc.extra), status=exc.status_code)
+    if isinstance(exc, TooManyFieldsSent):
+        # Django's DATA_UPLOAD_MAX_NUMBER_FIELDS guard on form bodies: the client's input.
+        return Response(
+            error_body(
+                f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} form fields; "
+                "send long lists as JSON.",
+                "too_many_fields",
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, InputError):
         set_rollback()
         code = next((c for t, c in _INPUT_ERROR_CODES.items() if isinstance(exc, t)), "bad_input")

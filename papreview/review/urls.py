@@ -16,7 +16,5 @@ urlpatterns = [
 slide_urlpatterns = [
     path("<int:slide_id>/cells/", SlideCellListApi.as_view(), name="slide-cells"),
     path("<int:slide_id>/cells/clear/", SlideCellsClearApi.as_view(), name="slide-cells-clear"),
-    path(
-        "<int:slide_id>/sightings/", SlideCellSightingsApi.as_view(), name="slide-cell-sightings"
-    ),
+    path("<int:slide_id>/sightings/", SlideCellSightingsApi.as_view(), name="slide-cell-sightings"),
 ]

@@ -209,11 +209,32 @@ def general_category(bethesda_category: str, report: dict[str, Any]) -> str:
     return "nilm"
 
 
+# Shorter wording where a full label does not fit a select in the review page's side panel
+# (the printed report and FHIR always use the full labels).
+PANEL_LABELS: dict[str, str] = {
+    "conventional": "Conventional smear",
+    "liquid_based": "Liquid-based",
+    "present": "Present",
+    "absent": "Absent",
+    "not_assessable": "Not assessable",
+    "agc_endocervical": "Atypical endocervical cells, NOS",
+    "agc_endometrial": "Atypical endometrial cells, NOS",
+    "agc_nos": "Atypical glandular cells, NOS",
+    "agc_favour_neoplastic_endocervical": "Atyp. endocervical, favour neoplastic",
+    "agc_favour_neoplastic_nos": "Atyp. glandular, favour neoplastic",
+    "ais": "Endocervical adenocarcinoma in situ",
+    "adenocarcinoma_nos": "Adenocarcinoma, NOS",
+    "positive_other": "Other high-risk HPV (not 16/18)",
+    "positive_nos": "High-risk HPV, genotype not given",
+}
+
+
 def page_vocabulary() -> dict[str, Any]:
-    """The vocabulary for the review page's interpretation panel (its template and script)."""
+    """The vocabulary for the review page's interpretation panel (its template and script):
+    `[code, label in the panel, full label]` per choice."""
 
     def pairs(vocabulary: dict[str, str]) -> list[list[str]]:
-        return [[code, label] for code, label in vocabulary.items()]
+        return [[code, PANEL_LABELS.get(code, label), label] for code, label in vocabulary.items()]
 
     return {
         "specimen_types": pairs(SPECIMEN_TYPES),
@@ -241,43 +262,33 @@ class SlideReport:
     at: dt.datetime | None = None  # when
 
 
+def _report_of(source: Interpretation | InterpretationDraft, *, final: bool) -> SlideReport:
+    if isinstance(source, Interpretation):
+        by, at = source.signed_out_by.username, source.signed_out_at
+    else:
+        by, at = (source.updated_by.username if source.updated_by else ""), source.updated_at
+    return SlideReport(
+        final=final,
+        bethesda_category=source.bethesda_category,
+        specimen_adequacy=source.specimen_adequacy,
+        specimen_type=source.specimen_type,
+        comment=source.comment,
+        report=dict(source.report or {}),
+        by=by,
+        at=at,
+    )
+
+
 def slide_report_get(*, slide: Slide) -> SlideReport | None:
     """The slide's report, or None while nobody has chosen a Bethesda category for it."""
     interpretation: Interpretation | None = getattr(slide, "interpretation", None)
     if slide.status == SlideStatus.SIGNED_OUT and interpretation is not None:
-        return SlideReport(
-            final=True,
-            bethesda_category=interpretation.bethesda_category,
-            specimen_adequacy=interpretation.specimen_adequacy,
-            specimen_type=interpretation.specimen_type,
-            comment=interpretation.comment,
-            report=dict(interpretation.report or {}),
-            by=interpretation.signed_out_by.username,
-            at=interpretation.signed_out_at,
-        )
+        return _report_of(interpretation, final=True)
     draft = InterpretationDraft.objects.select_related("updated_by").filter(slide=slide).first()
     if draft is not None and draft.bethesda_category:
-        return SlideReport(
-            final=False,
-            bethesda_category=draft.bethesda_category,
-            specimen_adequacy=draft.specimen_adequacy,
-            specimen_type=draft.specimen_type,
-            comment=draft.comment,
-            report=dict(draft.report or {}),
-            by=draft.updated_by.username if draft.updated_by else "",
-            at=draft.updated_at,
-        )
-    if interpretation is not None:
-        return SlideReport(
-            final=False,
-            bethesda_category=interpretation.bethesda_category,
-            specimen_adequacy=interpretation.specimen_adequacy,
-            specimen_type=interpretation.specimen_type,
-            comment=interpretation.comment,
-            report=dict(interpretation.report or {}),
-            by=interpretation.signed_out_by.username,
-            at=interpretation.signed_out_at,
-        )
+        return _report_of(draft, final=False)
+    if interpretation is not None:  # reopened, and the draft was emptied since
+        return _report_of(interpretation, final=False)
     return None
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pytest
+from django.utils import timezone
 from PIL import Image
 
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS, SEVERITY
@@ -107,12 +108,20 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
             -SEVERITY[cells[n].current_class] * cells[n].probabilities[cells[n].current_class]
         ),
     )
+    page.add_init_script("window.__reviewWatchMs = 1000")  # look for others' changes each second
     open_review(page, live_server, pathologist, slide)
 
     # The counter: 7 flagged, 1 of them decided; amber while some are left.
-    counter = page.locator(COUNTER)
-    assert counter.inner_text() == "Flagged: 7 · reviewed: 1"
-    assert "incomplete" in page.locator("#flag-counter").get_attribute("class")
+    wait_counter(page, 7, 1)
+    assert "incomplete" in page.locator("#flag-counter").get_attribute("class").split()
+
+    # Another reviewer decides one: the counter follows without a reload.
+    other = cells["ascus"]
+    Cell.objects.filter(pk=other.pk).update(
+        review_status=ReviewStatus.CONFIRMED, version=2, updated_at=timezone.now()
+    )
+    wait_counter(page, 7, 2)
+    ranked.remove("ascus")
 
     # U selects the most suspicious undecided flagged cell and moves there; U again the next one.
     page.keyboard.press("u")
@@ -131,9 +140,7 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
     page.keyboard.press("a")
     wait_saved(page)
     assert Cell.objects.get(pk=second).review_status == ReviewStatus.CONFIRMED
-    page.wait_for_function(
-        f"document.querySelector('{COUNTER}').textContent === 'Flagged: 7 · reviewed: 2'"
-    )
+    wait_counter(page, 7, 3)
 
     # The gallery (all abnormal, ranked): a dot on undecided flagged crops, a tick on decided ones,
     # nothing on unflagged ones; crops at their own size, never enlarged.
@@ -205,9 +212,7 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
     assert Cell.objects.get(pk=cells["unsure_lsil"].pk).review_status == ReviewStatus.PREDICTED
 
     # All flagged cells reviewed: the counter says so, the gallery filter is empty, U tells.
-    page.wait_for_function(
-        f"document.querySelector('{COUNTER}').textContent === 'Flagged: 7 · reviewed: 7'"
-    )
+    wait_counter(page, 7, 7)
     assert "complete" in page.locator("#flag-counter").get_attribute("class").split()
     page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 0")
     assert page.locator("#clear-seen-btn").is_disabled()
@@ -221,9 +226,12 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
     # A reload shows the same (the server's state, not the page's).
     page.reload()
     page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
-    page.wait_for_function(
-        f"document.querySelector('{COUNTER}').textContent === 'Flagged: 7 · reviewed: 7'"
-    )
+    wait_counter(page, 7, 7)
+
+
+def wait_counter(page, flagged: int, reviewed: int) -> None:
+    text = f"Flagged: {flagged} · reviewed: {reviewed}"
+    page.wait_for_function(f"document.querySelector('{COUNTER}').textContent === '{text}'")
 
 
 def _wait_db(page, predicate, timeout_ms: int = 10_000) -> None:

@@ -13,7 +13,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
 from papreview.workflow.models import InterpretationDraft, SlideEvent
 from papreview.workflow.services import interpretation_draft_save
-from tests.web.browser import PASSWORD, screenshot
+from tests.web.browser import ARTIFACTS, PASSWORD, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -115,14 +115,18 @@ def test_refer_then_pathologist_signs_out(
     pg.get_by_label("Transformation zone").select_option("present")
     pg.locator("details[data-group=findings] > summary").click()
     pg.get_by_label("Trichomonas vaginalis").check()
-    pg.get_by_label("Glandular cells").select_option("agc_nos")
+    pg.get_by_label("Glandular cells", exact=True).select_option("agc_nos")
     pg.locator("details[data-group=follow-up] > summary").click()
     pg.get_by_label("HPV test").select_option("positive_16")
     pg.get_by_label("Recommendation").fill("Colposcopy.")
     _wait_draft_saved(pg)
     assert pg.locator("details[data-group=findings] .count").inner_text() == "· 2 set"
     assert f"by {pathologist.username}" in pg.locator("#draft-state").inner_text()
+    pg.evaluate("document.querySelector('.sidebar').scrollTop = 0")
     screenshot(pg, "referral.png")
+    pg.set_viewport_size({"width": 1440, "height": 2000})  # the whole panel, groups open
+    pg.locator("#interp").screenshot(path=str(ARTIFACTS / "referral-panel.png"))
+    pg.set_viewport_size({"width": 1440, "height": 900})
 
     # ... is stopped by the undecided flagged SCC cell, decides it, and signs out.
     pg.get_by_role("button", name="Sign out as HSIL").click()

@@ -76,9 +76,12 @@ def test_printed_report(live_server, page, pathologist, stored_slide) -> None:
     # Print shows the report only: no navigation, no buttons.
     for absent in ("Review queue", "Log out", "Print", "Back to the slide", "Preliminary"):
         assert absent not in text, absent
+    # How it prints, at the width of an A4 page (96 px per inch), for a person to look at.
     page.emulate_media(media="print")
-    screenshot(page, "report-print.png")
+    page.set_viewport_size({"width": 794, "height": 1123})
+    page.screenshot(path=str(ARTIFACTS / "report-print.png"), full_page=True)
     page.emulate_media(media="screen")
+    page.set_viewport_size({"width": 1440, "height": 900})
 
     # Before sign-out the report is the draft's, under a banner that says so.
     draft_slide = stored_slide(cells=0, seed=6, patient=patient)

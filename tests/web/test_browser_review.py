@@ -8,6 +8,8 @@ from django.utils import timezone
 from inference.types import SEVERITY
 from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
+from papreview.review.selectors import slide_flag_summary
+from papreview.review.services import cell_update
 from tests.web.browser import log_in, screenshot, wait_saved, wait_viewer_still
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -87,8 +89,19 @@ def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) 
     added.refresh_from_db()
     assert added.review_status == ReviewStatus.REJECTED
 
-    # Sign out as HSIL: the page turns read-only.
+    # Sign out as HSIL: refused while flagged SCC cells are undecided; once a reviewer has
+    # decided them (here through the service, as another reviewer would), it goes through and
+    # the page turns read-only.
     page.get_by_label("Bethesda category").select_option("HSIL")
+    undecided_scc = slide_flag_summary(slide_id=slide.pk).undecided_above("HSIL")
+    assert undecided_scc, "the random predictions include flagged SCC cells"
+    page.get_by_role("button", name="Sign out as HSIL").click()
+    page.wait_for_function(
+        "document.getElementById('signout-error').textContent.includes('not yet reviewed')"
+    )
+    assert Slide.objects.get(pk=slide.pk).status == SlideStatus.IN_REVIEW
+    for cell in Cell.objects.filter(pk__in=undecided_scc):
+        cell_update(cell=cell, version=cell.version, by=pathologist, review_status="confirmed")
     page.get_by_role("button", name="Sign out as HSIL").click()
     page.wait_for_selector(".signed-banner")
     assert "Signed out as HSIL" in page.locator(".signed-banner").inner_text()
@@ -229,7 +242,9 @@ def test_display_filters_gallery_move_and_conflict(
     assert "changed by another reviewer" in page.locator("#toasts").inner_text()
 
 
-def test_a_cytotechnologist_signs_out_only_nilm(live_server, page, cytotech, stored_slide) -> None:
+def test_a_cytotechnologist_reviews_the_flagged_cells_and_signs_out_nilm(
+    live_server, page, cytotech, stored_slide
+) -> None:
     slide = stored_slide(cells=5, seed=4)
     log_in(page, live_server.url, cytotech.username)
     page.goto(f"{live_server.url}/slides/{slide.pk}/")
@@ -240,6 +255,21 @@ def test_a_cytotechnologist_signs_out_only_nilm(live_server, page, cytotech, sto
     assert "needs a pathologist" in page.locator("#signout-error").inner_text()
     category.select_option("NILM")
     page.get_by_label("Comment").fill("No intraepithelial lesion seen.")
+    # Flagged cells first: U walks to each undecided one, 1 relabels it NILM.
+    flagged = [pk for pk, _ in slide_flag_summary(slide_id=slide.pk).undecided]
+    assert flagged, "the random predictions include flagged cells"
+    page.get_by_role("button", name="Sign out as NILM").click()
+    page.wait_for_function(
+        "document.getElementById('signout-error').textContent.includes('not yet reviewed')"
+    )
+    for expected in flagged:
+        page.keyboard.press("u")
+        page.wait_for_function(f"window.__review.selected === {expected}")
+        page.keyboard.press("1")
+        wait_saved(page)
+    assert set(
+        Cell.objects.filter(pk__in=flagged).values_list("review_status", "current_class")
+    ) <= {("relabelled", "NILM"), ("confirmed", "NILM")}
     page.get_by_role("button", name="Sign out as NILM").click()
     page.wait_for_selector(".signed-banner")
     interpretation = Slide.objects.get(pk=slide.pk).interpretation

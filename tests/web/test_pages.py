@@ -155,7 +155,15 @@ def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
         "mpp": None,
     }
     assert config["urls"]["dzi"] == f"/api/slides/{slide.pk}/deepzoom.dzi"
-    assert config["user"] == {"canWrite": True, "canReopen": False, "signOutClasses": ["NILM"]}
+    assert config["user"] == {
+        "canWrite": True,
+        "canReopen": False,
+        "signOutClasses": ["NILM"],
+        "canRefer": True,
+        "isPathologist": False,
+    }
+    assert config["review"] == {"flagThreshold": 0.5}
+    assert config["reviewStatusLabels"]["cleared"] == "Reviewed: not abnormal"
     assert config["colours"]["HSIL"] == "#d55e00"
     client.force_login(pathologist)
     pathologist_config = client.get(f"/slides/{slide.pk}/").content.decode()

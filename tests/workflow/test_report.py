@@ -299,3 +299,31 @@ def test_report_page(client, pathologist) -> None:
     html = client.get(f"/slides/{empty.pk}/report/").content.decode()
     assert "No interpretation has been chosen" in html
     assert client.get("/slides/999999/report/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_draft_api_keeps_the_structured_report(api, pathologist) -> None:
+    """Through the interpretation API: a bad report field is a 400 naming the field, a good one
+    is stored in its clean form and is what the FHIR report shows."""
+    slide = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    client = api(pathologist)
+    url = f"/api/slides/{slide.pk}/interpretation/"
+    bad = client.put(url, {"version": 0, "report": {"organisms": ["ebola"]}}, format="json")
+    assert bad.status_code == 400
+    assert "report.organisms" in bad.json()["fields"]
+    assert "'ebola'" in bad.json()["detail"]
+
+    body = {
+        "version": 0,
+        "bethesda_category": "ASC-US",
+        "specimen_type": "conventional",
+        "report": {"organisms": ["candida", "trichomonas"], "hpv": "", "glandular": ""},
+    }
+    saved = client.put(url, body, format="json")
+    assert saved.status_code == 200, saved.content
+    draft = saved.json()["draft"]
+    assert draft["version"] == 1 and draft["updated_by"] == pathologist.username
+    assert draft["report"] == {"organisms": ["trichomonas", "candida"]}
+    fhir = client.get(f"/api/slides/{slide.pk}/report/").json()
+    assert fhir["status"] == "preliminary"
+    assert {o["id"] for o in fhir["contained"]} >= {"organisms-trichomonas", "organisms-candida"}

@@ -315,7 +315,7 @@ export class Overlay {
         }
       };
       boxes(0);
-      ctx.setLineDash(rejected ? [2, 4] : st.dash.map((d) => d * Math.max(1, lw / 1.6)));
+      ctx.setLineDash(rejected ? [2, 4] : st.dash.map((d) => d * Math.sqrt(Math.max(1, lw / 1.6)))); // longer dashes for thicker lines, not in proportion
       if (!thin && !rejected) { // the casing first, one pixel wider on each side
         ctx.strokeStyle = casingOf(colour);
         ctx.lineWidth = lw + 2;

@@ -94,7 +94,7 @@ export class Sightings {
 
   /** Send what is pending; resolves when the server has it (rejects when it could not). */
   async flush() {
-    if (this.sending) await this.sending.catch(() => {});
+    while (this.sending) await this.sending.catch(() => {}); // one batch at a time
     const batches = Object.entries(this.pending).filter(([, ids]) => ids.size);
     if (!batches.length) return;
     this.sending = (async () => {

@@ -360,6 +360,7 @@ export class Interpretation {
       toast(`Signed out as ${values.bethesda_category}.`, "ok", 4000);
       $("draft-conflict").hidden = true;
       await this.load();
+      $("interp").scrollIntoView({ block: "start" }); // the signed-out banner at the top
     } catch (err) {
       if (err.code !== "stale_draft") $("signout-error").textContent = err.message;
       if (err.code === "flagged_cells_undecided") {
