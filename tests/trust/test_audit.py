@@ -18,9 +18,9 @@ from papreview.accounts.services import user_create, user_set_roles
 from papreview.analysis.models import ModelStage
 from papreview.audit.models import AuditAction, AuditEvent
 from papreview.cases.models import Slide, SlideStatus
-from papreview.workflow.services import slide_sign_out
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.services import dataset_export_create
+from papreview.workflow.services import slide_sign_out
 from tests.factories import CellFactory, ModelVersionFactory, PatientFactory, SlideFactory, upload
 
 pytestmark = pytest.mark.django_db

@@ -21,9 +21,9 @@ from papreview.accounts.roles import Role
 from papreview.audit.models import AuditEvent
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.cases.services import slide_create
-from papreview.workflow.services import slide_sign_out
 from papreview.review.models import Cell, CellRevision
 from papreview.review.services import cell_update
+from papreview.workflow.services import slide_sign_out
 from tests.conftest import stored_files
 from tests.factories import CellFactory, PatientFactory, UserFactory, upload
 

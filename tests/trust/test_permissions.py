@@ -26,9 +26,9 @@ from inference.types import BETHESDA_CLASSES
 from papreview.accounts.roles import Role
 from papreview.analysis.models import ModelStage
 from papreview.cases.models import SlideStatus
-from papreview.workflow.services import slide_sign_out
 from papreview.datasets.models import DatasetExport, ExportStatus, QCReview
 from papreview.uploads.models import Upload
+from papreview.workflow.services import slide_sign_out
 from tests.factories import (
     CellFactory,
     ModelVersionFactory,
