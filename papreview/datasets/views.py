@@ -245,7 +245,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         }
         for key, title in (
             ("reviewer_vs_reviewer", "Reviewer vs reviewer (QC re-review)"),
-            ("reviewer_vs_model", "Reviewer vs model (all signed-out slides)"),
+            ("reviewer_vs_model", "Reviewer vs model (cells a reviewer decided)"),
             ("qc_reviewer_vs_model", "QC reviewer vs model"),
         )
     ]

@@ -7,7 +7,7 @@ import pytest
 
 from papreview.datasets.services import dataset_export_build, dataset_export_create
 from tests.factories import PatientFactory
-from tests.web.browser import log_in
+from tests.web.browser import log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,7 +16,7 @@ def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, patholo
     make_slide(
         PatientFactory.create(),
         cells=[
-            (10, 10, 30, 30, "HSIL", "accepted"),
+            (10, 10, 30, 30, "HSIL", "undecided"),
             (60, 10, 30, 30, "HSIL", "relabelled", "LSIL"),
             (110, 10, 30, 30, "NILM", "rejected"),
             (10, 100, 30, 30, "SCC", "added"),
@@ -29,14 +29,16 @@ def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, patholo
         "#charts-classifier svg rect[data-outcome]",
         "els => els.map(e => `${e.dataset.outcome}:${e.dataset.class}`)",
     )
-    assert sorted(drawn) == ["added:SCC", "rejected:NILM", "relabelled:HSIL", "unchanged:HSIL"]
+    assert sorted(drawn) == ["added:SCC", "rejected:NILM", "relabelled:HSIL", "undecided:HSIL"]
     assert page.locator("#charts-detector .chart").count() == 1
     summary = page.locator("#charts-classifier .chart p").inner_text()
-    assert summary.startswith("3 predicted") and "1 added" in summary
-    assert page.locator("#outcome-legend span").count() == 5
+    # Rates over what people decided; the undecided cell is counted apart, never as kept.
+    assert summary.startswith("2 decided: 0% kept") and "1 added" in summary
+    assert "1 undecided (not counted)" in summary
+    assert page.locator("#outcome-legend span").count() == 6
     row = page.locator('#kappa tr[data-pair="reviewer_vs_model"]')
-    assert row.locator("td").first.inner_text() == "3"
-    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert row.locator("td").first.inner_text() == "2"  # decided cells only
+    screenshot(page, "dashboard.png")
 
 
 def test_export_page_follows_progress_until_ready(live_server, page, make_slide, pathologist):

@@ -3,6 +3,7 @@ downloaded browser), logged in through the real login page of pytest-django's li
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +52,9 @@ def browser() -> Iterator[Any]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+@contextlib.contextmanager
+def browser_page(browser: Any) -> Iterator[Any]:
+    """A page in its own browser context (own cookies: one person); fails on JavaScript errors."""
     context = browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(20_000)
@@ -64,6 +66,12 @@ def page(browser: Any) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    with browser_page(browser) as page:
+        yield page
 
 
 def log_in(page: Any, base_url: str, username: str) -> None:

@@ -13,7 +13,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
 from papreview.workflow.models import InterpretationDraft, SlideEvent
 from papreview.workflow.services import interpretation_draft_save
-from tests.web.browser import ARTIFACTS, PASSWORD, screenshot
+from tests.web.browser import ARTIFACTS, browser_page, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,24 +23,8 @@ REASON = "Atypical cells with high N:C ratio in the upper left field; HSIL not e
 @pytest.fixture
 def second_page(browser: Any) -> Iterator[Any]:
     """A second person's browser (its own context: own cookies, own login)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    other = context.new_page()
-    other.set_default_timeout(20_000)
-    errors: list[str] = []
-    other.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with browser_page(browser) as other:
         yield other
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def _log_in(pg: Any, base_url: str, username: str) -> None:
-    pg.goto(f"{base_url}/accounts/login/")
-    pg.get_by_label("Username").fill(username)
-    pg.get_by_label("Password").fill(PASSWORD)
-    pg.get_by_role("button", name="Log in").click()
-    pg.wait_for_url(f"{base_url}/")
 
 
 def _open_review(pg: Any, url: str) -> None:
@@ -71,7 +55,7 @@ def test_refer_then_pathologist_signs_out(
     )
 
     # The cytotechnologist refers the slide to the pathologist, with the reason.
-    _log_in(page, live_server.url, cytotech.username)
+    log_in(page, live_server.url, cytotech.username)
     _open_review(page, f"{live_server.url}/slides/{slide.pk}/")
     refer = page.get_by_role("button", name="Refer to pathologist")
     assert refer.is_visible()
@@ -96,7 +80,7 @@ def test_refer_then_pathologist_signs_out(
 
     # The pathologist finds it among the referred slides and opens it.
     pg = second_page
-    _log_in(pg, live_server.url, pathologist.username)
+    log_in(pg, live_server.url, pathologist.username)
     pg.goto(f"{live_server.url}/?status=referred")
     row = pg.locator(f"#queue tr[data-slide='{slide.pk}']")
     assert "Referred" in row.inner_text()
@@ -160,7 +144,7 @@ def test_draft_conflict_keeps_the_other_edit(
     live_server, page, pathologist, cytotech, stored_slide
 ) -> None:
     slide = stored_slide(cells=20, seed=8)
-    _log_in(page, live_server.url, pathologist.username)
+    log_in(page, live_server.url, pathologist.username)
     _open_review(page, f"{live_server.url}/slides/{slide.pk}/")
     page.get_by_label("Comment").fill("Mine.")
     _wait_draft_saved(page)

@@ -24,29 +24,16 @@ def flagged_slide(status: str = SlideStatus.IN_REVIEW) -> tuple[Slide, list[Cell
     """A slide with two flagged cells (HSIL 0.9, ASC-US 0.7), one abnormal call below the flag
     threshold (LSIL 0.3) and one NILM call."""
     slide = SlideFactory.create(status=status)
+    calls = [("HSIL", 0.9), ("ASC-US", 0.7), ("LSIL", 0.3), ("NILM", 0.95)]
     cells = [
-        CellFactory.create(slide=slide, x=10, predicted_class="HSIL", current_class="HSIL"),
         CellFactory.create(
             slide=slide,
-            x=60,
-            predicted_class="ASC-US",
-            current_class="ASC-US",
-            probabilities={"ASC-US": 0.7, "NILM": 0.3},
-        ),
-        CellFactory.create(
-            slide=slide,
-            x=110,
-            predicted_class="LSIL",
-            current_class="LSIL",
-            probabilities={"LSIL": 0.3, "NILM": 0.7},
-        ),
-        CellFactory.create(
-            slide=slide,
-            x=160,
-            predicted_class="NILM",
-            current_class="NILM",
-            probabilities={"NILM": 0.95, "HSIL": 0.05},
-        ),
+            x=10 + 50 * i,
+            predicted_class=code,
+            current_class=code,
+            probabilities={code: p} if code == "NILM" else {code: p, "NILM": round(1 - p, 2)},
+        )
+        for i, (code, p) in enumerate(calls)
     ]
     return slide, cells
 
