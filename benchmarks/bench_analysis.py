@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_analysis.py [--images 20] [--workers 1,2]
 
 1. Throughput: N field images (CRIC images from PAPREVIEW_DATA_DIR when present, synthetic fields
-   otherwise) uploaded through `slide_create` (each commit queues its job), analysed by 1 and by 2
+   otherwise) uploaded through `slide_upload` (each commit queues its job), analysed by 1 and by 2
    CPU worker processes (`--concurrency 1` each, torch threads = cores / workers); slides/min from
    the first commit to the last run finished.
 2. Queue delay: one slide at a time to an idle worker; the delay from the upload's commit to the
@@ -122,12 +122,12 @@ def _upload(patient: Any, content: bytes, name: str) -> tuple[int, float]:
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.db import transaction
 
-    from papreview.cases.services import slide_create
+    from papreview.uploads.services import slide_upload
 
     committed: list[float] = []
     with transaction.atomic():
         transaction.on_commit(lambda: committed.append(time.time()))  # runs before the publish
-        slide = slide_create(patient=patient, file=SimpleUploadedFile(name, content))
+        slide = slide_upload(patient=patient, file=SimpleUploadedFile(name, content))
     return slide.pk, committed[0]
 
 

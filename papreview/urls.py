@@ -9,18 +9,20 @@ from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
 from papreview.core import views as core_views
 from papreview.imaging import urls as imaging_urls
 from papreview.review import urls as review_urls
+from papreview.uploads import urls as upload_urls
 from papreview.workflow import urls as workflow_urls
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/", include("papreview.accounts.urls")),
     path("patients/", include(patient_urlpatterns)),
+    path("slides/", include(upload_urls.slide_urlpatterns)),
     path("slides/", include(slide_urlpatterns)),
     path("slides/", include(analysis_urls.slide_urlpatterns)),
     path("slides/", include(review_urls.slide_urlpatterns)),
     path("slides/", include(imaging_urls.slide_urlpatterns + workflow_urls.slide_urlpatterns)),
     path("cells/", include(review_urls.urlpatterns)),
     path("cells/", include(imaging_urls.cell_urlpatterns)),
-    path("uploads/", include("papreview.uploads.urls")),
+    path("uploads/", include(upload_urls.urlpatterns)),
     path("reviewers/", include(workflow_urls.reviewer_urlpatterns)),
     path("", include("papreview.datasets.urls")),  # exports, model versions, evaluations
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -41,9 +41,13 @@ def _ids_of(target: models.Model | None) -> tuple[str, str, int | None, int | No
         if slide is not None and slide.pk == slide_id:  # already loaded: no query
             patient_id = getattr(slide, "patient_id", None)
         elif slide_id is not None:
-            from papreview.cases.models import Slide
-
-            found = Slide.objects.filter(pk=slide_id).values_list("patient_id", flat=True)
+            # Follow the target's own `slide` relation: audit sits below the domain apps and
+            # imports none of them.
+            slide_model = type(target)._meta.get_field("slide").related_model
+            assert slide_model is not None and not isinstance(slide_model, str)
+            found = slide_model._default_manager.filter(pk=slide_id).values_list(
+                "patient_id", flat=True
+            )
             patient_id = found.first()
     return kind, str(target.pk), slide_id, patient_id
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery
 from django.db.models.expressions import OrderBy
 
-from papreview.analysis.models import AnalysisRun
 from papreview.cases.models import Patient, Slide
 from papreview.core.exceptions import NotFoundError
 
@@ -33,8 +33,12 @@ def patient_get(*, patient_id: int) -> Patient:
     return patient
 
 
-def _latest_run() -> QuerySet[AnalysisRun]:
-    return AnalysisRun.objects.filter(slide=OuterRef("pk")).order_by("-created_at", "-id")
+def _latest_run() -> QuerySet[Any]:
+    """The slide's latest analysis run, read through the slides' `runs` relation (cases sits
+    below analysis in the import layers)."""
+    runs = Slide._meta.get_field("runs").related_model
+    assert runs is not None and not isinstance(runs, str)
+    return runs._default_manager.filter(slide=OuterRef("pk")).order_by("-created_at", "-id")
 
 
 def _slide_queryset() -> QuerySet[Slide]:

@@ -19,7 +19,6 @@ from django.utils.text import get_valid_filename
 
 from inference.errors import SlideTooLargeError, UnreadableSlideError
 from inference.slides import probe_slide
-from papreview.accounts.roles import user_can_write
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.cases.errors import (
@@ -113,8 +112,7 @@ def slide_create(
     Raises InvalidSlideFileError (empty, unreadable, not an image), SlideTooLargeFileError, or
     DuplicateSlideError (the same bytes already uploaded for this patient).
 
-    The slide's analysis is queued (`papreview.analysis.services.analysis_request`): its job is
-    sent to the `inference` queue when the transaction commits.
+    Nothing is queued here: `papreview.uploads.services.slide_upload` stores and queues.
     """
     name = original_filename or Path(file.name or "").name
     if not name:
@@ -204,11 +202,6 @@ def slide_create(
         info.height,
         size,
     )
-    # Queue its analysis: a run row now, the job on the broker once the caller's transaction
-    # commits (an outbox: if the broker is down the slide stays saved and the sweeper sends it).
-    from papreview.analysis.services import analysis_request  # analysis imports this module
-
-    analysis_request(slide=slide, requested_by=uploaded_by if user_can_write(uploaded_by) else None)
     return slide
 
 

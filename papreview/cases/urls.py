@@ -4,7 +4,6 @@ from papreview.cases.apis import (
     PatientDetailApi,
     PatientListApi,
     SlideDetailApi,
-    SlideListApi,
 )
 
 patient_urlpatterns = [
@@ -13,6 +12,5 @@ patient_urlpatterns = [
 ]
 
 slide_urlpatterns = [
-    path("", SlideListApi.as_view(), name="slide-list"),
     path("<int:slide_id>/", SlideDetailApi.as_view(), name="slide-detail"),
 ]

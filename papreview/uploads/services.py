@@ -24,7 +24,8 @@ from django.utils import timezone
 from rest_framework import status
 
 from papreview.accounts.roles import user_can_write
-from papreview.cases.models import Patient
+from papreview.analysis.services import analysis_request
+from papreview.cases.models import Patient, Slide
 from papreview.cases.services import slide_create
 from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
 from papreview.core.filenames import hostile_filename_reason
@@ -105,11 +106,33 @@ def _fail(upload: Upload, exc: ApplicationError) -> Upload:
     return upload
 
 
+def slide_upload(
+    *,
+    patient: Patient,
+    file: File,
+    uploaded_by: User | None = None,
+    original_filename: str | None = None,
+) -> Slide:
+    """Store an uploaded slide (`slide_create`: checked, hashed, stored) and queue its analysis in
+    the same transaction: the run row now, the job on the broker when it commits (an outbox: if
+    the broker is down the slide stays saved and the sweeper sends it)."""
+    with transaction.atomic():
+        slide = slide_create(
+            patient=patient,
+            file=file,
+            uploaded_by=uploaded_by,
+            original_filename=original_filename,
+        )
+        requested_by = uploaded_by if user_can_write(uploaded_by) else None
+        analysis_request(slide=slide, requested_by=requested_by)
+    return slide
+
+
 def _finalise(upload: Upload) -> Upload:
-    """Hand the complete file to slide_create; keep its refusal on the upload."""
+    """Hand the complete file to slide_upload; keep its refusal on the upload."""
     try:
         with upload.part_path.open("rb") as fh:
-            slide = slide_create(
+            slide = slide_upload(
                 patient=upload.patient,
                 file=File(fh, name=upload.filename),
                 uploaded_by=upload.created_by,

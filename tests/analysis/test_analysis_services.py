@@ -24,7 +24,6 @@ from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, Sl
 from papreview.analysis import adapter
 from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
 from papreview.analysis.services import (
-    _LOCK_NAMESPACE,
     RunOutcome,
     analysis_request,
     analysis_run,
@@ -32,10 +31,11 @@ from papreview.analysis.services import (
     model_version_register,
     model_versions_for_analysis,
 )
+from papreview.analysis.services.run import _LOCK_NAMESPACE
 from papreview.cases.models import Slide, SlideStatus
-from papreview.cases.services import slide_create
 from papreview.celery import celery_app
 from papreview.review.models import Cell
+from papreview.uploads.services import slide_upload
 from tests.analysis.conftest import field_bytes, wait_for
 from tests.factories import PatientFactory, SlideFactory, upload
 
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.django_db
 
 
 def new_slide(seed: int = 0, size: int = 256) -> Slide:
-    return slide_create(
+    return slide_upload(
         patient=PatientFactory.create(),
         file=upload("field.png", field_bytes(size, size, seed=seed)),
     )
@@ -375,15 +375,23 @@ def test_transient_errors_are_retried_with_backoff_then_the_run_fails(
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(tasks, "analysis_run", database_gone)
-    countdowns = [tasks.retry_countdown(n) for n in range(8)]
-    assert countdowns[0] <= settings.ANALYSIS_RETRY_BACKOFF_S
-    assert max(countdowns) <= settings.ANALYSIS_RETRY_BACKOFF_MAX_S
-    assert countdowns[4] >= settings.ANALYSIS_RETRY_BACKOFF_S * 2**4 / 2  # exponential
+    countdowns: list[int] = []
+    retry = tasks.analysis_run_task.retry
+
+    def retry_spy(*args: Any, **kwargs: Any) -> Any:
+        countdowns.append(kwargs["countdown"])
+        return retry(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.analysis_run_task, "retry", retry_spy)
 
     result = tasks.analysis_run_task.apply(kwargs={"slide_id": slide.pk})  # eager: retries inline
 
     assert isinstance(result.result, OperationalError)
-    assert len(calls) == tasks.analysis_run_task.max_retries + 1
+    assert len(calls) == tasks.analysis_run_task.max_retries + 1 == settings.ANALYSIS_MAX_RETRIES + 1
+    # Full jitter: retry n waits up to backoff * 2**n seconds, capped.
+    backoff = max(1, int(settings.ANALYSIS_RETRY_BACKOFF_S))
+    for n, countdown in enumerate(countdowns):
+        assert 0 <= countdown <= min(settings.ANALYSIS_RETRY_BACKOFF_MAX_S, backoff * 2**n)
     slide.refresh_from_db()
     assert slide.status == SlideStatus.FAILED and "retries" in slide.failure_reason
 

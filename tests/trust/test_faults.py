@@ -34,9 +34,9 @@ from papreview.accounts.roles import Role
 from papreview.analysis.models import AnalysisRun, RunStatus
 from papreview.analysis.services import analysis_sweep
 from papreview.cases.models import Slide, SlideStatus
-from papreview.cases.services import slide_create
 from papreview.celery import celery_app
 from papreview.review.models import Cell
+from papreview.uploads.services import slide_upload
 from tests.analysis.conftest import Worker, field_bytes, wait_for, worker_env
 from tests.factories import PatientFactory, UserFactory, upload
 from tests.trust.reviewers import EditLog, lost_edits, run_reviewers
@@ -191,7 +191,7 @@ def test_redis_restart_with_a_job_queued_then_a_worker_killed_mid_run(
     pathologist = UserFactory.create(role=Role.PATHOLOGIST)
     with broker_at(broker):
         # 2048 px: 64 detector tiles of 256 px, one per batch: long enough to kill mid-run.
-        slide = slide_create(
+        slide = slide_upload(
             patient=PatientFactory.create(),
             file=upload("large.png", field_bytes(2048, 2048, seed=5)),
             uploaded_by=pathologist,

@@ -17,7 +17,8 @@ from papreview.accounts.services import user_create, user_set_roles
 from papreview.cases.demo import synthetic_pap_bytes
 from papreview.cases.errors import DuplicateSlideError
 from papreview.cases.models import Patient
-from papreview.cases.services import patient_create, slide_create
+from papreview.cases.services import patient_create
+from papreview.uploads.services import slide_upload
 
 DEMO_PATIENT = "DEMO-0001"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
@@ -100,7 +101,7 @@ class Command(BaseCommand):
     @staticmethod
     def _add(patient: Patient, admin: User, file: File) -> int:
         try:
-            slide_create(patient=patient, file=file, uploaded_by=admin)
+            slide_upload(patient=patient, file=file, uploaded_by=admin)
         except DuplicateSlideError:
             return 0  # loaded by an earlier run
         return 1
