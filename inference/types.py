@@ -1,10 +1,12 @@
-"""Plain values shared by the pipeline and the web side. No Django, no torch."""
+"""Plain values shared by the pipeline and the web side, and the JSON form of a result.
+No Django, no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Bethesda(StrEnum):
@@ -21,6 +23,14 @@ class Bethesda(StrEnum):
 # The single source of truth for class codes, their order and severity (index = severity rank).
 BETHESDA_CLASSES: tuple[str, ...] = tuple(c.value for c in Bethesda)
 SEVERITY: dict[str, int] = {code: rank for rank, code in enumerate(BETHESDA_CLASSES)}
+
+
+def suspicion(code: str, confidence: float) -> float:
+    """How suspicious a call is: its class's severity rank times its confidence (clamped to
+    0..1). Ranks cells in the gallery and the flagged list, and slides in the review queue: a
+    confident LSIL (2 x 0.8 = 1.6) outranks an SCC call the model gave 12 % (5 x 0.12 = 0.6)."""
+    return SEVERITY[code] * min(max(confidence, 0.0), 1.0)
+
 
 # The published method's 4-class view: ASC-US joins LSIL (low grade), ASC-H joins HSIL (high grade).
 FOUR_CLASSES: tuple[str, ...] = ("NILM", "LSIL", "HSIL", "SCC")
@@ -104,3 +114,38 @@ class SlideResult:
     model_versions: dict[str, str]  # stage ("detector", "classifier") -> version string
     device: str
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+
+def cell_to_json(cell: CellPrediction) -> dict[str, Any]:
+    return {
+        "box": {
+            "x": cell.box.x,
+            "y": cell.box.y,
+            "width": cell.box.width,
+            "height": cell.box.height,
+        },
+        "centre": list(cell.box.centre),
+        "label": cell.label,
+        "probabilities": cell.probabilities,
+        "detection_score": cell.detection_score,
+    }
+
+
+def result_to_json(name: str, result: SlideResult) -> dict[str, Any]:
+    """A slide's result as the `predict` command writes it (image name, slide, cells)."""
+    info = result.info
+    return {
+        "image": name,
+        "slide": {
+            "format": info.format,
+            "kind": str(info.kind),
+            "width": info.width,
+            "height": info.height,
+            "mpp": info.mpp,
+            "level_count": info.level_count,
+        },
+        "model_versions": result.model_versions,
+        "device": result.device,
+        "timings": result.timings,
+        "cells": [cell_to_json(c) for c in result.cells],
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery
@@ -53,20 +52,11 @@ def _slide_queryset() -> QuerySet[Slide]:
     )
 
 
-def slide_list(
-    *,
-    statuses: Sequence[str] = (),
-    patient_id: int | None = None,
-    ordering: str = "-created_at",
-) -> QuerySet[Slide]:
-    """Slides, optionally filtered by status and patient; `-triage_score` is the review queue
-    (most suspicious first, slides without a score last)."""
-    qs = _slide_queryset()
-    if statuses:
-        qs = qs.filter(status__in=list(statuses))
-    if patient_id is not None:
-        qs = qs.filter(patient_id=patient_id)
-    return qs.order_by(*SLIDE_ORDERINGS[ordering])
+def slide_list(*, ordering: str = "-created_at") -> QuerySet[Slide]:
+    """Slides with their patient, interpretation and latest run (filter them with
+    `papreview.cases.filters.SlideFilter`); `-triage_score` is the review queue (most
+    suspicious first, slides without a score last)."""
+    return _slide_queryset().order_by(*SLIDE_ORDERINGS[ordering])
 
 
 def slide_get(*, slide_id: int) -> Slide:

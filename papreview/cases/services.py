@@ -19,6 +19,7 @@ from django.utils.text import get_valid_filename
 
 from inference.errors import SlideTooLargeError, UnreadableSlideError
 from inference.slides import probe_slide
+from inference.types import suspicion
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.cases.errors import (
@@ -255,14 +256,11 @@ def slide_start_review(*, slide: Slide, by: User) -> Slide:
 
 
 def triage_score_for(triage_class: str, confidence: float) -> float:
-    """Score used to order the review queue: severity rank of the class times its confidence,
-    the same suspicion the review page ranks cells by.
-
-    A confident LSIL (2 x 0.8 = 1.6) outranks an SCC call the model gave 12% (5 x 0.12 = 0.6).
-    """
+    """Score used to order the review queue: `inference.types.suspicion`, the same suspicion
+    the review page ranks cells by."""
     if triage_class not in SEVERITY:
         raise ValidationError({"triage_class": f"Unknown class {triage_class!r}."})
-    return SEVERITY[triage_class] * min(max(confidence, 0.0), 1.0)
+    return suspicion(triage_class, confidence)
 
 
 def slide_set_triage(*, slide: Slide, triage_class: str, confidence: float) -> Slide:

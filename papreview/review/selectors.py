@@ -10,7 +10,7 @@ from django.db.models import F, FloatField, QuerySet, Value
 from django.db.models.expressions import OrderBy, RawSQL
 from django.db.models.functions import Coalesce
 
-from inference.types import Bethesda
+from inference.types import Bethesda, suspicion
 from papreview.core.choices import SEVERITY
 from papreview.core.exceptions import NotFoundError
 from papreview.review.models import Cell, CellRevision, ReviewStatus
@@ -98,7 +98,7 @@ def slide_flag_summary(*, slide_id: int) -> FlagSummary:
     for pk, cls, status, confidence in rows:
         flagged += 1
         if status == ReviewStatus.PREDICTED:
-            undecided.append((SEVERITY[cls] * confidence, pk, cls))
+            undecided.append((suspicion(cls, confidence), pk, cls))
         else:
             reviewed += 1
     undecided.sort(key=lambda row: (-row[0], row[1]))

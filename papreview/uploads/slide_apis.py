@@ -6,13 +6,15 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.cases.apis import SlideOutputSerializer
-from papreview.cases.models import Patient, SlideStatus
+from papreview.cases.filters import SlideFilter
+from papreview.cases.models import Patient
 from papreview.cases.selectors import SLIDE_ORDERINGS, slide_get, slide_list
 from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
 from papreview.core.pagination import PageNumberPagination
@@ -25,28 +27,6 @@ class SlideListApi(APIView):
 
     parser_classes = [StrictMultiPartParser, FormParser]  # refuses hostile file names
     pagination_class = PageNumberPagination
-
-    class FilterSerializer(serializers.Serializer):
-        status = serializers.CharField(
-            required=False,
-            help_text=f"Comma-separated statuses: {', '.join(SlideStatus.values)}.",
-        )
-        patient = serializers.IntegerField(required=False, min_value=1)
-        ordering = serializers.ChoiceField(
-            choices=sorted(SLIDE_ORDERINGS), required=False, default="-created_at"
-        )
-
-        class Meta:
-            ref_name = "SlideFilter"
-
-        def validate_status(self, value: str) -> list[str]:
-            statuses = [s.strip() for s in value.split(",") if s.strip()]
-            unknown = [s for s in statuses if s not in SlideStatus.values]
-            if unknown:
-                raise serializers.ValidationError(
-                    f"Unknown status {', '.join(unknown)}; use {', '.join(SlideStatus.values)}."
-                )
-            return statuses
 
     class InputSerializer(serializers.Serializer):
         patient = serializers.PrimaryKeyRelatedField(
@@ -72,21 +52,26 @@ class SlideListApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", OpenApiTypes.STR, description="Comma-separated statuses."),
+            OpenApiParameter(
+                "status", OpenApiTypes.STR, description="open, all, or comma-separated statuses."
+            ),
             OpenApiParameter("patient", OpenApiTypes.INT),
+            OpenApiParameter("q", OpenApiTypes.STR, description="Part of the patient identifier."),
+            OpenApiParameter("triage_class", OpenApiTypes.STR),
+            OpenApiParameter("mine", OpenApiTypes.BOOL, description="Assigned to me."),
+            OpenApiParameter("date_from", OpenApiTypes.DATE),
+            OpenApiParameter("date_to", OpenApiTypes.DATE),
             OpenApiParameter("ordering", OpenApiTypes.STR, enum=sorted(SLIDE_ORDERINGS)),
         ],
         responses={200: SlideOutputSerializer(many=True), **ERROR_RESPONSES},
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        data = filters.validated_data
-        slides = slide_list(
-            statuses=data.get("status", []),
-            patient_id=data.get("patient"),
-            ordering=data["ordering"],
-        )
+        data = request.query_params.copy()
+        data.setdefault("ordering", "-created_at")
+        filters = SlideFilter(data, queryset=slide_list(), request=request)
+        if not filters.is_valid():
+            raise ValidationError(filters.errors)
+        slides = filters.qs
         return paginated_response(
             queryset=slides, serializer_class=SlideOutputSerializer, request=request, view=self
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django import forms
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
@@ -28,6 +27,7 @@ from papreview.accounts.roles import (
     user_has_role,
 )
 from papreview.audit.services import audit_slide_opened
+from papreview.cases.filters import OPEN, SlideFilter
 from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
@@ -35,7 +35,6 @@ from papreview.core.exceptions import NotFoundError
 from papreview.review.models import ReviewStatus
 from papreview.workflow.bethesda import page_vocabulary, report_labels, slide_report_get
 from papreview.workflow.selectors import (
-    OPEN_STATUSES,
     review_queue_list,
     review_queue_next,
     reviewer_list,
@@ -53,22 +52,6 @@ CLASS_NAMES: dict[str, str] = {
     Bethesda.SCC: "Squamous cell carcinoma",
 }
 IN_PROGRESS = (SlideStatus.UPLOADED, SlideStatus.QUEUED, SlideStatus.ANALYSING)
-
-
-class QueueFilterForm(forms.Form):
-    status = forms.ChoiceField(
-        required=False,
-        choices=[("open", "Not signed out"), ("all", "All"), *SlideStatus.choices],
-    )
-    triage_class = forms.ChoiceField(
-        required=False,
-        label="Most severe class",
-        choices=[("", "Any class"), *[(c, c) for c in BETHESDA_CLASSES]],
-    )
-    mine = forms.BooleanField(required=False, label="Assigned to me")
-    date_from = forms.DateField(required=False, label="From")
-    date_to = forms.DateField(required=False, label="To")
-    q = forms.CharField(required=False, max_length=64, label="Patient")
 
 
 @dataclass(frozen=True)
@@ -103,20 +86,12 @@ def _query_without_page(request: HttpRequest) -> str:
 @require_safe
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Slides to review, most suspicious first, with filters, patient search and paging."""
-    form = QueueFilterForm(request.GET or None)
-    filters: dict[str, Any] = {}
-    if form.is_valid():
-        data = form.cleaned_data
-        status = data["status"] or "open"
-        filters["statuses"] = {"open": OPEN_STATUSES, "all": ()}.get(status, [status])
-        filters["triage_class"] = data["triage_class"]
-        if data["mine"]:
-            assert isinstance(request.user, User)
-            filters["assigned_to"] = request.user
-        filters["date_from"] = data["date_from"]
-        filters["date_to"] = data["date_to"]
-        filters["search"] = data["q"]
-    paginator = Paginator(review_queue_list(**filters), QUEUE_PAGE_SIZE)
+    data = request.GET.copy()
+    data.setdefault("status", OPEN)  # the queue shows what is not signed out yet
+    filters = SlideFilter(data, queryset=review_queue_list(), request=request)
+    # Invalid filters are shown on the form; the queue is then shown unfiltered.
+    slides = filters.qs if filters.is_valid() else review_queue_list()
+    paginator = Paginator(slides, QUEUE_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     rows = [
         QueueRow(slide, *_suggestion(slide), in_progress=slide.status in IN_PROGRESS)
@@ -126,12 +101,13 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         request,
         "web/queue.html",
         {
-            "form": form,
+            "form": filters.form,
             "page": page,
             "rows": rows,
             "reviewers": list(reviewer_list()),
             "query": _query_without_page(request),
             "class_colours": CLASS_COLOURS,
+            "page_config": {"slideStatusLabels": dict(SlideStatus.choices)},
             "can_write": user_can_write(request.user),
         },
     )
@@ -205,6 +181,8 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
         },
         "review": {"flagThreshold": settings.REVIEW_FLAG_THRESHOLD},
         "reviewStatusLabels": dict(ReviewStatus.choices),
+        "slideStatusLabels": dict(SlideStatus.choices),
+        "testHooks": settings.PAPREVIEW_TEST_HOOKS,
         "classes": list(BETHESDA_CLASSES),
         "classNames": CLASS_NAMES,
         "colours": CLASS_COLOURS,

@@ -4,7 +4,6 @@ its cells in the compact form the viewer draws. Each is a fixed number of querie
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,6 @@ REVIEWED_STATUSES: tuple[str, ...] = (
     ReviewStatus.ADDED,
     ReviewStatus.CLEARED,
 )
-OPEN_STATUSES: tuple[str, ...] = tuple(s for s in SlideStatus.values if s != SlideStatus.SIGNED_OUT)
 
 
 def _severity_expression() -> Case:
@@ -48,20 +46,13 @@ def _severity_expression() -> Case:
     )
 
 
-def review_queue_list(
-    *,
-    statuses: Sequence[str] = OPEN_STATUSES,
-    triage_class: str = "",
-    assigned_to: User | None = None,
-    date_from: dt.date | None = None,
-    date_to: dt.date | None = None,
-    search: str = "",
-    ordering: str = "-triage_score",
-) -> QuerySet[Slide]:
-    """The review queue, most suspicious first by default.
+def review_queue_list(*, ordering: str = "-triage_score") -> QuerySet[Slide]:
+    """The review queue, most suspicious first by default (filter it with
+    `papreview.cases.filters.SlideFilter`).
 
-    Each slide comes with its patient, assigned reviewer, interpretation, draft, analysis progress
-    and the class of its most severe reviewed cell, in one query per page (plus the count).
+    Each slide comes with its patient, assigned reviewer, interpretation, draft, analysis progress,
+    the class of its most severe reviewed cell and its latest referral reason, in one query per
+    page (plus the count).
     """
     most_severe_reviewed = (
         Cell.objects.filter(slide=OuterRef("pk"), review_status__in=REVIEWED_STATUSES)
@@ -74,25 +65,14 @@ def review_queue_list(
         .order_by("-at", "-id")
         .values("reason")[:1]
     )
-    qs = (
-        slide_list(statuses=statuses, ordering=ordering)
+    return (
+        slide_list(ordering=ordering)
         .select_related("assigned_reviewer", "interpretation_draft")
         .annotate(
             reviewed_class=Subquery(most_severe_reviewed),
             referral_reason=Subquery(referral_reason),
         )
     )
-    if triage_class:
-        qs = qs.filter(triage_class=triage_class)
-    if assigned_to is not None:
-        qs = qs.filter(assigned_reviewer=assigned_to)
-    if date_from is not None:
-        qs = qs.filter(created_at__date__gte=date_from)
-    if date_to is not None:
-        qs = qs.filter(created_at__date__lte=date_to)
-    if search.strip():
-        qs = qs.filter(patient__identifier__icontains=search.strip())
-    return qs
 
 
 def review_queue_next(*, after_slide_id: int, user: User) -> Slide | None:

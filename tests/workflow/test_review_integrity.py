@@ -158,7 +158,7 @@ def test_refer_then_only_a_pathologist_signs_out(api, client, cytotech, patholog
     assert again.status_code == 409
 
     # The pathologists' queue: the status filter and the reason; their "next slide".
-    queued = review_queue_list(statuses=[SlideStatus.REFERRED]).get()
+    queued = review_queue_list().get(status=SlideStatus.REFERRED)
     assert queued.pk == slide.pk and queued.referral_reason == "Koilocytes, query LSIL"  # type: ignore[attr-defined]
     other = SlideFactory.create(status=SlideStatus.IN_REVIEW, triage_score=0.1)
     after_other = review_queue_next(after_slide_id=other.pk, user=pathologist)
