@@ -385,6 +385,8 @@ def main() -> None:
 
     media = Path(tempfile.mkdtemp(prefix="bench-review-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "papreview.settings.base")
+    # The benchmark reads the page's timing through its test hooks (off by default).
+    os.environ.setdefault("PAPREVIEW_TEST_HOOKS", "true")
     os.environ["MEDIA_ROOT"] = str(media)
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API in this thread
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):

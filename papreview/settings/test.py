@@ -14,3 +14,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests point MEDIA_ROOT at a temporary folder per test (tests/conftest.py); this is the fallback.
 MEDIA_ROOT = VAR_DIR / "test-media"
 WHITENOISE_AUTOREFRESH = True
+PAPREVIEW_TEST_HOOKS = True  # the browser tests read the review page's state (window.__review)

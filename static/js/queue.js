@@ -3,10 +3,8 @@ import { api, toast } from "./api.js";
 
 const table = document.getElementById("queue");
 const rows = () => Array.from(table.querySelectorAll("tbody tr[data-slide]"));
-const STATUS_LABELS = {
-  uploaded: "Uploaded", queued: "Queued for analysis", analysing: "Analysing", analysed: "Analysed",
-  in_review: "In review", signed_out: "Signed out", failed: "Failed",
-};
+const config = JSON.parse(document.getElementById("queue-config")?.textContent || "{}");
+const STATUS_LABELS = config.slideStatusLabels || {}; // the server's words for a slide's status
 const IN_PROGRESS = new Set(["uploaded", "queued", "analysing"]);
 
 function renderRow(tr, slide) {

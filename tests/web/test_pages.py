@@ -195,3 +195,27 @@ def test_review_page_links_the_next_slide_to_review(client, pathologist, cytotec
     assert f'id="next-slide" href="/slides/{following.pk}/"' in content
     Slide.objects.exclude(pk=current.pk).update(status=SlideStatus.SIGNED_OUT)
     assert 'id="next-slide"' not in client.get(f"/slides/{current.pk}/").content.decode()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_review_page_has_no_test_hooks_in_production(
+    settings, client, live_server, page, pathologist, stored_slide
+) -> None:
+    from tests.web.browser import log_in
+
+    settings.PAPREVIEW_TEST_HOOKS = False  # the production default (the live server shares it)
+    slide = stored_slide(cells=5, seed=3)
+    client.force_login(pathologist)
+    content = client.get(f"/slides/{slide.pk}/").content.decode()
+    found = re.search(r'id="review-config" type="application/json">(.*?)</script>', content)
+    assert found is not None
+    config = json.loads(found.group(1))
+    assert config["testHooks"] is False
+    assert config["slideStatusLabels"] == dict(SlideStatus.choices)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("document.querySelector('#hud').textContent.includes('in view of 5')")
+    assert page.locator("#slide-status").inner_text() == SlideStatus.ANALYSED.label
+    assert page.evaluate("[window.__review, window.__cellsDrawnAt]") == [None, None]
+    assert page.evaluate("typeof window.__review") == "undefined"
