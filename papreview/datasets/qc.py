@@ -19,7 +19,7 @@ from datetime import datetime
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from papreview.accounts.roles import user_can_write, user_is_admin
@@ -111,6 +111,33 @@ def qc_review_cells(qc_review: QCReview) -> QuerySet[Cell]:
     return Cell.objects.filter(slide_id=qc_review.slide_id).order_by("pk")
 
 
+def qc_reviews_open_to(user: User) -> QuerySet[QCReview]:
+    """Pending QC reviews this user may do: they neither signed the slide out nor screened it
+    (decided, saw or referred any of it)."""
+    slide = OuterRef("slide_id")
+    return (
+        qc_review_list(status=QCStatus.PENDING)
+        .exclude(first_reviewer=user)
+        .exclude(Exists(CellRevision.objects.filter(cell__slide_id=slide, changed_by=user)))
+        .exclude(Exists(CellSighting.objects.filter(cell__slide_id=slide, seen_by=user)))
+        .exclude(
+            Exists(SlideEvent.objects.filter(slide_id=slide, kind=SlideEventKind.REFERRED, by=user))
+        )
+    )
+
+
+def qc_refusal(*, qc_review: QCReview, by: User) -> str:
+    """Why `by` may not rescreen this slide ("" when they may)."""
+    if qc_review.first_reviewer_id == by.pk:
+        return "You signed this slide out; the QC review needs a second reviewer."
+    if by.pk in slide_screeners(slide_id=qc_review.slide_id):
+        return (
+            "You screened this slide; the QC rescreening needs someone who neither screened nor "
+            "signed it."
+        )
+    return ""
+
+
 def slide_screeners(*, slide_id: int) -> set[int]:
     """Users who screened the slide: decided or saw any of its cells, or referred it."""
     decided = CellRevision.objects.filter(cell__slide_id=slide_id).values_list("changed_by_id")
@@ -132,15 +159,9 @@ def qc_review_submit(*, qc_review: QCReview, by: User, labels: Mapping[int, str]
     review = QCReview.objects.select_for_update().get(pk=qc_review.pk)
     if review.status == QCStatus.DONE:
         raise ConflictError("This QC review was already submitted.")
-    if review.first_reviewer_id == by.pk:
-        raise PermissionDeniedError(
-            "You signed this slide out; the QC review needs a second reviewer."
-        )
-    if by.pk in slide_screeners(slide_id=review.slide_id):
-        raise PermissionDeniedError(
-            "You screened this slide; the QC rescreening needs someone who neither screened nor "
-            "signed it."
-        )
+    refusal = qc_refusal(qc_review=review, by=by)
+    if refusal:
+        raise PermissionDeniedError(refusal)
     cells = list(qc_review_cells(review))
     missing = [c.pk for c in cells if c.pk not in labels]
     unknown = sorted(set(labels) - {c.pk for c in cells})

@@ -23,12 +23,14 @@ from papreview.analysis.models import ModelStage
 from papreview.core.exceptions import ApplicationError, PermissionDeniedError
 from papreview.datasets.apis import export_file_response
 from papreview.datasets.dashboard import model_dashboard
-from papreview.datasets.models import QC_LABELS, EvaluationStatus, QCStatus
+from papreview.datasets.models import QC_LABELS, EvaluationStatus
+from papreview.datasets.params import ExportParams
 from papreview.datasets.qc import (
+    qc_refusal,
     qc_review_cells,
     qc_review_get,
-    qc_review_list,
     qc_review_submit,
+    qc_reviews_open_to,
     qc_sample,
     qc_settings_get,
     qc_settings_set,
@@ -42,7 +44,7 @@ from papreview.datasets.selectors import (
     model_version_get,
     model_version_list,
 )
-from papreview.datasets.services import ExportParams, dataset_export_create
+from papreview.datasets.services import dataset_export_create
 
 
 def _user(request: HttpRequest) -> User:
@@ -274,11 +276,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "colours": CLASS_COLOURS,
             "form": form,
             "is_admin": is_admin,
-            "pending": [
-                r
-                for r in qc_review_list(status=QCStatus.PENDING)[:50]
-                if r.first_reviewer_id != user.pk
-            ],
+            "pending": list(qc_reviews_open_to(user)[:50]),
         },
     )
 
@@ -290,8 +288,9 @@ def qc_review(request: HttpRequest, qc_review_id: int) -> HttpResponse:
         review = qc_review_get(qc_review_id=qc_review_id)
     except ApplicationError as exc:
         raise Http404(exc.message) from exc
-    if review.first_reviewer_id == user.pk:
-        raise PermissionDenied("You signed this slide out; the QC review needs a second reviewer.")
+    refusal = qc_refusal(qc_review=review, by=user)
+    if refusal:
+        raise PermissionDenied(refusal)
     cells = list(qc_review_cells(review))
     error = ""
     if request.method == "POST":

@@ -19,7 +19,13 @@ from papreview.datasets.agreement import (
 )
 from papreview.datasets.dashboard import model_dashboard, model_outcomes
 from papreview.datasets.models import QCLabel, QCReview, QCStatus
-from papreview.datasets.qc import qc_review_submit, qc_sample, qc_settings_get, qc_settings_set
+from papreview.datasets.qc import (
+    qc_review_submit,
+    qc_reviews_open_to,
+    qc_sample,
+    qc_settings_get,
+    qc_settings_set,
+)
 from papreview.review.models import CellSighting
 from tests.factories import PatientFactory
 
@@ -147,6 +153,10 @@ def test_qc_re_review_and_kappa_on_the_dashboard(
     CellSighting.objects.create(cell=cells[ids[1]], seen_by=cytotech, via="gallery")
     with pytest.raises(PermissionDeniedError, match="screened"):
         qc_review_submit(qc_review=review, by=cytotech, labels=second)
+    # Their QC list does not offer it either; an uninvolved admin's does.
+    assert review not in qc_reviews_open_to(cytotech)
+    assert review not in qc_reviews_open_to(pathologist)
+    assert review in qc_reviews_open_to(admin_user)
     with pytest.raises(ValidationError):
         qc_review_submit(qc_review=review, by=admin_user, labels={ids[0]: "HSIL"})
     with pytest.raises(ValidationError):
