@@ -9,11 +9,23 @@ Start a worker with `celery -A papreview worker -Q inference,celery` (`manage.py
 """
 
 import os
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "papreview.settings.base")
 
 celery_app = Celery("papreview")
 celery_app.config_from_object("django.conf:settings", namespace="CELERY")
 celery_app.autodiscover_tasks()
+
+
+class BeatScheduler(PersistentScheduler):
+    """Celery's file-backed beat schedule, whose folder is created before the file is opened
+    (`var/` on a fresh clone): CELERY_BEAT_SCHEDULER, for `celery beat` and `worker -B` alike."""
+
+    def _open_schedule(self) -> Any:
+        Path(self.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open_schedule()

@@ -9,12 +9,14 @@ broker's visibility timeout.
 
 `analysis_sweep_task()` runs every ANALYSIS_SWEEP_INTERVAL_S from celery beat on the `celery`
 queue (not behind long slide jobs).
+
+Transient errors are retried by the one policy of all tasks (papreview.core.tasks.TRANSIENT_RETRY);
+once its retries are spent, the analysis run fails with that reason.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from celery import Task, shared_task
@@ -28,17 +30,9 @@ from papreview.analysis.services import (
     analysis_sweep,
     model_versions_for_analysis,
 )
+from papreview.core.tasks import TRANSIENT_RETRY
 
 logger = logging.getLogger(__name__)
-
-
-def retry_countdown(retries: int) -> float:
-    """Exponential backoff with jitter: about base * 2**retries seconds, capped."""
-    ceiling = min(
-        float(settings.ANALYSIS_RETRY_BACKOFF_MAX_S),
-        float(settings.ANALYSIS_RETRY_BACKOFF_S) * (2**retries),
-    )
-    return random.uniform(ceiling / 2, ceiling)
 
 
 @shared_task(
@@ -46,17 +40,18 @@ def retry_countdown(retries: int) -> float:
     name="papreview.analysis.tasks.analysis_run",
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=settings.ANALYSIS_MAX_RETRIES,
     soft_time_limit=settings.ANALYSIS_SOFT_TIME_LIMIT_S,
     time_limit=settings.ANALYSIS_TIME_LIMIT_S,
     ignore_result=True,
+    **TRANSIENT_RETRY,
 )
 def analysis_run_task(self: Task, slide_id: int) -> str:
     try:
         return str(analysis_run(slide_id=slide_id, task_id=self.request.id or ""))
     except TRANSIENT_ERRORS as exc:
         retries = int(self.request.retries or 0)
-        if retries >= int(self.max_retries or 0):
+        if self.max_retries is not None and retries >= self.max_retries:
+            # The policy retries no more: the error fails the task, so fail the run too.
             logger.error("slide %s: giving up after %d retries (%s)", slide_id, retries, exc)
             try:
                 analysis_give_up(
@@ -68,20 +63,10 @@ def analysis_run_task(self: Task, slide_id: int) -> str:
                 )
             except TRANSIENT_ERRORS:  # still down: the sweeper will find the stale run
                 logger.exception("slide %s: could not record the failure", slide_id)
-            raise
-        countdown = retry_countdown(retries)
-        logger.warning(
-            "slide %s: transient error (%s: %s); retry %d in %.1fs",
-            slide_id,
-            type(exc).__name__,
-            exc,
-            retries + 1,
-            countdown,
-        )
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        raise
 
 
-@shared_task(name="papreview.analysis.tasks.analysis_sweep", ignore_result=True)
+@shared_task(name="papreview.analysis.tasks.analysis_sweep", ignore_result=True, **TRANSIENT_RETRY)
 def analysis_sweep_task() -> dict[str, list[int]]:
     report = analysis_sweep()
     return {

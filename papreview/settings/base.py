@@ -282,6 +282,7 @@ ANALYSIS_LOCK_WAIT_S: float = env.float("ANALYSIS_LOCK_WAIT_S", default=5.0)
 # Review: a predicted abnormal cell at least this confident is "flagged"; a slide cannot be signed
 # out less severe than an undecided flagged cell (papreview.review.selectors.flagged_cells).
 REVIEW_FLAG_THRESHOLD: float = env.float("REVIEW_FLAG_THRESHOLD", default=0.5)
+PAPREVIEW_TEST_HOOKS: bool = env.bool("PAPREVIEW_TEST_HOOKS", default=False)
 # A run is failed once it was started this many times without finishing (poison slide).
 ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
 # The sweeper (celery beat): sends jobs that never reached the broker after the grace period, and

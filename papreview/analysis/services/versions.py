@@ -1,0 +1,119 @@
+"""Model versions: registering checkpoints, activating one per stage, and the pair an analysis uses
+(the committed default weights registered and activated on first use)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from papreview.analysis import adapter
+from papreview.analysis.models import ModelStage, ModelVersion
+from papreview.analysis.selectors import model_version_active
+from papreview.audit.models import AuditAction
+from papreview.audit.services import audit_record
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
+    """Make this version the one active model of its stage (the previous one is deactivated).
+
+    Both rows change in one transaction; the conditional unique constraint guarantees that two
+    concurrent activations cannot leave two active versions.
+    """
+    # Lock the stage's rows so that concurrent activations queue up instead of failing.
+    list(ModelVersion.objects.select_for_update().filter(stage=model_version.stage))
+    ModelVersion.objects.filter(stage=model_version.stage, is_active=True).exclude(
+        pk=model_version.pk
+    ).update(is_active=False, updated_at=timezone.now())
+    now = timezone.now()
+    ModelVersion.objects.filter(pk=model_version.pk).update(
+        is_active=True, activated_at=now, updated_at=now
+    )
+    model_version.refresh_from_db()
+    # The user of the request being served, if any (admin action, web page, API).
+    audit_record(
+        action=AuditAction.MODEL_ACTIVATED,
+        target=model_version,
+        data={"stage": model_version.stage, "name": model_version.name},
+    )
+    return model_version
+
+
+def model_version_register(
+    *,
+    stage: ModelStage | str,
+    path: Path,
+    activate: bool = False,
+    created_by: User | None = None,
+) -> ModelVersion:
+    """Register a checkpoint file as a ModelVersion (its weights copied to media storage, so
+    workers on every machine read the same file), or return the row already registered under
+    the checkpoint's version string. Raises CheckpointError for a file that is not a valid
+    checkpoint of `stage`."""
+    stage = ModelStage(stage)
+    described = adapter.checkpoint_describe(Path(path), stage=stage.value)
+    model_version = ModelVersion.objects.filter(stage=stage, name=described.version).first()
+    name = f"models/{stage.value}/{described.version}-{described.sha256[:12]}.pt"
+
+    def store() -> str:
+        if default_storage.exists(name):
+            return name
+        with Path(path).open("rb") as fh:
+            return default_storage.save(name, File(fh))
+
+    # The version string carries a digest of the weights themselves (inference.checkpoints), so
+    # a file with the same version holds the same weights even when its bytes (metadata) differ.
+    # A row that survived its file (media restored or moved) gets the weights stored again.
+    if model_version is not None and not (
+        model_version.file.name and default_storage.exists(model_version.file.name)
+    ):
+        model_version.file.name = store()
+        model_version.sha256 = described.sha256
+        model_version.save(update_fields=["file", "sha256", "updated_at"])
+    if model_version is None:
+        name = store()
+        data = described.meta.get("data")
+        metrics = described.meta.get("metrics")
+        try:
+            with transaction.atomic():
+                model_version = ModelVersion.objects.create(
+                    stage=stage,
+                    name=described.version,
+                    file=name,
+                    sha256=described.sha256,
+                    metrics=metrics if isinstance(metrics, dict) else {},
+                    training_data=str(data.get("name", ""))[:255] if isinstance(data, dict) else "",
+                    created_by=created_by,
+                )
+        except IntegrityError:  # registered concurrently by another worker
+            model_version = ModelVersion.objects.get(stage=stage, name=described.version)
+        logger.info("registered %s (%s)", model_version, described.sha256)
+    if activate and not model_version.is_active:
+        model_version = model_version_activate(model_version=model_version)
+    return model_version
+
+
+def model_versions_for_analysis() -> tuple[ModelVersion, ModelVersion]:
+    """The active detector and classifier versions. A stage with no active version gets the
+    default weights (ANALYSIS_DEFAULT_DETECTOR / _CLASSIFIER, the committed inference/weights/)
+    registered and activated, so a fresh installation analyses slides without an admin step."""
+    versions: list[ModelVersion] = []
+    defaults = {
+        ModelStage.DETECTOR: Path(settings.ANALYSIS_DEFAULT_DETECTOR),
+        ModelStage.CLASSIFIER: Path(settings.ANALYSIS_DEFAULT_CLASSIFIER),
+    }
+    for stage, default in defaults.items():
+        active = model_version_active(stage=stage)
+        if active is None:
+            active = model_version_register(stage=stage, path=default, activate=True)
+        versions.append(active)
+    return versions[0], versions[1]
