@@ -111,7 +111,10 @@ def warp(
     border: int = cv2.BORDER_REFLECT_101,
     interpolation: int = cv2.INTER_LINEAR,
 ) -> np.ndarray:
-    return cv2.warpAffine(img, m, size, flags=interpolation, borderMode=border, borderValue=255)
+    """Warp with a 2x3 matrix; a constant border is white (the slide background) in every
+    channel (a bare 255 would fill only the first channel: red)."""
+    white = (255, 255, 255, 255)
+    return cv2.warpAffine(img, m, size, flags=interpolation, borderMode=border, borderValue=white)
 
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:

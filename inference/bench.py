@@ -331,3 +331,36 @@ def bench_wsi(
         **child,
         "peak_below_2_gib": child["peak_rss_mib"] < 2048,
     }
+
+
+def bench_images(
+    folder: Path, *, limit: int, size: tuple[int, int] | None, required: bool = False
+) -> tuple[list[np.ndarray], str]:
+    """Up to `limit` field images from `folder` (synthetic ones when it holds none and is not
+    `required`), resized to `size` when given; and where they came from."""
+    from .errors import InputError
+    from .slides import IMAGE_SUFFIXES, read_image
+    from .synthetic import synthetic_field
+
+    images: list[np.ndarray] = []
+    source = str(folder)
+    if folder.is_dir():
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        images = [read_image(f) for f in files]
+    elif required:
+        raise InputError(f"--images {folder} is not a folder")
+    if not images:
+        rng = np.random.default_rng(0)
+        images = [
+            synthetic_field(
+                1280,
+                960,
+                cells=[(float(x), float(y), 10.0) for x, y in rng.uniform(50, 900, (40, 2))],
+                seed=i,
+            )
+            for i in range(limit)
+        ]
+        source = "synthetic"
+    if size is not None:
+        images = [cv2.resize(im, size, interpolation=cv2.INTER_LINEAR) for im in images]
+    return images, source

@@ -136,6 +136,11 @@ def decide_labels(probs6: np.ndarray, abnormal_threshold: float) -> list[str]:
     return labels
 
 
+def argmax_labels(probs6: np.ndarray) -> list[str]:
+    """The most probable class of each row (the plain rule, no sensitivity-first threshold)."""
+    return [BETHESDA_CLASSES[int(i)] for i in np.asarray(probs6).argmax(1)] if len(probs6) else []
+
+
 def normalise_crops(
     crops_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .errors import InputError
+from .slides import open_slide
 from .types import CLASS_COLOURS, CellPrediction, is_abnormal
 
 
@@ -48,3 +51,15 @@ def draw_overlay(
                 cv2.LINE_AA,
             )
     return out
+
+
+def thumbnail(path: Path, max_side: int = 2048) -> tuple[np.ndarray, float]:
+    """The image itself (fields) or a whole low pyramid level (WSI), and its scale to level 0."""
+    with open_slide(path) as reader:
+        w, h = reader.dimensions
+        level = reader.best_level_for_downsample(max(w, h) / max_side)
+        lw, lh = reader.level_dimensions[level]
+        if lw * lh > 4096 * 4096:
+            raise InputError(f"{path.name}: no pyramid level small enough for an overlay")
+        img = reader.read_region((0, 0), level, (lw, lh))
+        return img, 1.0 / reader.level_downsamples[level]

@@ -13,6 +13,10 @@ Everything here works without torch so that the web side can probe uploads cheap
 Coordinates are level-0 pixels, origin top-left (see DESIGN.md). Pixels outside the image read as
 white (255), which is what OpenSlide gives for transparent areas composited on white and close to
 the bright background of a Pap smear.
+
+Longer than our ~400-line norm (about 540): the probe, the two readers and the tiling share
+the format detection and the pixel-limit checks, and the web side imports this one module
+(without torch) to check uploads.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Single-level TIFFs larger than this are read through OpenSlide (region by region) when it can.
 _FIELD_TIFF_MAX_PIXELS = 50_000_000
 _BACKGROUND = 255
+# File name suffixes of field images when a command lists a folder of them.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),

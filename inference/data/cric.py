@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..types import BETHESDA_CLASSES, SEVERITY
@@ -187,3 +188,31 @@ def balanced_split(
             best = (cost, s, split)
     assert best is not None
     return best[2], best[1]
+
+
+CITATION = (
+    'Rezende et al., "Cric searchable image database as a public platform for conventional pap '
+    'smear cytology data", Scientific Data 8:151 (2021), doi:10.1038/s41597-021-00933-8'
+)
+
+
+def load_split(
+    data_dir: Path | None, split_seed: int
+) -> tuple[CricDataset, dict[str, list[str]], int]:
+    """The dataset, its balanced split (`balanced_split`) and the seed that made it."""
+    dataset = CricDataset.load(data_dir)
+    split, seed = balanced_split(dataset.images, seed=split_seed)
+    return dataset, split, seed
+
+
+def split_meta(dataset: CricDataset, split: dict[str, list[str]], seed: int) -> dict[str, Any]:
+    """What a checkpoint records about the CRIC data and split it was trained on."""
+    return {
+        "name": "CRIC Cervix fields (shared/data/cric, 1280 px wide)",
+        "citation": CITATION,
+        "hash": data_hash(dataset.cells_csv, dataset.images),
+        "split_seed": seed,
+        "split": split,
+        "split_method": "by image; stratified on each image's rarest abnormal class; 70/15/15; "
+        "seed chosen among 200 for balanced per-class cell shares (labels only)",
+    }

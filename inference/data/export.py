@@ -16,7 +16,11 @@ An export (folder, or the zip itself) holds::
 
 `Export.open(path)` reads it; `detector_data` / `classifier_data` turn it (optionally merged with
 the base CRIC data) into the training inputs of `inference.train`; `evaluate_checkpoint` scores a
-checkpoint on one split. No torch at import time.
+checkpoint on one split (through `inference.evaluation`). No torch at import time.
+
+A little over our ~400-line norm (about 430): the whole export format (constants the web
+writer imports, the reader and the training inputs) in one place, so that writer and reader
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..types import BETHESDA_CLASSES, Box, is_abnormal
+from ..types import BETHESDA_CLASSES, Box
+from .cric import load_split, split_meta
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..train import CellPatches, FieldSample
+    from ..train.samples import CellPatches, FieldSample
 
 EXPORT_FORMAT = "papreview-export"
 FORMAT_VERSION = 1
@@ -279,7 +284,7 @@ def export_fields(export: Export, split: str, *, scale: float = 1.0) -> list[Fie
     import numpy as np
 
     from ..slides import read_image
-    from ..train import FieldSample, resize_field
+    from ..train.samples import FieldSample, resize_field
 
     out = []
     for im in export.images(split):
@@ -295,7 +300,7 @@ def export_patches(export: Export, split: str, patch: int) -> CellPatches:
     import numpy as np
 
     from ..slides import read_image
-    from ..train import CellPatches
+    from ..train.samples import CellPatches
 
     images, labels, names = [], [], []
     for path, code in export.crops(split):
@@ -351,13 +356,12 @@ def detector_data(
         val = export_fields(export, "val", scale=scale)
         meta = export_meta(export)
     if merge_base:
-        from ..commands import _data_meta, _load_split
-        from ..train import load_cric_fields
+        from ..train.samples import load_cric_fields
 
-        dataset, split, seed = _load_split(data_dir, split_seed)
+        dataset, split, seed = load_split(data_dir, split_seed)
         train += load_cric_fields(dataset, split["train"], scale=scale, desc="base train")
         val += load_cric_fields(dataset, split["val"], scale=scale, desc="base val")
-        meta = {**meta, "merged_with": _data_meta(dataset, split, seed)}
+        meta = {**meta, "merged_with": split_meta(dataset, split, seed)}
     return train, val, meta
 
 
@@ -370,31 +374,20 @@ def classifier_data(
     split_seed: int = 2021,
 ) -> tuple[CellPatches, CellPatches, dict[str, Any]]:
     """(train, val, data meta) for stage 2 from an export, optionally plus the CRIC base data."""
-    import numpy as np
-
-    from ..train import CellPatches
-
     with opened(path) as export:
         _check(export)
         train = export_patches(export, "train", patch)
         val = export_patches(export, "val", patch)
         meta = export_meta(export)
     if merge_base:
-        from ..commands import _data_meta, _load_split
-        from ..train import cric_patches
+        from ..train.samples import CellPatches, cric_patches
 
-        dataset, split, seed = _load_split(data_dir, split_seed)
-
-        def join(a: CellPatches, b: CellPatches) -> CellPatches:
-            return CellPatches(
-                np.concatenate([a.images, b.images]),
-                np.concatenate([a.labels, b.labels]),
-                a.image_names + b.image_names,
-            )
-
-        train = join(train, cric_patches(dataset, split["train"], patch, desc="base train"))
-        val = join(val, cric_patches(dataset, split["val"], patch, desc="base val"))
-        meta = {**meta, "merged_with": _data_meta(dataset, split, seed)}
+        dataset, split, seed = load_split(data_dir, split_seed)
+        base_train = cric_patches(dataset, split["train"], patch, desc="base train")
+        base_val = cric_patches(dataset, split["val"], patch, desc="base val")
+        train = CellPatches.joined([train, base_train])
+        val = CellPatches.joined([val, base_val])
+        meta = {**meta, "merged_with": split_meta(dataset, split, seed)}
     return train, val, meta
 
 
@@ -402,14 +395,11 @@ def classifier_data(
 # Evaluation of a checkpoint on an export (the model registry's compare page)
 # --------------------------------------------------------------------------------------------
 
-DETECTOR_OUTCOMES: tuple[str, ...] = ("missed", "found as normal", "found as abnormal")
-DETECTOR_TRUTH: tuple[str, ...] = ("normal", "abnormal")
-
 
 def evaluate_checkpoint(
     checkpoint: Path, *, stage: str, export: Export, split: str = "test", radius_px: float = 20.0
 ) -> dict[str, Any]:
-    """Score a checkpoint on one split of an export.
+    """Score a checkpoint on one split of an export (through `inference.evaluation`).
 
     Classifier: the split's crops -> six-class / four-class / abnormal-vs-NILM reports with
     confusion matrices (labels decided as in the pipeline: the checkpoint's P(abnormal) threshold).
@@ -417,87 +407,24 @@ def evaluate_checkpoint(
     the checkpoint's thresholds, and a truth (normal / abnormal cell) x outcome (missed / found as
     normal / found as abnormal) confusion matrix.
     """
-    import numpy as np
-    import torch
-
-    from ..checkpoints import load_checkpoint, load_weights
-    from ..metrics import match_points
+    from ..checkpoints import load_checkpoint
+    from ..classifier import ClassifierConfig
+    from ..detector import DetectorConfig
+    from ..evaluation import classifier_scores, detector_scores
 
     ckpt = load_checkpoint(Path(checkpoint), stage=stage)
+    head = {"stage": stage, "version": ckpt.version, "split": split}
     if stage == "classifier":
-        from ..classifier import (
-            ClassifierConfig,
-            abnormal_probability,
-            build_classifier,
-            decide_labels,
-        )
-        from ..metrics import classification_metrics
-        from ..train import centre_crops, classifier_logits
-
-        ccfg = ClassifierConfig.from_dict(ckpt.meta["config"])
-        model = build_classifier(ccfg)
-        load_weights(model, ckpt)
-        model.eval()
-        patches = export_patches(export, split, ccfg.crop_px)
+        crop_px = ClassifierConfig.from_dict(ckpt.meta["config"]).crop_px
+        patches = export_patches(export, split, crop_px)
         if not len(patches.labels):
             raise InputError(f"export {export.label} has no {split} crops to evaluate")
-        logits = classifier_logits(model, centre_crops(patches.images, ccfg.crop_px), ccfg)
-        temperature = float(ckpt.meta.get("temperature", 1.0))
-        probs = torch.softmax(logits / temperature, 1).numpy().astype(np.float64)
-        threshold = float(ckpt.meta.get("abnormal_threshold", 0.5))
-        truth = [BETHESDA_CLASSES[i] for i in patches.labels]
-        result = classification_metrics(
-            truth, decide_labels(probs, threshold), abnormal_probability(probs)
-        )
-        return {
-            "stage": stage,
-            "version": ckpt.version,
-            "split": split,
-            "crops": len(truth),
-            **result,
-        }
-
-    from ..detector import DetectorConfig, build_detector
-    from ..train import candidate_stats, detector_predict_fields
-
-    dcfg = DetectorConfig.from_dict(ckpt.meta["config"])
-    detector = build_detector(dcfg)
-    load_weights(detector, ckpt)
-    detector.eval()
-    fields = export_fields(export, split, scale=dcfg.input_scale)
+        return {**head, **classifier_scores(ckpt, patches)}
+    scale = DetectorConfig.from_dict(ckpt.meta["config"]).input_scale
+    fields = export_fields(export, split, scale=scale)
     if not fields:
         raise InputError(f"export {export.label} has no {split} images to evaluate")
-    thresholds = {k: float(v) for k, v in ckpt.meta.get("thresholds", {}).items()}
-    t_cell, t_abn = thresholds.get("cell", 0.3), thresholds.get("abnormal", 0.1)
-    peaks, _ = detector_predict_fields(detector, fields, dcfg, threshold=min(t_cell, t_abn))
-    stats = candidate_stats(
-        peaks, fields, cell_threshold=t_cell, abnormal_threshold=t_abn, radius_px=radius_px
-    )
-    cm = np.zeros((len(DETECTOR_TRUTH), len(DETECTOR_OUTCOMES)), np.int64)
-    for pk, f in zip(peaks, fields, strict=True):
-        kept = [p for p in pk if p.cell_score >= t_cell or p.abnormal_score >= t_abn]
-        xy = np.array([(p.x, p.y) for p in kept]).reshape(-1, 2)
-        found = {g: kept[p] for p, g in match_points(xy, f.points, radius_px * f.scale)}
-        for g, code in enumerate(f.labels):
-            row = int(is_abnormal(code))
-            if g not in found:
-                cm[row, 0] += 1
-            else:
-                cm[row, 2 if found[g].abnormal_score >= t_abn else 1] += 1
-    return {
-        "stage": stage,
-        "version": ckpt.version,
-        "split": split,
-        "images": len(fields),
-        "cells": int(cm.sum()),
-        "thresholds": {"cell": t_cell, "abnormal": t_abn},
-        **stats,
-        "confusion": {
-            "rows": list(DETECTOR_TRUTH),
-            "columns": list(DETECTOR_OUTCOMES),
-            "matrix": cm.tolist(),
-        },
-    }
+    return {**head, **detector_scores(ckpt, fields, radius_px=radius_px)}
 
 
 def class_counts(labels: Sequence[str]) -> dict[str, int]:

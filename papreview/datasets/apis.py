@@ -20,6 +20,7 @@ from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.exceptions import ConflictError, NotFoundError
 from papreview.datasets.dashboard import model_dashboard
 from papreview.datasets.models import DatasetExport, ExportStatus, ModelEvaluation
+from papreview.datasets.params import ExportFiltersSerializer, ExportParamsSerializer, export_errors
 from papreview.datasets.registry import model_evaluation_request, model_version_activate_by
 from papreview.datasets.selectors import (
     dataset_export_get,
@@ -72,14 +73,15 @@ class DatasetExportListApi(APIView):
     """Exports, newest first (GET); a new export version built in the background (POST, 202).
 
     Only signed-out slides are exported. `filters`: signed_out_from / signed_out_to (dates),
-    categories (slide Bethesda categories), patients (identifiers), slide_ids. `params`:
-    tile_size, tile_overlap, empty_tile_ratio, crop_size, split ([train, val, test]), seed.
+    categories (slide Bethesda categories), patients (identifiers), slide_ids, reviewed_by.
+    `params`: tile_size, tile_overlap, empty_tile_ratio, crop_size, split ([train, val, test]),
+    seed, include_undecided. Errors name the field itself ("crop_size", not "params.crop_size").
     """
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
-        filters = serializers.DictField(required=False, default=dict)
-        params = serializers.DictField(required=False, default=dict)
+        filters = ExportFiltersSerializer(required=False)
+        params = ExportParamsSerializer(required=False)
 
         class Meta:
             ref_name = "DatasetExportInput"
@@ -95,7 +97,8 @@ class DatasetExportListApi(APIView):
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        if not data.is_valid():
+            raise serializers.ValidationError(export_errors(data.errors))
         export = dataset_export_create(created_by=request_user(request), **data.validated_data)
         return Response(DatasetExportOutputSerializer(export).data, status=status.HTTP_202_ACCEPTED)
 

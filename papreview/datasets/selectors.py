@@ -14,7 +14,7 @@ from papreview.review.models import Cell, CellRevision
 from papreview.review.services import BOX_FIELDS
 
 if TYPE_CHECKING:
-    from papreview.datasets.services import ExportFilters
+    from papreview.datasets.params import ExportFilters
 
 
 def export_slides(*, filters: ExportFilters) -> QuerySet[Slide]:

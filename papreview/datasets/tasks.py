@@ -1,4 +1,7 @@
-"""Thin Celery tasks of the datasets app (queue `celery`): they take ids and call a service."""
+"""Thin Celery tasks of the datasets app (queue `celery`): they take ids and call a service.
+
+Transient errors are retried by the one policy of all tasks (papreview.core.tasks.TRANSIENT_RETRY).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import logging
 from celery import Task, shared_task
 from django.conf import settings
 
-from papreview.analysis.services import TRANSIENT_ERRORS
+from papreview.core.tasks import TRANSIENT_RETRY
 
 logger = logging.getLogger(__name__)
 
@@ -17,16 +20,13 @@ logger = logging.getLogger(__name__)
     name="papreview.datasets.tasks.dataset_export_build",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    max_retries=5,
     soft_time_limit=settings.DATASET_EXPORT_SOFT_TIME_LIMIT_S,
     time_limit=settings.DATASET_EXPORT_SOFT_TIME_LIMIT_S + 300,
     ignore_result=True,
+    **TRANSIENT_RETRY,
 )
 def dataset_export_build_task(self: Task, export_id: int) -> str:
-    from papreview.datasets.services import dataset_export_build
+    from papreview.datasets.build import dataset_export_build
 
     outcome = dataset_export_build(export_id=export_id, task_id=self.request.id or "")
     if outcome == "busy":  # another live process builds it: look again later (it may die)
@@ -39,10 +39,8 @@ def dataset_export_build_task(self: Task, export_id: int) -> str:
     name="papreview.datasets.tasks.model_evaluation_run",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=5,
-    max_retries=5,
     ignore_result=True,
+    **TRANSIENT_RETRY,
 )
 def model_evaluation_run_task(self: Task, evaluation_id: int) -> str:
     from papreview.datasets.registry import model_evaluation_run
@@ -50,7 +48,7 @@ def model_evaluation_run_task(self: Task, evaluation_id: int) -> str:
     return model_evaluation_run(evaluation_id=evaluation_id)
 
 
-@shared_task(name="papreview.datasets.tasks.qc_sample", ignore_result=True)
+@shared_task(name="papreview.datasets.tasks.qc_sample", ignore_result=True, **TRANSIENT_RETRY)
 def qc_sample_task() -> list[int]:
     """Celery beat: draw the QC share of the slides signed out since the last draw."""
     from papreview.datasets.qc import qc_sample

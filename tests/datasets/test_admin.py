@@ -14,8 +14,9 @@ from inference.checkpoints import save_checkpoint
 from inference.classifier import ClassifierConfig, build_classifier
 from inference.types import BETHESDA_CLASSES
 from papreview.analysis.models import ModelVersion
+from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, QCReview
-from papreview.datasets.services import dataset_export_build, dataset_export_create
+from papreview.datasets.services import dataset_export_create
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from papreview.datasets.services import dataset_export_build, dataset_export_create
+from papreview.datasets.build import dataset_export_build
+from papreview.datasets.services import dataset_export_create
 from tests.factories import PatientFactory
 from tests.web.browser import log_in, screenshot
 

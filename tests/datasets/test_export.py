@@ -27,14 +27,13 @@ from inference.data.export import (
 from inference.slides import tile_grid
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
 from papreview.core.exceptions import ConflictError
+from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, ExportStatus
+from papreview.datasets.params import ExportParams, patient_split
 from papreview.datasets.services import (
     EmptyExportError,
-    ExportParams,
-    dataset_export_build,
     dataset_export_create,
     dataset_export_requeue,
-    patient_split,
 )
 from papreview.review.models import ReviewStatus
 from tests.factories import PatientFactory
@@ -446,12 +445,12 @@ def test_a_second_build_while_one_runs_is_busy(reviewed, pathologist):
     from django.db import connections
 
     export = dataset_export_create(name="busy", created_by=pathologist)
-    from papreview.datasets import services
+    from papreview.datasets import build as export_build
 
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with services._export_lock(export.pk):
+        with export_build._export_lock(export.pk):
             holding.set()
             release.wait(10)
         connections.close_all()

@@ -10,9 +10,9 @@ import pytest
 from django.test import Client
 
 from papreview.analysis.models import ModelStage
+from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.qc import qc_sample
-from papreview.datasets.services import dataset_export_build
 from tests.factories import ModelVersionFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -167,6 +167,8 @@ def test_dashboard_page_and_qc_form(signed_out, pathologist, admin_user, cytotec
         ({"params": {"empty_tile_ratio": 5}}, "empty_tile_ratio"),
         ({"params": {"crop_size": 10**30}}, "crop_size"),
         ({"params": {"gpu": 1}}, "params"),
+        ({"params": {"include_undecided": "maybe"}}, "include_undecided"),
+        ({"filters": {"patients": ["PT\x00-1"]}}, "patients"),  # a NUL byte: 400, not 500
     ],
 )
 def test_export_api_answers_bad_input_with_400(signed_out, api, pathologist, payload, field):

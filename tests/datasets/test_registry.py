@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from papreview.analysis.models import ModelStage
 from papreview.core.exceptions import ApplicationError, PermissionDeniedError
+from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import EvaluationStatus, ModelEvaluation
 from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
-from papreview.datasets.services import dataset_export_build, dataset_export_create
+from papreview.datasets.services import dataset_export_create
 from tests.factories import ModelVersionFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db

@@ -19,9 +19,10 @@ from inference.__main__ import main as inference_main
 from inference.checkpoints import load_checkpoint
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.services import model_versions_for_analysis
+from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import EvaluationStatus, ModelEvaluation
 from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
-from papreview.datasets.services import dataset_export_build, dataset_export_create
+from papreview.datasets.services import dataset_export_create
 from tests.datasets.conftest import field_pixels, png_bytes
 from tests.factories import AnalysisRunFactory, PatientFactory
 

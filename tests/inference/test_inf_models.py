@@ -272,7 +272,7 @@ def test_test_time_views_make_the_call_orientation_free() -> None:
 
 
 def test_weight_average_keeps_the_moving_average_of_weights_and_batchnorm_statistics() -> None:
-    from inference.train import WeightAverage, _keep_best
+    from inference.train.engine import WeightAverage, keep_best
 
     model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
     raw = WeightAverage(model, None)
@@ -301,6 +301,6 @@ def test_weight_average_keeps_the_moving_average_of_weights_and_batchnorm_statis
         average.update()
         assert value(kept, "0.weight") == pytest.approx(0.9 * 3.0 + 0.1 * 5.0)
     # without validation the averaged weights, not the raw last ones, end in the model
-    assert _keep_best(model, kept, None, -1, [{}, {}]) == 2
+    assert keep_best(model, kept, None, -1, [{}, {}]) == 2
     assert value(model, "0.weight") == pytest.approx(value(kept, "0.weight"))
     assert value(model, "0.weight") != pytest.approx(5.0)

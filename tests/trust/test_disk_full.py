@@ -21,8 +21,9 @@ import pytest
 from papreview.accounts.roles import Role
 from papreview.cases.models import Slide, SlideStatus
 from papreview.cases.services import slide_create
+from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, ExportStatus
-from papreview.datasets.services import dataset_export_build, dataset_export_create
+from papreview.datasets.services import dataset_export_create
 from papreview.workflow.services import slide_sign_out
 from tests.analysis.conftest import field_bytes
 from tests.conftest import stored_files

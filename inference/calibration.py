@@ -1,0 +1,197 @@
+"""Calibration of the classifier's outputs on validation data: temperature, the P(abnormal)
+decision threshold, and the late fusion of the two stages fitted through the pipeline.
+
+* `calibrate_classifier(logits, labels)`: after training stage 2, the temperature that
+  minimises the validation NLL, the largest P(abnormal) threshold that keeps the sensitivity
+  floor, and the validation reports at both (used by `inference.train`).
+* `calibrate_pipeline(pipeline, dataset)`: runs the pipeline (without fusion) on the
+  validation images both models were tuned on, matches its cells to the annotated ones, fits
+  the `Fusion` of stage 1 and stage 2 abnormality and its threshold, and says whether fusion
+  beats the classifier alone (AUC); `calibrated_meta` turns that into the classifier
+  checkpoint's metadata and version (the `calibrate` command).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoints import plain
+from .classifier import abnormal_probability, argmax_labels, decide_labels, fit_temperature
+from .data.cric import CricDataset
+from .errors import InputError
+from .fusion import Fusion, fit_fusion
+from .metrics import classification_metrics, match_points, roc_auc
+from .types import BETHESDA_CLASSES, is_abnormal
+
+
+def choose_abnormal_threshold(
+    p_abnormal: np.ndarray, is_abn: np.ndarray, min_sensitivity: float = 0.95
+) -> float:
+    """The largest threshold on P(abnormal) whose validation sensitivity is >= the floor."""
+    if is_abn.sum() == 0:
+        return 0.5
+    scores = np.sort(p_abnormal[is_abn])
+    k = math.floor((1.0 - min_sensitivity) * len(scores))
+    return float(min(0.5, scores[k]))  # at most 0.5: never less sensitive than argmax
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    conf = probs.max(1)
+    pred = probs.argmax(1)
+    ece = 0.0
+    edges = np.linspace(0, 1, bins + 1)
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs((pred[m] == labels[m]).mean() - conf[m].mean())
+    return float(ece)
+
+
+def probability_metrics(
+    truth: list[str], probs6: np.ndarray, threshold: float | None = None
+) -> dict[str, Any]:
+    """Six-class, four-class and abnormal-vs-NILM reports of six-class probabilities, the labels
+    decided at this P(abnormal) threshold (None: argmax), the AUC on P(abnormal)."""
+    pred = argmax_labels(probs6) if threshold is None else decide_labels(probs6, threshold)
+    return classification_metrics(truth, pred, abnormal_probability(probs6))
+
+
+def calibrate_classifier(
+    logits: torch.Tensor, labels: np.ndarray, min_sensitivity: float = 0.95
+) -> tuple[float, float, dict[str, Any]]:
+    """(temperature, P(abnormal) threshold, validation metrics) from validation logits and
+    class indices: the reports at the threshold, the calibration figures, the argmax reports."""
+    yv = torch.from_numpy(labels)
+    nll_before = float(F.cross_entropy(logits, yv))
+    temperature = fit_temperature(logits, yv)
+    nll_after = float(F.cross_entropy(logits / temperature, yv))
+    probs = torch.softmax(logits / temperature, 1).numpy()
+    is_abn = labels != BETHESDA_CLASSES.index("NILM")
+    threshold = choose_abnormal_threshold(abnormal_probability(probs), is_abn, min_sensitivity)
+    truth = [BETHESDA_CLASSES[i] for i in labels]
+    val_metrics = probability_metrics(truth, probs, threshold)
+    val_metrics["calibration"] = {
+        "temperature": temperature,
+        "nll_before": nll_before,
+        "nll_after": nll_after,
+        "ece_after": expected_calibration_error(probs, labels),
+    }
+    val_metrics["abnormal_threshold"] = threshold
+    val_metrics["argmax"] = probability_metrics(truth, probs)
+    return temperature, threshold, val_metrics
+
+
+# ------------------------------------------------------------------------------------------
+# Late fusion, fitted through the pipeline
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MatchedCells:
+    """The pipeline's cells matched to annotated validation cells."""
+
+    p2: list[float] = field(default_factory=list)  # stage 2 P(abnormal)
+    s1: list[float] = field(default_factory=list)  # stage 1 detection score
+    truth: list[str] = field(default_factory=list)  # annotated label
+    probs6: list[list[float]] = field(default_factory=list)  # stage 2 probabilities
+
+
+@dataclass
+class PipelineCalibration:
+    fusion: Fusion
+    report: dict[str, Any]
+    used: bool  # fusion beats (or ties) the classifier alone on validation AUC
+
+
+def validation_names(pipeline: Any, dataset: CricDataset) -> list[str]:
+    """The validation images both checkpoints name (they must share their split)."""
+    split = pipeline.classifier_meta.get("data", {}).get("split", {})
+    det_split = pipeline.detector_meta.get("data", {}).get("split", {})
+    if split.get("test") != det_split.get("test") or split.get("val") != det_split.get("val"):
+        raise InputError("the detector and classifier were trained on different splits")
+    names = [n for n in split.get("val", []) if n in dataset.images]
+    if not names:
+        raise InputError("the classifier checkpoint names no validation images found in the data")
+    return names
+
+
+def match_cells(
+    pipeline: Any, dataset: CricDataset, names: list[str], radius: float
+) -> MatchedCells:
+    out = MatchedCells()
+    for name in tqdm(names, desc="calibrate (val)", unit="img"):
+        res = pipeline.run(dataset.image_path(name))
+        cells = dataset.images[name].cells
+        gt = np.array([(c.x, c.y) for c in cells]).reshape(-1, 2)
+        xy = np.array([c.box.centre for c in res.cells]).reshape(-1, 2)
+        for pi, gi in match_points(xy, gt, radius):
+            cell = res.cells[pi]
+            out.p2.append(1.0 - cell.probabilities["NILM"])
+            out.s1.append(cell.detection_score)
+            out.truth.append(cells[gi].label)
+            out.probs6.append([cell.probabilities[k] for k in BETHESDA_CLASSES])
+    return out
+
+
+def calibrate_pipeline(
+    pipeline: Any, dataset: CricDataset, *, radius: float = 20.0
+) -> PipelineCalibration:
+    """Fit the fusion on the validation images of a pipeline built without fusion."""
+    names = validation_names(pipeline, dataset)
+    cells = match_cells(pipeline, dataset, names, radius)
+    p2, s1 = np.array(cells.p2), np.array(cells.s1)
+    y = np.array([is_abnormal(t) for t in cells.truth])
+    if y.all() or not y.any():
+        raise InputError("validation cells hold a single class: cannot calibrate")
+    a, b, c = fit_fusion(p2, s1, y)
+    base = Fusion(a, b, c, pipeline.model_versions["detector"], 0.5)
+    fused = base.apply(np.array(cells.probs6), s1)
+    p_fused = abnormal_probability(fused)
+    threshold = choose_abnormal_threshold(p_fused, y, 0.95)
+    fusion = Fusion(a, b, c, base.detector_version, threshold)
+    auc_cls, auc_det, auc_fused = roc_auc(y, p2), roc_auc(y, s1), roc_auc(y, p_fused)
+    val = probability_metrics(cells.truth, fused, threshold)
+    report = {
+        "val_images": len(names),
+        "val_matched_cells": len(cells.truth),
+        "tta_views": pipeline.tta_views,
+        "auc_classifier": auc_cls,
+        "auc_detector": auc_det,
+        "auc_fused": auc_fused,
+        "fusion": fusion.to_dict(),
+        "val_at_threshold": {
+            "abnormal_vs_nilm": val["abnormal_vs_nilm"],
+            "four_class_accuracy": val["four_class"]["accuracy"],
+            "six_class_accuracy": val["six_class"]["accuracy"],
+        },
+    }
+    used = auc_fused is not None and auc_cls is not None and auc_fused >= auc_cls
+    return PipelineCalibration(fusion, report, used)
+
+
+def calibrated_meta(
+    meta: dict[str, Any], calibration: PipelineCalibration, *, tta_views: int
+) -> dict[str, Any]:
+    """The classifier checkpoint's metadata with the test-time views and (when it helps) the
+    fusion; its version names what changes the outputs: weights, test-time views, fusion."""
+    meta = dict(meta)
+    meta["tta_views"] = tta_views
+    base_version = str(meta.get("base_version", meta.get("version")))
+    meta["base_version"] = base_version
+    version = base_version + (f"-tta{tta_views}" if tta_views > 1 else "")
+    if calibration.used:
+        fusion = calibration.fusion
+        meta["fusion"] = {**fusion.to_dict(), "val": plain(calibration.report)}
+        version += f"-fused-{fusion.detector_version.rsplit('-', 1)[-1]}"
+    else:
+        meta.pop("fusion", None)
+    meta["version"] = version
+    return meta

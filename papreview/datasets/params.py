@@ -1,0 +1,241 @@
+"""What an export is asked for: its parameters and slide filter.
+
+`ExportParams` and `ExportFilters` are the typed, frozen values the services take; their
+`__post_init__` holds the limits (the one place they are checked, whoever builds the value).
+`ExportParamsSerializer` and `ExportFiltersSerializer` turn JSON-like input into them: nested in
+the export API's input, and run by `from_dict` for the dicts that pages, commands and stored
+exports pass, so both paths give the same errors under the same field names.
+`patient_split` assigns patients to train/val/test.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from inference.types import BETHESDA_CLASSES
+
+_INT32 = 2**31 - 1  # ids and sizes are 32-bit integers in the database and the old parser
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    tile_size: int = 1024  # YOLO tiles of whole-slide images, level-0 px
+    tile_overlap: int = 128
+    empty_tile_ratio: float = 0.1  # share of tiles without cells that are kept
+    crop_size: int = 168  # ImageFolder crops, level-0 px (the classifier's patch side)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test, by patient
+    seed: int = 0
+    # Undecided predictions in the training formats too, marked `pseudo_label` (off: only what a
+    # person decided, plus the undecided cells of NILM sign-outs as NILM).
+    include_undecided: bool = False
+
+    def __post_init__(self) -> None:
+        errors: dict[str, str] = {}
+        if not 64 <= self.tile_size <= 8192:
+            errors["tile_size"] = "Choose a tile size between 64 and 8192 px."
+        if not 0 <= self.tile_overlap < self.tile_size // 2:
+            errors["tile_overlap"] = "The overlap must be at least 0 and under half a tile."
+        if not 0.0 <= self.empty_tile_ratio <= 1.0:
+            errors["empty_tile_ratio"] = "Choose a share between 0 and 1."
+        if not 16 <= self.crop_size <= 1024:
+            errors["crop_size"] = "Choose a crop size between 16 and 1024 px."
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or sum(self.split) <= 0:
+            errors["split"] = "Give three non-negative train/val/test fractions."
+        if errors:
+            raise ValidationError(errors)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExportParams:
+        """Parameters from JSON-like input; wrong names or types are a ValidationError."""
+        value: ExportParams = _parse(ExportParamsSerializer, data, group="params")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    signed_out_from: date | None = None
+    signed_out_to: date | None = None
+    categories: tuple[str, ...] = ()  # slide interpretation (Bethesda), any when empty
+    patients: tuple[str, ...] = ()  # patient identifiers, any when empty
+    slide_ids: tuple[int, ...] = ()
+    reviewed_by: tuple[int, ...] = field(default=())  # user ids who signed out
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.categories if c not in BETHESDA_CLASSES]
+        if unknown:
+            raise ValidationError({"categories": f"Unknown class(es): {', '.join(unknown)}."})
+        start, end = self.signed_out_from, self.signed_out_to
+        if start and end and start > end:
+            raise ValidationError({"signed_out_to": "The end date is before the start date."})
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExportFilters:
+        """Filters from JSON-like input; wrong names or types are a ValidationError."""
+        value: ExportFilters = _parse(ExportFiltersSerializer, data, group="filters")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "signed_out_from": self.signed_out_from.isoformat() if self.signed_out_from else None,
+            "signed_out_to": self.signed_out_to.isoformat() if self.signed_out_to else None,
+            "categories": list(self.categories),
+            "patients": list(self.patients),
+            "slide_ids": list(self.slide_ids),
+            "reviewed_by": list(self.reviewed_by),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Serializers: types and names here, limits in the dataclasses above
+# --------------------------------------------------------------------------------------------
+
+
+class _ClosedSerializer(serializers.Serializer):
+    """A serializer that refuses names it does not know (DRF ignores them), so that a typo in
+    a parameter is an error rather than a silently different export."""
+
+    unknown_message = "Unknown field(s): {names}."
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(k) for k in data if k not in self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    {
+                        api_settings.NON_FIELD_ERRORS_KEY: [
+                            self.unknown_message.format(names=", ".join(unknown))
+                        ]
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+def _whole_number() -> serializers.IntegerField:
+    return serializers.IntegerField(required=False, min_value=-_INT32, max_value=_INT32)
+
+
+def _id_list() -> serializers.ListField:
+    # Null is an empty list, as it always was.
+    return serializers.ListField(child=_whole_number(), required=False, allow_null=True)
+
+
+class ExportParamsSerializer(_ClosedSerializer):
+    """`ExportParams` from JSON; validated_data is the ExportParams value."""
+
+    default_error_messages = {"invalid": "Give the parameters as an object."}
+    unknown_message = "Unknown parameter(s): {names}."
+    _three = "Give three train/val/test fractions, e.g. [0.7, 0.15, 0.15]."
+
+    tile_size = _whole_number()
+    tile_overlap = _whole_number()
+    empty_tile_ratio = serializers.FloatField(required=False)
+    crop_size = _whole_number()
+    split = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=3,
+        max_length=3,
+        required=False,
+        error_messages={"not_a_list": _three, "min_length": _three, "max_length": _three},
+    )
+    seed = _whole_number()
+    include_undecided = serializers.BooleanField(required=False)
+
+    class Meta:
+        ref_name = "ExportParams"
+
+    def validate(self, attrs: dict[str, Any]) -> ExportParams:
+        if "split" in attrs:
+            attrs["split"] = tuple(attrs["split"])
+        return ExportParams(**attrs)
+
+
+class ExportFiltersSerializer(_ClosedSerializer):
+    """`ExportFilters` from JSON; validated_data is the ExportFilters value."""
+
+    default_error_messages = {"invalid": "Give the filters as an object."}
+    unknown_message = "Unknown filter(s): {names}."
+
+    signed_out_from = serializers.DateField(required=False, allow_null=True)
+    signed_out_to = serializers.DateField(required=False, allow_null=True)
+    categories = serializers.ListField(
+        child=serializers.CharField(), required=False, allow_null=True
+    )
+    patients = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True)
+    slide_ids = _id_list()
+    reviewed_by = _id_list()
+
+    class Meta:
+        ref_name = "ExportFilters"
+
+    def validate(self, attrs: dict[str, Any]) -> ExportFilters:
+        lists = ("categories", "patients", "slide_ids", "reviewed_by")
+        values: dict[str, Any] = {k: tuple(v or ()) if k in lists else v for k, v in attrs.items()}
+        return ExportFilters(**values)
+
+
+# Groups whose fields are reported under their own names (as the export page and clients have
+# always seen them: "crop_size", not "params.crop_size").
+_GROUPS = ("filters", "params")
+
+
+def export_errors(detail: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Serializer errors as {field: [messages]}: the fields of `filters` and `params` under
+    their own names, an error about a group as a whole under the group's name."""
+    out: dict[str, list[str]] = {}
+    for key, value in detail.items():
+        if key in _GROUPS and isinstance(value, Mapping):
+            for inner, messages in value.items():
+                name = key if inner == api_settings.NON_FIELD_ERRORS_KEY else str(inner)
+                out.setdefault(name, []).extend(_messages(messages))
+        else:
+            out.setdefault(str(key), []).extend(_messages(value))
+    return out
+
+
+def _messages(detail: Any) -> list[str]:
+    """The messages of a nested error detail (list items' errors come keyed by index)."""
+    if isinstance(detail, Mapping):
+        return [m for value in detail.values() for m in _messages(value)]
+    if isinstance(detail, list):
+        return [m for value in detail for m in _messages(value)]
+    return [str(detail)]
+
+
+def _parse(serializer_class: type[serializers.Serializer], data: Any, *, group: str) -> Any:
+    serializer = serializer_class(data={} if data is None else data)
+    if not serializer.is_valid():
+        raise ValidationError(export_errors({group: serializer.errors}))
+    return serializer.validated_data
+
+
+def patient_split(
+    identifiers: list[str], *, fractions: tuple[float, float, float], seed: int
+) -> dict[str, str]:
+    """Patient identifier -> train/val/test; deterministic in `seed`. With 3 or more patients
+    val and test get at least one patient each (when their fraction is not 0)."""
+    names = sorted(set(identifiers))
+    random.Random(seed).shuffle(names)
+    total = sum(fractions)
+    n = len(names)
+    n_val = round(n * fractions[1] / total)
+    n_test = round(n * fractions[2] / total)
+    if n >= 3:
+        n_val = max(n_val, 1) if fractions[1] > 0 else 0
+        n_test = max(n_test, 1) if fractions[2] > 0 else 0
+    out: dict[str, str] = {}
+    for i, name in enumerate(names):
+        out[name] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
