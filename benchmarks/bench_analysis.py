@@ -34,7 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.support import celery_worker_command, write_random_checkpoints  # noqa: E402
+from testkit.checkpoints import write_random_checkpoints  # noqa: E402
+from testkit.workers import celery_worker_command  # noqa: E402
 
 
 def _setup_django(media: Path) -> None:

@@ -198,7 +198,7 @@ def start_server(port: int, env: dict[str, str], workers: int, threads: int) -> 
 def bench_page(base: str, data: dict[str, Any], runs: int) -> None:
     from playwright.sync_api import sync_playwright
 
-    from tests.web.browser import launch
+    from testkit.browser import launch
 
     slide = data["slide"]
     with sync_playwright() as pw:

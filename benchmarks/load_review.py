@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from tests.trust.reviewers import EditLog, lost_edits, percentile, run_reviewers  # noqa: E402
-from tests.trust.services import (  # noqa: E402
+from testkit.reviewers import EditLog, lost_edits, percentile, run_reviewers  # noqa: E402
+from testkit.stack import (  # noqa: E402
     AppServer,
     PrivatePostgres,
     PrivateRedis,

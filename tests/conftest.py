@@ -13,7 +13,8 @@ from papreview.accounts.roles import Role
 from tests.factories import UserFactory
 
 # One Chromium for the whole session, whichever package's browser tests run first.
-pytest_plugins = ["tests.web.browser"]
+# Shared fixtures: the browser (Chromium through Playwright) and stored slides with cells.
+pytest_plugins = ["testkit.browser", "testkit.fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,8 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.celery import celery_app
 from papreview.review.models import Cell
 from papreview.uploads.services import slide_upload
-from tests.analysis.conftest import field_bytes, wait_for
+from testkit.images import field_bytes
+from testkit.workers import wait_for
 from tests.factories import PatientFactory, SlideFactory, upload
 
 pytestmark = pytest.mark.django_db

@@ -33,7 +33,8 @@ from papreview.celery import celery_app
 from papreview.core.choices import SEVERITY
 from papreview.review.models import Cell, CellRevision, ReviewStatus
 from papreview.review.services import cell_add, cell_update
-from tests.analysis.conftest import ROOT, WorkerPool, field_bytes, wait_for
+from testkit.images import field_bytes
+from testkit.workers import ROOT, WorkerPool, wait_for
 from tests.factories import PatientFactory, SlideFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]

@@ -7,8 +7,8 @@ import pytest
 
 from papreview.datasets.build import dataset_export_build
 from papreview.datasets.services import dataset_export_create
+from testkit.browser import log_in, screenshot
 from tests.factories import PatientFactory
-from tests.web.browser import log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -14,7 +14,7 @@ from django.db import connection
 from inference.data.export import Export
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.services import dataset_export_create
-from tests.analysis.conftest import Worker, purge_queues, wait_for
+from testkit.workers import Worker, purge_queues, wait_for
 from tests.factories import PatientFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.checkpoints import write_random_checkpoints
 from tests.inference.support import CRIC_DIR
-from tests.support import write_random_checkpoints
 
 
 @pytest.fixture(scope="session")

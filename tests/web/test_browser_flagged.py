@@ -20,7 +20,7 @@ from papreview.cases.demo import synthetic_pap_bytes
 from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, CellSighting, ReviewStatus
 from papreview.workflow.models import SlideEvent, SlideEventKind
-from tests.web.browser import ARTIFACTS, log_in, screenshot, wait_saved, wait_viewer_still
+from testkit.browser import ARTIFACTS, log_in, screenshot, wait_saved, wait_viewer_still
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -8,8 +8,8 @@ import pytest
 from papreview.analysis.models import AnalysisRun, RunStatus
 from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import ReviewStatus
+from testkit.browser import log_in, screenshot
 from tests.factories import CellFactory, PatientFactory, SlideFactory
-from tests.web.browser import log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

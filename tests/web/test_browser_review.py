@@ -10,7 +10,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
 from papreview.review.selectors import slide_flag_summary
 from papreview.review.services import cell_update
-from tests.web.browser import log_in, screenshot, wait_saved, wait_viewer_still
+from testkit.browser import log_in, screenshot, wait_saved, wait_viewer_still
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

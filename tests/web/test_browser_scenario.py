@@ -8,16 +8,16 @@ import pytest
 
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
+from testkit.browser import log_in, screenshot, wait_saved
+from testkit.images import field_bytes
 from tests.analysis.conftest import (  # noqa: F401  (the analysis tests' real worker)
     analysis_settings,
-    field_bytes,
     media_root,
     shared_media,
     tiny_weights,
     workers,
 )
 from tests.factories import PatientFactory
-from tests.web.browser import log_in, screenshot, wait_saved
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -202,7 +202,7 @@ def test_review_page_links_the_next_slide_to_review(client, pathologist, cytotec
 def test_review_page_has_no_test_hooks_in_production(
     settings, client, live_server, page, pathologist, stored_slide
 ) -> None:
-    from tests.web.browser import log_in
+    from testkit.browser import log_in
 
     settings.PAPREVIEW_TEST_HOOKS = False  # the production default (the live server shares it)
     slide = stored_slide(cells=5, seed=3)

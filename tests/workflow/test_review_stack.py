@@ -20,7 +20,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.review.models import Cell, CellSighting, ReviewStatus
 from papreview.review.selectors import slide_flag_summary
-from tests.analysis.conftest import Worker, purge_queues, wait_for, worker_env
+from testkit.workers import Worker, purge_queues, wait_for, worker_env
 from tests.factories import PatientFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

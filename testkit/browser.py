@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "tests" / "_artifacts"
 PASSWORD = "secret-pass-123"  # tests.factories.UserFactory
 
 

@@ -9,7 +9,7 @@
   sweeper sends it again; a worker SIGKILLed mid-run is replaced, the job is redelivered and
   completes once, with no duplicate cells.
 
-PostgreSQL and Redis here are private instances (tests/trust/services.py); the machine's shared
+PostgreSQL and Redis here are private instances (testkit/stack.py); the machine's shared
 ones are never restarted.
 """
 
@@ -37,10 +37,9 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.celery import celery_app
 from papreview.review.models import Cell
 from papreview.uploads.services import slide_upload
-from tests.analysis.conftest import Worker, field_bytes, wait_for, worker_env
-from tests.factories import PatientFactory, UserFactory, upload
-from tests.trust.reviewers import EditLog, lost_edits, run_reviewers
-from tests.trust.services import (
+from testkit.images import field_bytes
+from testkit.reviewers import EditLog, lost_edits, run_reviewers
+from testkit.stack import (
     AppServer,
     PrivatePostgres,
     PrivateRedis,
@@ -48,6 +47,8 @@ from tests.trust.services import (
     private_stack,
     seed_reviewers,
 )
+from testkit.workers import Worker, wait_for, worker_env
+from tests.factories import PatientFactory, UserFactory, upload
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

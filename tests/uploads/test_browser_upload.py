@@ -9,8 +9,8 @@ import pytest
 
 from papreview.cases.demo import synthetic_pap_bytes
 from papreview.cases.models import Slide
+from testkit.browser import log_in
 from tests.factories import PatientFactory
-from tests.web.browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

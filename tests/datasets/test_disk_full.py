@@ -25,7 +25,7 @@ from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.services import dataset_export_create
 from papreview.workflow.services import slide_sign_out
-from tests.analysis.conftest import field_bytes
+from testkit.images import field_bytes
 from tests.conftest import stored_files
 from tests.factories import CellFactory, PatientFactory, UserFactory, upload
 

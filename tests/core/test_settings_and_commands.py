@@ -34,7 +34,7 @@ ENV_KEYS = (
     "PAPREVIEW_BROKER_DIR",
     "CELERY_BEAT_SCHEDULE_FILENAME",
     "SECRET_KEY",
-    # Set by tests/web/browser.py when imported (Playwright); check --deploy warns about it.
+    # Set by testkit/browser.py when imported (Playwright); check --deploy warns about it.
     "DJANGO_ALLOW_ASYNC_UNSAFE",
     "DEBUG",
 )

@@ -1,7 +1,7 @@
 """Reviewers editing their cells over HTTP, as the review page does (PATCH with the version
 they read), and the check that every acknowledged edit is in the database.
 
-Used by the fault tests (tests/trust/test_faults.py) and the load benchmark
+Used by the fault tests (tests/analysis/test_faults.py) and the load benchmark
 (benchmarks/load_review.py). A reviewer retries a refusal the server says to retry (503) and a
 dropped connection with the same version; a 409 after such a retry means the earlier attempt
 did commit (the cell shows our values): the edit is then counted as `late`, not acknowledged.

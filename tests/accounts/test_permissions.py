@@ -1,6 +1,6 @@
 """Every URL x every role x every method, checked against one rule table.
 
-The URL walk is the one of tests/papreview/test_login_required.py, so a new URL appears here by
+The URL walk is the one of tests.test_login_required.py, so a new URL appears here by
 itself; a URL with no rule in RULES fails `test_every_url_has_a_rule` until someone decides who
 may use it. Each URL is called with real objects (a slide, a cell, an export, ...), so object-
 level checks answer as they would in use.
@@ -37,7 +37,7 @@ from tests.factories import (
     UserFactory,
     image_bytes,
 )
-from tests.papreview.test_login_required import ENDPOINTS, Endpoint
+from tests.test_login_required import ENDPOINTS, Endpoint
 
 pytestmark = pytest.mark.django_db
 

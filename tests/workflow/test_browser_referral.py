@@ -13,7 +13,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
 from papreview.workflow.models import InterpretationDraft, SlideEvent
 from papreview.workflow.services import interpretation_draft_save
-from tests.web.browser import ARTIFACTS, browser_page, log_in, screenshot
+from testkit.browser import ARTIFACTS, browser_page, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

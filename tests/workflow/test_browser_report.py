@@ -7,8 +7,8 @@ from pypdf import PdfReader
 
 from papreview.workflow.models import InterpretationDraft
 from papreview.workflow.services import slide_sign_out
+from testkit.browser import ARTIFACTS, log_in, screenshot
 from tests.factories import PatientFactory
-from tests.web.browser import ARTIFACTS, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

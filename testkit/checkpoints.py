@@ -1,8 +1,7 @@
-"""Helpers shared by the test packages and the benchmarks (no fixtures: plain functions)."""
+"""Small random-weight checkpoints with full metadata: a real, untrained two-stage pipeline."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +47,3 @@ def write_random_checkpoints(
         meta={"config": ccfg.to_dict(), "classes": classes, **classifier_meta},
     )
     return detector, classifier
-
-
-def celery_worker_command(*, hostname: str, queues: str) -> list[str]:
-    """A `celery worker` command for the analysis jobs: one process taking one job at a time."""
-    return [
-        sys.executable, "-m", "celery", "-A", "papreview", "worker",
-        "-Q", queues, "--pool", "prefork", "--concurrency", "1",
-        "--prefetch-multiplier", "1", "--hostname", hostname,
-        "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-    ]  # fmt: skip

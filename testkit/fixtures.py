@@ -1,4 +1,5 @@
-"""Fixtures for the pages and their endpoints: stored slides with real pixels and many cells."""
+"""Fixtures shared by the test packages (a pytest plugin, see tests/conftest.py): stored slides
+with real pixels and many cells, a private upload folder and a fresh slide cache per test."""
 
 from __future__ import annotations
 

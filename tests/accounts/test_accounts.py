@@ -153,7 +153,7 @@ def test_production_cookies_are_secure() -> None:
     assert values["SECURE_SSL_REDIRECT"] and values["SECURE_HSTS_SECONDS"] >= 31_536_000
     assert values["X_FRAME_OPTIONS"] == "DENY"
     # `manage.py check --deploy` passes with these settings:
-    # tests/papreview/test_settings_and_commands.py::test_production_settings_pass_check_deploy
+    # tests/core/test_settings_and_commands.py::test_production_settings_pass_check_deploy
 
 
 # Patterns of credentials that must never be committed (split so this file does not match).
