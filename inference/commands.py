@@ -110,7 +110,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
     config = DetectorConfig()
     started = time.monotonic()
     if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
-        from .data.export import detector_data
+        from .data.inputs import detector_data
 
         train, val, data_meta = detector_data(
             args.data,
@@ -154,7 +154,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
     patch = round(config.crop_px * 1.5 + 2 * args.jitter_px)
     started = time.monotonic()
     if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
-        from .data.export import classifier_data
+        from .data.inputs import classifier_data
 
         train, val, data_meta = classifier_data(
             args.data,

@@ -4,7 +4,8 @@ Rezende et al., "Cric searchable image database as a public platform for convent
 cytology data", Scientific Data 8:151 (2021), doi:10.1038/s41597-021-00933-8.
 
 Only nucleus centres are given (no boxes), and not every cell is labelled: unlabelled areas are
-unknown, not negative. Splits are made by image, never by cell.
+unknown, not negative. Splits are made by image, never by cell. Each image is identified by the
+SHA-256 of its file (`CricDataset.sha256`), as export images are (`inference.data.leaks`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from ..errors import InputError
 from ..types import BETHESDA_CLASSES, SEVERITY
 from . import default_data_dir
+from .leaks import ImageRef, file_sha256, refuse_leaks, sha256_record
 
 CSV_COLUMNS = ("image_filename", "nucleus_x", "nucleus_y", "bethesda_system")
 
@@ -130,6 +132,7 @@ def split_images(
 class CricDataset:
     root: Path
     images: dict[str, AnnotatedImage]
+    _sha256: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, data_dir: Path | None = None) -> CricDataset:
@@ -151,6 +154,23 @@ class CricDataset:
 
     def subset(self, names: Sequence[str]) -> list[AnnotatedImage]:
         return [self.images[n] for n in names]
+
+    def sha256(self, name: str) -> str:
+        """The SHA-256 of the image's file (read once, then remembered)."""
+        if name not in self._sha256:
+            path = self.image_path(name)
+            try:
+                self._sha256[name] = file_sha256(path)
+            except OSError as exc:
+                raise InputError(f"cannot read the CRIC image {path}: {exc.strerror}") from exc
+        return self._sha256[name]
+
+    def refs(self, names: Sequence[str]) -> list[ImageRef]:
+        """The named images as leak-check identities (`cric/<name>`)."""
+        return [ImageRef(self.sha256(n), f"cric/{n}") for n in names]
+
+    def sources(self, split: dict[str, list[str]]) -> dict[str, list[ImageRef]]:
+        return {part: self.refs(names) for part, names in split.items()}
 
 
 def split_balance_cost(images: dict[str, AnnotatedImage], split: dict[str, list[str]]) -> float:
@@ -199,9 +219,11 @@ CITATION = (
 def load_split(
     data_dir: Path | None, split_seed: int
 ) -> tuple[CricDataset, dict[str, list[str]], int]:
-    """The dataset, its balanced split (`balanced_split`) and the seed that made it."""
+    """The dataset, its balanced split (`balanced_split`) and the seed that made it. Refused
+    (`LeakError`) when a validation or test image has the bytes of a training image."""
     dataset = CricDataset.load(data_dir)
     split, seed = balanced_split(dataset.images, seed=split_seed)
+    refuse_leaks(dataset.sources(split))
     return dataset, split, seed
 
 
@@ -215,4 +237,5 @@ def split_meta(dataset: CricDataset, split: dict[str, list[str]], seed: int) -> 
         "split": split,
         "split_method": "by image; stratified on each image's rarest abnormal class; 70/15/15; "
         "seed chosen among 200 for balanced per-class cell shares (labels only)",
+        "images_sha256": sha256_record(dataset.sources(split)),
     }

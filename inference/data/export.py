@@ -2,7 +2,8 @@
 
 An export (folder, or the zip itself) holds::
 
-    manifest.json                  slides, counts, split by patient, model versions, sha256 of files
+    manifest.json                  slides, counts, split by patient, model versions, sha256 of
+                                   files, and per image the SHA-256 of its source slide's file
     data.yaml                      YOLO dataset file (path, train/val/test image folders, names)
     images/<split>/<stem>.png      field images whole; whole-slide images cut into tiles
     points/<split>.csv             cell centres per image, CRIC cells-table format (stage 1 points)
@@ -14,21 +15,21 @@ An export (folder, or the zip itself) holds::
     provenance.csv                 every cell, rejected ones included: prediction, final class,
                                    action, reviewer, model versions
 
-`Export.open(path)` reads it; `detector_data` / `classifier_data` turn it (optionally merged with
-the base CRIC data) into the training inputs of `inference.train`; `evaluate_checkpoint` scores a
-checkpoint on one split (through `inference.evaluation`). No torch at import time.
+Every image (and crop) is identified by the SHA-256 of its slide's uploaded file
+(`ExportImage.source_sha256`; `Export.sources` for the leak checks of `inference.data.leaks`).
 
-A little over our ~400-line norm (about 430): the whole export format (constants the web
-writer imports, the reader and the training inputs) in one place, so that writer and reader
-cannot drift apart.
+`Export.open(path)` reads it; `export_fields` / `export_patches` turn a split into the training
+samples of `inference.train` (`inference.data.inputs` assembles them, optionally merged with the
+base CRIC data); `evaluate_checkpoint` scores a checkpoint on one split (through
+`inference.evaluation`). No torch at import time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
+import re
 import tempfile
 import zipfile
 from collections import Counter
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..types import BETHESDA_CLASSES, Box
-from .cric import load_split, split_meta
+from .leaks import ImageRef, file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..train.samples import CellPatches, FieldSample
@@ -74,15 +75,20 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "classifier_version",
     "run_id",
 )
-_CHUNK = 1024 * 1024
+_SLIDE_STEM = re.compile(r"^s(\d+)(?:_|\.|$)")
+
+# `file_sha256` (from .leaks) is also imported from here by the web side's export build.
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def slide_stem(slide_id: int) -> str:
+    """The stem every file of a slide starts with (images, crops, GeoJSON)."""
+    return f"s{slide_id:06d}"
+
+
+def slide_id_of(file_name: str) -> int | None:
+    """The slide id in an export file's name (`slide_stem`), or None."""
+    m = _SLIDE_STEM.match(Path(file_name).name)
+    return int(m.group(1)) if m else None
 
 
 def coco_category_id(code: str) -> int:
@@ -154,6 +160,9 @@ class ExportImage:
     slide_id: int
     origin: tuple[int, int]  # level-0 offset of this image in its slide (tiles), else (0, 0)
     annotations: list[ExportAnnotation] = field(default_factory=list)
+    # SHA-256 of the source slide's file: a field image's own file; a tile's whole slide (with
+    # `origin` telling where); "" when the manifest does not say
+    source_sha256: str = ""
 
 
 @dataclass
@@ -204,6 +213,29 @@ class Export:
     def coco_path(self, split: str) -> Path:
         return self.root / "coco" / f"{split}.json"
 
+    @property
+    def slide_sha256(self) -> dict[int, str]:
+        """The SHA-256 of each exported slide's file, by slide id."""
+        return {
+            int(sl["id"]): str(sl.get("sha256") or "") for sl in self.manifest.get("slides", [])
+        }
+
+    def source_sha256(self, file_name: str, slide_id: int | None = None) -> str:
+        """The SHA-256 of the source file of an exported image (the manifest's per-image entry;
+        for a crop, or an export without one, its slide's)."""
+        entry = self.manifest.get("images", {}).get(file_name)
+        if isinstance(entry, dict) and entry.get("sha256"):
+            return str(entry["sha256"])
+        sid = slide_id if slide_id else slide_id_of(file_name)
+        return self.slide_sha256.get(sid, "") if sid is not None else ""
+
+    def refs(self, split: str) -> list[ImageRef]:
+        """The split's images as leak-check identities (`inference.data.leaks`)."""
+        return [ImageRef(im.source_sha256, im.file_name) for im in self.images(split)]
+
+    def sources(self) -> dict[str, list[ImageRef]]:
+        return {s: self.refs(s) for s in SPLITS}
+
     def images(self, split: str) -> list[ExportImage]:
         """The split's images with their annotations, read from its COCO file."""
         if split not in SPLITS:
@@ -215,14 +247,16 @@ class Export:
         categories = {c["id"]: c["name"] for c in coco["categories"]}
         by_image: dict[int, ExportImage] = {}
         for im in coco["images"]:
+            slide_id = int(im.get("slide_id", 0))
             by_image[im["id"]] = ExportImage(
                 file_name=im["file_name"],
                 path=self.root / im["file_name"],
                 width=int(im["width"]),
                 height=int(im["height"]),
                 split=split,
-                slide_id=int(im.get("slide_id", 0)),
+                slide_id=slide_id,
                 origin=(int(im.get("origin_x", 0)), int(im.get("origin_y", 0))),
+                source_sha256=self.source_sha256(im["file_name"], slide_id),
             )
         for ann in coco["annotations"]:
             x, y, w, h = ann["bbox"]
@@ -290,7 +324,8 @@ def export_fields(export: Export, split: str, *, scale: float = 1.0) -> list[Fie
     for im in export.images(split):
         image = resize_field(read_image(im.path), scale)
         pts = np.array([a.box.centre for a in im.annotations], np.float64).reshape(-1, 2) * scale
-        out.append(FieldSample(im.file_name, image, pts, [a.label for a in im.annotations], scale))
+        labels = [a.label for a in im.annotations]
+        out.append(FieldSample(im.file_name, image, pts, labels, scale, im.source_sha256))
     return out
 
 
@@ -302,93 +337,17 @@ def export_patches(export: Export, split: str, patch: int) -> CellPatches:
     from ..slides import read_image
     from ..train.samples import CellPatches
 
-    images, labels, names = [], [], []
+    images, labels, names, sha = [], [], [], []
     for path, code in export.crops(split):
         img = read_image(path)
         if img.shape[:2] != (patch, patch):
             img = cv2.resize(img, (patch, patch), interpolation=cv2.INTER_AREA)
         images.append(img)
         labels.append(BETHESDA_CLASSES.index(code))
-        names.append(path.name)
+        names.append(path.relative_to(export.root).as_posix())
+        sha.append(export.source_sha256(names[-1]))
     arr = np.stack(images) if images else np.zeros((0, patch, patch, 3), np.uint8)
-    return CellPatches(arr, np.array(labels, np.int64), names)
-
-
-def export_meta(export: Export) -> dict[str, Any]:
-    """What a checkpoint records about the export it was trained on."""
-    m = export.manifest
-    return {
-        "name": f"PapReview export {export.label}",
-        "export": {
-            "name": m.get("name"),
-            "version": m.get("version"),
-            "id": m.get("export_id"),
-            "created_at": m.get("created_at"),
-            "files_sha256": hashlib.sha256(
-                json.dumps(m.get("files", {}), sort_keys=True).encode()
-            ).hexdigest(),
-        },
-        "split": {s: m.get("split", {}).get(s, []) for s in SPLITS},
-        "split_method": "by patient (see the export's manifest)",
-        "counts": m.get("counts", {}),
-    }
-
-
-def _check(export: Export) -> None:
-    problems = export.verify()
-    if problems:
-        shown = "; ".join(problems[:5])
-        raise InputError(f"export {export.label} does not match its manifest: {shown}")
-
-
-def detector_data(
-    path: Path,
-    *,
-    scale: float,
-    merge_base: bool = False,
-    data_dir: Path | None = None,
-    split_seed: int = 2021,
-) -> tuple[list[FieldSample], list[FieldSample], dict[str, Any]]:
-    """(train, val, data meta) for stage 1 from an export, optionally plus the CRIC base data."""
-    with opened(path) as export:
-        _check(export)
-        train = export_fields(export, "train", scale=scale)
-        val = export_fields(export, "val", scale=scale)
-        meta = export_meta(export)
-    if merge_base:
-        from ..train.samples import load_cric_fields
-
-        dataset, split, seed = load_split(data_dir, split_seed)
-        train += load_cric_fields(dataset, split["train"], scale=scale, desc="base train")
-        val += load_cric_fields(dataset, split["val"], scale=scale, desc="base val")
-        meta = {**meta, "merged_with": split_meta(dataset, split, seed)}
-    return train, val, meta
-
-
-def classifier_data(
-    path: Path,
-    *,
-    patch: int,
-    merge_base: bool = False,
-    data_dir: Path | None = None,
-    split_seed: int = 2021,
-) -> tuple[CellPatches, CellPatches, dict[str, Any]]:
-    """(train, val, data meta) for stage 2 from an export, optionally plus the CRIC base data."""
-    with opened(path) as export:
-        _check(export)
-        train = export_patches(export, "train", patch)
-        val = export_patches(export, "val", patch)
-        meta = export_meta(export)
-    if merge_base:
-        from ..train.samples import CellPatches, cric_patches
-
-        dataset, split, seed = load_split(data_dir, split_seed)
-        base_train = cric_patches(dataset, split["train"], patch, desc="base train")
-        base_val = cric_patches(dataset, split["val"], patch, desc="base val")
-        train = CellPatches.joined([train, base_train])
-        val = CellPatches.joined([val, base_val])
-        meta = {**meta, "merged_with": split_meta(dataset, split, seed)}
-    return train, val, meta
+    return CellPatches(arr, np.array(labels, np.int64), names, sha)
 
 
 # --------------------------------------------------------------------------------------------

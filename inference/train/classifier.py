@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .. import augment
 from ..calibration import calibrate_classifier, probability_metrics
 from ..classifier import CellClassifier, ClassifierConfig, build_classifier, normalise_crops
+from ..data.leaks import refuse_leaks
 from ..types import BETHESDA_CLASSES
 from .engine import Log, LoopOptions, Stage, autocast, fit, log_line, seed_everything
 from .samples import CellPatches, centre_crops, class_counts
@@ -178,7 +179,9 @@ def train_classifier(
 ) -> ClassifierTrainResult:
     """Train stage 2 on cell patches. Class balance comes from sampling and from the loss
     (`class_weights`). With `ema_decay`, the weights' moving average (`WeightAverage`) is what
-    gets validated and kept."""
+    gets validated and kept. Refused (`LeakError`) when a validation patch comes from an image
+    (by SHA-256) that training patches come from."""
+    refuse_leaks({"train": train.refs(), "val": val.refs()})
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)

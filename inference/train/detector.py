@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import augment
+from ..data.leaks import refuse_leaks
 from ..detector import (
     DetectorConfig,
     DetectorNet,
@@ -271,7 +272,9 @@ def train_detector(
     ema_decay: float | None = 0.995,
 ) -> DetectorTrainResult:
     """Train stage 1 on fields already scaled to `config.input_scale`; with `ema_decay`, the
-    weights' moving average (`WeightAverage`) is what gets validated and kept."""
+    weights' moving average (`WeightAverage`) is what gets validated and kept. Refused
+    (`LeakError`) when a validation field has the SHA-256 of a training field."""
+    refuse_leaks({"train": [f.ref for f in train], "val": [f.ref for f in val]})
     config = config or DetectorConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)

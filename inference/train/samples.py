@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.cric import CricDataset
+from ..data.leaks import ImageRef
 from ..slides import crop_padded, read_image
 from ..types import BETHESDA_CLASSES, is_abnormal
 
@@ -30,10 +31,15 @@ class FieldSample:
     points: np.ndarray  # (N, 2) float, x/y in this image's pixels
     labels: list[str]
     scale: float = 1.0
+    sha256: str = ""  # of the source file (`inference.data.leaks`); "" when unknown
 
     @property
     def abnormal(self) -> np.ndarray:
         return np.array([is_abnormal(c) for c in self.labels], dtype=bool)
+
+    @property
+    def ref(self) -> ImageRef:
+        return ImageRef(self.sha256, self.name)
 
 
 def resize_field(image: np.ndarray, scale: float) -> np.ndarray:
@@ -53,7 +59,8 @@ def load_cric_fields(
         ann = dataset.images[name]
         image = resize_field(read_image(dataset.image_path(name)), scale)
         pts = np.array([(c.x, c.y) for c in ann.cells], np.float64).reshape(-1, 2) * scale
-        out.append(FieldSample(name, image, pts, [c.label for c in ann.cells], scale))
+        labels = [c.label for c in ann.cells]
+        out.append(FieldSample(name, image, pts, labels, scale, dataset.sha256(name)))
     return out
 
 
@@ -74,22 +81,32 @@ class CellPatches:
     images: np.ndarray  # (N, P, P, 3) uint8
     labels: np.ndarray  # (N,) int indices into BETHESDA_CLASSES
     image_names: list[str] = field(default_factory=list)
+    image_sha256: list[str] = field(default_factory=list)  # of each patch's source file
 
     @classmethod
     def empty(cls, patch: int) -> CellPatches:
         return cls(np.zeros((0, patch, patch, 3), np.uint8), np.zeros(0, np.int64))
+
+    def _column(self, values: list[str]) -> list[str]:
+        return values if len(values) == len(self.labels) else [""] * len(self.labels)
 
     @classmethod
     def joined(cls, parts: Sequence[CellPatches]) -> CellPatches:
         return cls(
             np.concatenate([p.images for p in parts]),
             np.concatenate([p.labels for p in parts]),
-            [n for p in parts for n in p.image_names],
+            [n for p in parts for n in p._column(p.image_names)],
+            [h for p in parts for h in p._column(p.image_sha256)],
         )
+
+    def refs(self) -> list[ImageRef]:
+        """The distinct source images of the patches (those with a known SHA-256)."""
+        pairs = zip(self._column(self.image_names), self._column(self.image_sha256), strict=True)
+        return [ImageRef(h, n) for n, h in dict.fromkeys(pairs) if h]
 
 
 def extract_patches(fields: Sequence[FieldSample], patch: int) -> CellPatches:
-    imgs, labels, names = [], [], []
+    imgs, labels, names, sha = [], [], [], []
     half = patch // 2
     for f in fields:
         for (x, y), lab in zip(f.points, f.labels, strict=True):
@@ -97,8 +114,9 @@ def extract_patches(fields: Sequence[FieldSample], patch: int) -> CellPatches:
             imgs.append(crop_padded(f.image, ix - half, iy - half, patch, patch))
             labels.append(BETHESDA_CLASSES.index(lab))
             names.append(f.name)
+            sha.append(f.sha256)
     arr = np.stack(imgs) if imgs else np.zeros((0, patch, patch, 3), np.uint8)
-    return CellPatches(arr, np.array(labels, np.int64), names)
+    return CellPatches(arr, np.array(labels, np.int64), names, sha)
 
 
 def cric_patches(

@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from papreview.analysis.models import AnalysisRun, ModelVersion
-from papreview.analysis.services import analysis_request, analysis_sweep, model_version_activate
+from papreview.analysis.services import analysis_request, analysis_sweep
 from papreview.cases.models import SLIDE_FILE_FIELDS, Interpretation, Slide
 from papreview.core.exceptions import ApplicationError
 
@@ -37,20 +37,9 @@ class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
     list_display = ("name", "stage", "is_active", "activated_at", "created_at")
     list_filter = ("stage", "is_active")
     search_fields = ("name", "sha256")
-    readonly_fields = ("sha256", "activated_at", "created_at", "updated_at")
-    actions = ["activate"]
-
-    @admin.action(description="Activate the selected version (one per stage)")
-    def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        chosen = list(queryset)
-        if len({mv.stage for mv in chosen}) != len(chosen):
-            messages.error(request, "Choose at most one version per stage.")
-            return
-        for mv in chosen:
-            model_version_activate(model_version=mv)
-        messages.success(
-            request, f"Active now: {', '.join(mv.name for mv in chosen)} (used by the next jobs)."
-        )
+    readonly_fields = ("sha256", "activated_at", "previous", "created_at", "updated_at")
+    # Activation and rollback (gated by the evaluations) are added by the datasets app's admin,
+    # which re-registers this class: the evaluations live above this app.
 
 
 @admin.register(AnalysisRun)

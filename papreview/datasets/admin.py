@@ -1,5 +1,6 @@
 """Admin for exports (read-only: an export never changes), checkpoint registration, model
-evaluations and QC re-review (the share, drawing slides)."""
+evaluations, gated activation and rollback of model versions (re-registering the analysis app's
+ModelVersion admin with those actions) and QC re-review (the share, drawing slides)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from django.shortcuts import render
 from django.urls import URLPattern, path, reverse
 
 from inference.errors import InputError
-from papreview.analysis.models import ModelStage
+from papreview.analysis.admin import ModelVersionAdmin as BaseModelVersionAdmin
+from papreview.analysis.models import ModelStage, ModelVersion
+from papreview.core.exceptions import ApplicationError
+from papreview.datasets.activation import model_version_activate_by, model_version_rollback_by
 from papreview.datasets.models import (
     DatasetExport,
     ExportStatus,
@@ -163,3 +167,45 @@ class QCReviewAdmin(admin.ModelAdmin[QCReview]):
     def draw_now(self, request: HttpRequest, queryset: QuerySet[QCReview]) -> None:
         drawn = qc_sample()
         messages.success(request, f"{len(drawn)} slide(s) drawn for QC re-review.")
+
+
+admin.site.unregister(ModelVersion)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(BaseModelVersionAdmin):
+    """Activation through the same gate as the Models page; without a place for a reason here,
+    a version that is worse or not comparable is refused with the gate's message (give the
+    reason on the Models page or in the API)."""
+
+    actions = ["activate", "roll_back"]
+
+    @admin.action(description="Activate the selected version (one per stage)")
+    def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        chosen = list(queryset)
+        if len({mv.stage for mv in chosen}) != len(chosen):
+            messages.error(request, "Choose at most one version per stage.")
+            return
+        done = []
+        for mv in chosen:
+            try:
+                done.append(model_version_activate_by(model_version=mv, by=_admin(request)))
+            except ApplicationError as exc:
+                messages.error(request, f"{exc.message} (Models page: /models/)")
+        if done:
+            names = ", ".join(mv.name for mv in done)
+            messages.success(request, f"Active now: {names} (used by the next jobs).")
+
+    @admin.action(description="Roll the selected versions' stages back to the previous version")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for stage in sorted({mv.stage for mv in queryset}):
+            try:
+                mv = model_version_rollback_by(stage=stage, by=_admin(request))
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"{mv.name} is the active {stage} again.")
+
+
+def _admin(request: HttpRequest) -> Any:
+    return request.user  # the admin site lets only staff in; the services check the role

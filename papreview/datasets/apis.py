@@ -1,9 +1,7 @@
-"""Thin API views: dataset exports (create, progress, download), model versions (list, activate),
-evaluations on a test export, the model dashboard's figures and QC re-review labels."""
+"""Thin API views: dataset exports (create, progress, download) and the model dashboard's figures.
+Model versions (list, activate, roll back) and evaluations are in `registry_apis`."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.core.files.storage import default_storage
 from django.http import FileResponse
@@ -13,22 +11,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from papreview.analysis.models import ModelVersion
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.exceptions import ConflictError, NotFoundError
 from papreview.datasets.dashboard import model_dashboard
-from papreview.datasets.models import DatasetExport, ExportStatus, ModelEvaluation
+from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.params import ExportFiltersSerializer, ExportParamsSerializer, export_errors
-from papreview.datasets.registry import model_evaluation_request, model_version_activate_by
-from papreview.datasets.selectors import (
-    dataset_export_get,
-    dataset_export_list,
-    model_evaluation_list,
-    model_version_get,
-    model_version_list,
-)
+from papreview.datasets.selectors import dataset_export_get, dataset_export_list
 from papreview.datasets.services import dataset_export_create
 
 
@@ -75,7 +65,9 @@ class DatasetExportListApi(APIView):
     Only signed-out slides are exported. `filters`: signed_out_from / signed_out_to (dates),
     categories (slide Bethesda categories), patients (identifiers), slide_ids, reviewed_by.
     `params`: tile_size, tile_overlap, empty_tile_ratio, crop_size, split ([train, val, test]),
-    seed, include_undecided. Errors name the field itself ("crop_size", not "params.crop_size").
+    seed, include_undecided, train_only. The split is by patient: a filter matching fewer than 3
+    patients is refused (400, `too_few_patients`) unless `train_only` is true (val and test
+    empty on purpose). Errors name the field itself ("crop_size", not "params.crop_size").
     """
 
     class InputSerializer(serializers.Serializer):
@@ -139,93 +131,6 @@ class DatasetExportDownloadApi(APIView):
     @extend_schema(responses={(200, "application/zip"): bytes, **ERROR_RESPONSES})
     def get(self, request: Request, export_id: int) -> FileResponse:
         return export_file_response(dataset_export_get(export_id=export_id))
-
-
-class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
-    training_export = serializers.CharField(
-        source="training_export.__str__", read_only=True, allow_null=True, default=None
-    )
-
-    class Meta:
-        model = ModelVersion
-        ref_name = "ModelVersionRegistry"
-        fields = (
-            "id",
-            "stage",
-            "name",
-            "sha256",
-            "is_active",
-            "activated_at",
-            "training_data",
-            "training_export",
-            "metrics",
-            "created_at",
-        )
-
-
-class ModelVersionListApi(APIView):
-    """Registered model versions of both stages (the active ones first)."""
-
-    @extend_schema(responses={200: ModelVersionOutputSerializer(many=True), **ERROR_RESPONSES})
-    def get(self, request: Request) -> Response:
-        return Response(ModelVersionOutputSerializer(model_version_list(), many=True).data)
-
-
-class ModelVersionActivateApi(APIView):
-    """Make this version the active one of its stage (admins only; others get 403). New
-    analyses use it; finished runs keep the versions they were made with."""
-
-    @extend_schema(request=None, responses={200: ModelVersionOutputSerializer, **ERROR_RESPONSES})
-    def post(self, request: Request, version_id: int) -> Response:
-        mv = model_version_activate_by(
-            model_version=model_version_get(version_id=version_id), by=request_user(request)
-        )
-        return Response(ModelVersionOutputSerializer(mv).data)
-
-
-class ModelEvaluationOutputSerializer(serializers.ModelSerializer[ModelEvaluation]):
-    class Meta:
-        model = ModelEvaluation
-        ref_name = "ModelEvaluation"
-        fields = ("id", "model_version", "export", "split", "status", "metrics", "error")
-
-
-class ModelEvaluationListApi(APIView):
-    """Evaluations on one export (GET ?export=ID); queue one (POST, admins only, 202)."""
-
-    class InputSerializer(serializers.Serializer):
-        model_version = serializers.IntegerField()
-        export = serializers.IntegerField()
-        split = serializers.ChoiceField(choices=["train", "val", "test"], default="test")
-
-        class Meta:
-            ref_name = "ModelEvaluationInput"
-
-    @extend_schema(responses={200: ModelEvaluationOutputSerializer(many=True), **ERROR_RESPONSES})
-    def get(self, request: Request) -> Response:
-        try:
-            export_id = int(request.query_params.get("export", ""))
-        except ValueError:
-            export_id = None
-        evaluations = model_evaluation_list(export_id=export_id)
-        return Response(ModelEvaluationOutputSerializer(evaluations, many=True).data)
-
-    @extend_schema(
-        request=InputSerializer, responses={202: ModelEvaluationOutputSerializer, **ERROR_RESPONSES}
-    )
-    def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values: dict[str, Any] = data.validated_data
-        evaluation = model_evaluation_request(
-            model_version=model_version_get(version_id=values["model_version"]),
-            export=dataset_export_get(export_id=values["export"]),
-            split=values["split"],
-            by=request_user(request),
-        )
-        return Response(
-            ModelEvaluationOutputSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED
-        )
 
 
 class ModelDashboardApi(APIView):

@@ -116,6 +116,8 @@ class _Build:
     crops: Counter[str] = field(default_factory=Counter)
     model_versions: set[tuple[str, str]] = field(default_factory=set)
     slides: list[dict[str, Any]] = field(default_factory=list)
+    # per image file: its slide, the SHA-256 of the slide's file, and where on the slide it is
+    image_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     cells: int = 0
 
 
@@ -204,6 +206,11 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
                 writer.add_image(image)
             n_images += 1
             build.images[split] += 1
+            build.image_sources[image.file_name] = {
+                "slide_id": slide.pk,
+                "sha256": slide.sha256,
+                "origin": [image.tile.x, image.tile.y],
+            }
             if not image.cells:
                 build.empty_tiles[split] += 1
     kept = part.kept
@@ -365,6 +372,9 @@ def _manifest(export: DatasetExport, build: _Build, split_of: dict[str, str]) ->
         "split_method": "by patient: every slide of a patient is in the same split; patients "
         f"shuffled with seed {build.params.seed}, fractions {list(build.params.split)}",
         "slides": build.slides,
+        # every image by the SHA-256 of its source file (a field: the image's uploaded file; a
+        # tile: its whole slide's, at `origin`): the identity the leak checks of training use
+        "images": build.image_sources,
         "counts": {
             "slides": len(build.slides),
             "patients": len(split_of),

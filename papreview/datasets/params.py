@@ -5,7 +5,10 @@
 `ExportParamsSerializer` and `ExportFiltersSerializer` turn JSON-like input into them: nested in
 the export API's input, and run by `from_dict` for the dicts that pages, commands and stored
 exports pass, so both paths give the same errors under the same field names.
-`patient_split` assigns patients to train/val/test.
+`patient_split` assigns patients to train/val/test; `split_refusal` says why a filter's patients
+cannot be split (checked when an export is asked for, and again when it is built).
+`PARAM_LIMITS` are the bounds of the numeric parameters: the dataclass checks them and the
+Datasets page's form takes its limits from them.
 """
 
 from __future__ import annotations
@@ -21,8 +24,32 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from inference.types import BETHESDA_CLASSES
+from papreview.core.exceptions import ApplicationError
 
 _INT32 = 2**31 - 1  # ids and sizes are 32-bit integers in the database and the old parser
+
+# Bounds (inclusive) of the numeric parameters; the overlap's upper bound depends on the tile
+# size (under half a tile) and is checked in ExportParams.
+PARAM_LIMITS: dict[str, tuple[float, float]] = {
+    "tile_size": (64, 8192),
+    "tile_overlap": (0, 8192 // 2 - 1),
+    "empty_tile_ratio": (0.0, 1.0),
+    "crop_size": (16, 1024),
+    "split": (0.0, 1.0),  # each fraction, before the three are normalised by their sum
+}
+# A split by patient with val and test needs one patient in each, and one for train.
+MIN_SPLIT_PATIENTS = 3
+
+
+class SplitRefusedError(ApplicationError):
+    """The filter's patients cannot fill train, val and test (400)."""
+
+    code = "too_few_patients"
+
+
+def _within(name: str, value: float) -> bool:
+    low, high = PARAM_LIMITS[name]
+    return low <= value <= high
 
 
 @dataclass(frozen=True)
@@ -36,19 +63,43 @@ class ExportParams:
     # Undecided predictions in the training formats too, marked `pseudo_label` (off: only what a
     # person decided, plus the undecided cells of NILM sign-outs as NILM).
     include_undecided: bool = False
+    # Every patient in train, val and test empty on purpose (e.g. a filter of one or two
+    # patients to train on); the split is then recorded as [1, 0, 0].
+    train_only: bool = False
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
-        if not 64 <= self.tile_size <= 8192:
-            errors["tile_size"] = "Choose a tile size between 64 and 8192 px."
-        if not 0 <= self.tile_overlap < self.tile_size // 2:
+        lim = PARAM_LIMITS
+        if not _within("tile_size", self.tile_size):
+            errors["tile_size"] = (
+                f"Choose a tile size between {lim['tile_size'][0]:g} and "
+                f"{lim['tile_size'][1]:g} px."
+            )
+        if not (
+            _within("tile_overlap", self.tile_overlap) and self.tile_overlap < self.tile_size // 2
+        ):
             errors["tile_overlap"] = "The overlap must be at least 0 and under half a tile."
-        if not 0.0 <= self.empty_tile_ratio <= 1.0:
+        if not _within("empty_tile_ratio", self.empty_tile_ratio):
             errors["empty_tile_ratio"] = "Choose a share between 0 and 1."
-        if not 16 <= self.crop_size <= 1024:
-            errors["crop_size"] = "Choose a crop size between 16 and 1024 px."
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or sum(self.split) <= 0:
-            errors["split"] = "Give three non-negative train/val/test fractions."
+        if not _within("crop_size", self.crop_size):
+            errors["crop_size"] = (
+                f"Choose a crop size between {lim['crop_size'][0]:g} and "
+                f"{lim['crop_size'][1]:g} px."
+            )
+        if (
+            len(self.split) != 3
+            or not all(_within("split", f) for f in self.split)
+            or sum(self.split) <= 0
+        ):
+            errors["split"] = "Give three train/val/test fractions between 0 and 1."
+        elif self.train_only:
+            object.__setattr__(self, "split", (1.0, 0.0, 0.0))
+        elif self.split[1] <= 0 or self.split[2] <= 0:
+            errors["split"] = (
+                "Val and test each need a fraction above 0, or the model cannot be checked on "
+                "patients it has not seen; ask for a train-only export (train_only) to leave "
+                "them empty on purpose."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -152,6 +203,7 @@ class ExportParamsSerializer(_ClosedSerializer):
     )
     seed = _whole_number()
     include_undecided = serializers.BooleanField(required=False)
+    train_only = serializers.BooleanField(required=False)
 
     class Meta:
         ref_name = "ExportParams"
@@ -221,20 +273,48 @@ def _parse(serializer_class: type[serializers.Serializer], data: Any, *, group: 
     return serializer.validated_data
 
 
+def split_refusal(*, patients: int, params: ExportParams) -> str | None:
+    """Why `patients` distinct patients cannot be split as `params` asks (None: they can)."""
+    if params.train_only or patients >= MIN_SPLIT_PATIENTS:
+        return None
+    return (
+        f"The filter matches {patients} patient(s); a split by patient into train, val and test "
+        f"needs at least {MIN_SPLIT_PATIENTS} (at least one each in val and test, every slide of "
+        "a patient in the same split). Widen the filter, or ask for a train-only export "
+        "(train_only) to put every patient in train on purpose."
+    )
+
+
 def patient_split(
     identifiers: list[str], *, fractions: tuple[float, float, float], seed: int
 ) -> dict[str, str]:
-    """Patient identifier -> train/val/test; deterministic in `seed`. With 3 or more patients
-    val and test get at least one patient each (when their fraction is not 0)."""
+    """Patient identifier -> train/val/test; deterministic in `seed`.
+
+    Val and test (when their fraction is not 0) get at least one patient each, and train (when
+    its fraction is not 0) keeps at least one; fewer than 3 patients with val and test asked for
+    is a SplitRefusedError. Fractions [1, 0, 0] (a train-only export) put everyone in train.
+    """
     names = sorted(set(identifiers))
     random.Random(seed).shuffle(names)
     total = sum(fractions)
     n = len(names)
-    n_val = round(n * fractions[1] / total)
-    n_test = round(n * fractions[2] / total)
-    if n >= 3:
-        n_val = max(n_val, 1) if fractions[1] > 0 else 0
-        n_test = max(n_test, 1) if fractions[2] > 0 else 0
+    wants_val, wants_test = fractions[1] > 0, fractions[2] > 0
+    if (wants_val or wants_test) and n < MIN_SPLIT_PATIENTS:
+        raise SplitRefusedError(
+            f"{n} patient(s) cannot be split into train, val and test: at least "
+            f"{MIN_SPLIT_PATIENTS} are needed (or a train-only export).",
+            extra={"patients": n, "needed": MIN_SPLIT_PATIENTS},
+        )
+    n_val = max(round(n * fractions[1] / total), 1) if wants_val else 0
+    n_test = max(round(n * fractions[2] / total), 1) if wants_test else 0
+    room = n - (1 if fractions[0] > 0 and n >= MIN_SPLIT_PATIENTS else 0)
+    while n_val + n_test > room:  # rounding up may leave no patient for the others
+        if n_test >= n_val and n_test > 1:
+            n_test -= 1
+        elif n_val > 1:
+            n_val -= 1
+        else:
+            break
     out: dict[str, str] = {}
     for i, name in enumerate(names):
         out[name] = "test" if i < n_test else "val" if i < n_test + n_val else "train"

@@ -2,9 +2,10 @@
 export it was trained on), evaluate versions on a test export (compare page), activate one.
 
 Registration and activation themselves are the analysis app's services (`model_version_register`,
-`model_version_activate`); this module adds the export link, the admin-only rule for activation
-from the web, and evaluations. New analyses use the active versions (the analysis service reads
-them per job); finished runs keep the versions they were made with (their own foreign keys).
+`model_version_activate`); this module adds the export link and evaluations. Activation from the
+web (admins only, gated by the evaluations, with rollback) is `papreview.datasets.activation`.
+New analyses use the active versions (the analysis service reads them per job); finished runs
+keep the versions they were made with (their own foreign keys).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from inference.checkpoints import load_checkpoint
 from inference.data.export import Export, evaluate_checkpoint, opened
+from inference.data.leaks import record_of, trained_on_warnings
 from inference.errors import InputError
 from papreview.accounts.roles import user_is_admin
 from papreview.analysis.adapter import model_version_local_path
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 # A pending or running evaluation untouched this long (its worker died) may be requested again.
 EVALUATION_STALE_S = 3600
+# Where a version's `metrics` keep the SHA-256s of its training and validation images.
+IMAGES_SHA256 = "images_sha256"
 
 
 def _export_from_meta(meta: dict[str, Any]) -> DatasetExport | None:
@@ -86,19 +90,15 @@ def model_version_register_checkpoint(
     if not mv.metrics and isinstance(ckpt.meta.get("metrics"), dict):
         mv.metrics = ckpt.meta["metrics"]
         changed.append("metrics")
+    record = record_of(ckpt.meta)  # the SHA-256s of its training and validation images
+    if record is not None and (mv.metrics or {}).get(IMAGES_SHA256) != record:
+        mv.metrics = {**(mv.metrics or {}), IMAGES_SHA256: record}
+        changed += [] if "metrics" in changed else ["metrics"]
     if changed:
         mv.save(update_fields=[*changed, "updated_at"])
     if activate:
         mv = model_version_activate(model_version=mv)
     return mv
-
-
-def model_version_activate_by(*, model_version: ModelVersion, by: User) -> ModelVersion:
-    """Activate a version from the web: admins only."""
-    if not user_is_admin(by):
-        raise PermissionDeniedError("Only an administrator may activate a model version.")
-    logger.info("%s activated by %s", model_version, by.get_username())
-    return model_version_activate(model_version=model_version)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,6 +161,18 @@ def export_opened(export: DatasetExport) -> Iterator[Export]:
             yield ex
 
 
+def _leak_warnings(mv: ModelVersion, path: Path, export: Export, split: str) -> list[str]:
+    """Warnings when the version was trained (or selected) on images of the split it is scored
+    on, by SHA-256 (recorded at registration; else read from the checkpoint)."""
+    record = (mv.metrics or {}).get(IMAGES_SHA256)
+    if not isinstance(record, dict):
+        record = record_of(load_checkpoint(path, stage=mv.stage).meta)
+    warnings = trained_on_warnings(record, export.refs(split), split)
+    if warnings:
+        logger.warning("evaluation of %s on %s %s: %s", mv, export.label, split, warnings)
+    return warnings
+
+
 def model_evaluation_run(*, evaluation_id: int) -> str:
     """Score the version on the export (the task). Returns the final status."""
     evaluation = ModelEvaluation.objects.select_related("model_version", "export").get(
@@ -174,9 +186,11 @@ def model_evaluation_run(*, evaluation_id: int) -> str:
     mv = evaluation.model_version
     try:
         with export_opened(evaluation.export) as export:
+            path = model_version_local_path(mv)
             metrics = evaluate_checkpoint(
-                model_version_local_path(mv), stage=mv.stage, export=export, split=evaluation.split
+                path, stage=mv.stage, export=export, split=evaluation.split
             )
+            metrics["warnings"] = _leak_warnings(mv, path, export, evaluation.split)
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:

@@ -76,13 +76,17 @@ def dataset_exports_ready() -> QuerySet[DatasetExport]:
 
 
 def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.select_related("training_export").order_by(
+    return ModelVersion.objects.select_related("training_export", "previous").order_by(
         "stage", "-is_active", "-created_at", "-id"
     )
 
 
 def model_version_get(*, version_id: int) -> ModelVersion:
-    mv = ModelVersion.objects.select_related("training_export").filter(pk=version_id).first()
+    mv = (
+        ModelVersion.objects.select_related("training_export", "previous")
+        .filter(pk=version_id)
+        .first()
+    )
     if mv is None:
         raise NotFoundError(f"Model version {version_id} does not exist.")
     return mv

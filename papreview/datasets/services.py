@@ -3,8 +3,9 @@
 
 The life of an export:
 
-1. `dataset_export_create(...)` (page, API) checks the filter (signed-out slides only), takes the
-   next version of the export's name and creates a `pending` row; on commit the id goes to the
+1. `dataset_export_create(...)` (page, API) checks the filter (signed-out slides only) and that
+   its patients can be split (3 or more, or a train-only export), takes the next version of the
+   export's name and creates a `pending` row; on commit the id goes to the
    `celery` queue (`dataset_export_build_task`).
 2. `dataset_export_build(export_id=...)` (the task, in `papreview.datasets.build`) writes the
    zip and marks the row `ready`, or `failed` with its reason.
@@ -29,7 +30,13 @@ from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
 from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
 from papreview.datasets.models import DatasetExport, ExportFormat, ExportStatus
-from papreview.datasets.params import ExportFilters, ExportParams
+from papreview.datasets.params import (
+    MIN_SPLIT_PATIENTS,
+    ExportFilters,
+    ExportParams,
+    SplitRefusedError,
+    split_refusal,
+)
 from papreview.datasets.selectors import export_slides
 
 
@@ -55,11 +62,16 @@ def dataset_export_create(
     # Dicts (pages, commands, tests) go through the API's serializers: the same errors.
     f = filters if isinstance(filters, ExportFilters) else ExportFilters.from_dict(filters)
     p = params if isinstance(params, ExportParams) else ExportParams.from_dict(params)
-    count = export_slides(filters=f).count()
+    slides = export_slides(filters=f)
+    count = slides.count()
     if count == 0:
         raise EmptyExportError(
             "No signed-out slide matches this filter; only signed-out slides are exported."
         )
+    patients = slides.order_by().values("patient_id").distinct().count()
+    refusal = split_refusal(patients=patients, params=p)
+    if refusal:
+        raise SplitRefusedError(refusal, extra={"patients": patients, "needed": MIN_SPLIT_PATIENTS})
     from papreview.datasets.tasks import dataset_export_build_task
 
     with transaction.atomic():
@@ -83,7 +95,13 @@ def dataset_export_create(
             action=AuditAction.EXPORT_CREATED,
             actor=created_by,
             target=export,
-            data={"name": name, "version": export.version, "slide_count": count},
+            data={
+                "name": name,
+                "version": export.version,
+                "slide_count": count,
+                "patients": patients,
+                "train_only": p.train_only,
+            },
         )
         transaction.on_commit(lambda: dataset_export_build_task.delay(export_id))
     return export

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from papreview.datasets import apis
+from papreview.datasets import apis, registry_apis
 
 # Included under /api/.
 urlpatterns = [
@@ -11,12 +11,17 @@ urlpatterns = [
         apis.DatasetExportDownloadApi.as_view(),
         name="export-download",
     ),
-    path("model-versions/", apis.ModelVersionListApi.as_view(), name="model-version-list"),
+    path("model-versions/", registry_apis.ModelVersionListApi.as_view(), name="model-version-list"),
     path(
         "model-versions/<int:version_id>/activate/",
-        apis.ModelVersionActivateApi.as_view(),
+        registry_apis.ModelVersionActivateApi.as_view(),
         name="model-version-activate",
     ),
-    path("evaluations/", apis.ModelEvaluationListApi.as_view(), name="evaluation-list"),
+    path(
+        "model-versions/rollback/",
+        registry_apis.ModelVersionRollbackApi.as_view(),
+        name="model-version-rollback",
+    ),
+    path("evaluations/", registry_apis.ModelEvaluationListApi.as_view(), name="evaluation-list"),
     path("model-dashboard/", apis.ModelDashboardApi.as_view(), name="model-dashboard-api"),
 ]

@@ -1,12 +1,13 @@
-"""Thin HTML views: dataset exports (list, new export, download), the model registry with its
-compare page (evaluations on a chosen test export, activation by admins), the model dashboard
-(review outcomes and reviewer agreement, charts) and the blind QC re-review form.
+"""Thin HTML views: dataset exports (list, new export with its parameters, download), the model
+dashboard (review outcomes and reviewer agreement, charts) and the blind QC re-review form. The
+Models page (compare, activate, roll back) is in `registry_views`.
 
 LoginRequiredMiddleware keeps anonymous users out; writes check roles in the services.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -15,7 +16,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_safe
 
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
 from papreview.accounts.roles import user_can_write, user_is_admin
@@ -23,8 +24,8 @@ from papreview.analysis.models import ModelStage
 from papreview.core.exceptions import ApplicationError, PermissionDeniedError
 from papreview.datasets.apis import export_file_response
 from papreview.datasets.dashboard import model_dashboard
-from papreview.datasets.models import QC_LABELS, EvaluationStatus
-from papreview.datasets.params import ExportParams
+from papreview.datasets.models import QC_LABELS
+from papreview.datasets.params import PARAM_LIMITS, ExportParams
 from papreview.datasets.qc import (
     qc_refusal,
     qc_review_cells,
@@ -35,15 +36,7 @@ from papreview.datasets.qc import (
     qc_settings_get,
     qc_settings_set,
 )
-from papreview.datasets.registry import model_evaluation_request, model_version_activate_by
-from papreview.datasets.selectors import (
-    dataset_export_get,
-    dataset_export_list,
-    dataset_exports_ready,
-    model_evaluation_list,
-    model_version_get,
-    model_version_list,
-)
+from papreview.datasets.selectors import dataset_export_get, dataset_export_list
 from papreview.datasets.services import dataset_export_create
 
 
@@ -59,7 +52,32 @@ def _error_text(exc: Exception) -> str:
     return getattr(exc, "message", str(exc))
 
 
+def _default(name: str) -> Any:
+    return getattr(ExportParams, name)
+
+
+def _limits(name: str) -> dict[str, Any]:
+    low, high = PARAM_LIMITS[name]
+    return {"min_value": low, "max_value": high}
+
+
+def _number(kind: Callable[..., Any], name: str, label: str, help_text: str = "") -> Any:
+    default = _default(name)
+    text = f"{help_text} Default {default}.".strip()
+    return kind(initial=default, label=label, help_text=text, **_limits(name))
+
+
+def _fraction(index: int, label: str) -> forms.FloatField:
+    default = ExportParams.split[index]
+    return forms.FloatField(
+        initial=default, label=label, help_text=f"Default {default}.", **_limits("split")
+    )
+
+
 class ExportForm(forms.Form):
+    """A new export: which slides (filter) and how they are written (parameters). Defaults and
+    limits are those of `ExportParams` (papreview.datasets.params), which checks them again."""
+
     name = forms.CharField(max_length=100, help_text="Exports of the same name are versioned.")
     signed_out_from = forms.DateField(required=False, label="Signed out from")
     signed_out_to = forms.DateField(required=False, label="to")
@@ -72,13 +90,68 @@ class ExportForm(forms.Form):
     patients = forms.CharField(
         required=False, label="Patients", help_text="Identifiers, comma-separated (any if empty)."
     )
-    tile_size = forms.IntegerField(initial=ExportParams.tile_size, min_value=64, max_value=8192)
-    tile_overlap = forms.IntegerField(initial=ExportParams.tile_overlap, min_value=0)
-    empty_tile_ratio = forms.FloatField(
-        initial=ExportParams.empty_tile_ratio, min_value=0, max_value=1
+    split_train = _fraction(0, "Train fraction")
+    split_val = _fraction(1, "Val fraction")
+    split_test = _fraction(2, "Test fraction")
+    seed = forms.IntegerField(
+        initial=_default("seed"),
+        label="Split seed",
+        help_text=f"Shuffles the patients. Default {_default('seed')}.",
     )
-    crop_size = forms.IntegerField(initial=ExportParams.crop_size, min_value=16, max_value=1024)
-    seed = forms.IntegerField(initial=0, label="Split seed")
+    tile_size = _number(forms.IntegerField, "tile_size", "Tile size (px)", "Whole-slide tiles.")
+    tile_overlap = _number(
+        forms.IntegerField, "tile_overlap", "Tile overlap (px)", "Under half a tile."
+    )
+    empty_tile_ratio = _number(
+        forms.FloatField, "empty_tile_ratio", "Empty tile ratio", "Share of cell-less tiles kept."
+    )
+    crop_size = _number(forms.IntegerField, "crop_size", "Crop size (px)", "Classifier crops.")
+    include_undecided = forms.BooleanField(
+        required=False,
+        initial=_default("include_undecided"),
+        label="Include undecided cells",
+        help_text="As pseudo-labels in the training formats. Default off.",
+    )
+    train_only = forms.BooleanField(
+        required=False,
+        initial=_default("train_only"),
+        label="Train only",
+        help_text="Every patient in train, val and test empty on purpose. Default off.",
+    )
+
+    FILTERS = ("name", "signed_out_from", "signed_out_to", "categories", "patients")
+
+    def filter_fields(self) -> list[forms.BoundField]:
+        return [self[n] for n in self.FILTERS]
+
+    def param_fields(self) -> list[forms.BoundField]:
+        return [self[n] for n in self.fields if n not in self.FILTERS]
+
+    def export_filters(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        return {
+            "signed_out_from": d["signed_out_from"],
+            "signed_out_to": d["signed_out_to"],
+            "categories": d["categories"],
+            "patients": [p.strip() for p in d["patients"].split(",") if p.strip()],
+        }
+
+    def export_params(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        names = ("seed", "tile_size", "tile_overlap", "empty_tile_ratio", "crop_size")
+        return {k: d[k] for k in names} | {
+            "split": [d["split_train"], d["split_val"], d["split_test"]],
+            "include_undecided": d["include_undecided"],
+            "train_only": d["train_only"],
+        }
+
+    def add_errors(self, exc: Exception) -> None:
+        """A service's refusal, on the field it names (the form's top otherwise)."""
+        if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+            for key, problems in exc.message_dict.items():
+                self.add_error(key if key in self.fields else None, problems)
+        else:
+            self.add_error(None, _error_text(exc))
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -88,26 +161,17 @@ def export_list(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("Your role can read exports but not make them.")
     form = ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
         try:
             export = dataset_export_create(
-                name=d["name"],
+                name=form.cleaned_data["name"],
                 created_by=user,
-                filters={
-                    "signed_out_from": d["signed_out_from"],
-                    "signed_out_to": d["signed_out_to"],
-                    "categories": d["categories"],
-                    "patients": [p.strip() for p in d["patients"].split(",") if p.strip()],
-                },
-                params={
-                    k: d[k] for k in ("tile_size", "tile_overlap", "empty_tile_ratio", "crop_size")
-                }
-                | {"seed": d["seed"]},
+                filters=form.export_filters(),
+                params=form.export_params(),
             )
         except PermissionDeniedError as exc:
             raise PermissionDenied(exc.message) from exc
         except (ApplicationError, ValidationError) as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_errors(exc)
         else:
             messages.success(request, f"Export {export} queued.")
             return redirect("export-list-page")
@@ -124,94 +188,6 @@ def export_download(request: HttpRequest, export_id: int) -> FileResponse:
         return export_file_response(dataset_export_get(export_id=export_id))
     except ApplicationError as exc:
         raise Http404(exc.message) from exc
-
-
-def _matrix_rows(classes: list[str], matrix: list[list[int]]) -> list[dict[str, Any]]:
-    """Rows of a confusion matrix with each cell's share of its row (for shading)."""
-    rows = []
-    for name, counts in zip(classes, matrix, strict=True):
-        total = sum(counts) or 1
-        rows.append({"name": name, "cells": [(c, round(c / total, 3)) for c in counts]})
-    return rows
-
-
-@require_safe
-def model_registry(request: HttpRequest) -> HttpResponse:
-    """Versions of both stages; with ?export=ID their scores on that export's test split."""
-    exports = list(dataset_exports_ready()[:100])
-    chosen = None
-    raw = request.GET.get("export", "")
-    if raw.isdigit():
-        chosen = next((e for e in exports if e.pk == int(raw)), None)
-    evaluations = (
-        {e.model_version_id: e for e in model_evaluation_list(export_id=chosen.pk)}
-        if chosen
-        else {}
-    )
-    stages = []
-    for stage in ModelStage:
-        versions = []
-        for mv in model_version_list().filter(stage=stage):
-            ev = evaluations.get(mv.pk)
-            matrix = None
-            if ev is not None and ev.status == EvaluationStatus.DONE:
-                m = ev.metrics
-                if stage == ModelStage.CLASSIFIER and "six_class" in m:
-                    six = m["six_class"]
-                    matrix = {
-                        "columns": six["classes"],
-                        "rows": _matrix_rows(six["classes"], six["confusion_matrix"]),
-                    }
-                elif "confusion" in m:
-                    matrix = {
-                        "columns": m["confusion"]["columns"],
-                        "rows": _matrix_rows(m["confusion"]["rows"], m["confusion"]["matrix"]),
-                    }
-            versions.append({"mv": mv, "evaluation": ev, "matrix": matrix})
-        stages.append({"stage": stage, "label": stage.label, "versions": versions})
-    return render(
-        request,
-        "datasets/models.html",
-        {
-            "exports": exports,
-            "chosen": chosen,
-            "stages": stages,
-            "is_admin": user_is_admin(request.user),
-        },
-    )
-
-
-@require_POST
-def model_activate(request: HttpRequest, version_id: int) -> HttpResponse:
-    try:
-        mv = model_version_activate_by(
-            model_version=model_version_get(version_id=version_id), by=_user(request)
-        )
-    except PermissionDeniedError as exc:
-        raise PermissionDenied(exc.message) from exc
-    except ApplicationError as exc:
-        raise Http404(exc.message) from exc
-    messages.success(request, f"{mv.name} is now the active {mv.stage}; new analyses use it.")
-    return redirect(request.POST.get("next") or "model-registry")
-
-
-@require_POST
-def model_evaluate(request: HttpRequest, version_id: int) -> HttpResponse:
-    raw = request.POST.get("export", "")
-    try:
-        export = dataset_export_get(export_id=int(raw))
-        model_evaluation_request(
-            model_version=model_version_get(version_id=version_id),
-            export=export,
-            by=_user(request),
-        )
-    except PermissionDeniedError as exc:
-        raise PermissionDenied(exc.message) from exc
-    except (ApplicationError, ValueError) as exc:
-        messages.error(request, _error_text(exc))
-        return redirect("model-registry")
-    messages.info(request, "Evaluation queued; reload the page in a moment.")
-    return redirect(f"/models/?export={export.pk}")
 
 
 class QCShareForm(forms.Form):

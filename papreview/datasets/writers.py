@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from inference.data.cric import CSV_COLUMNS as CRIC_COLUMNS
-from inference.data.export import COCO_CATEGORIES, PROVENANCE_COLUMNS, SPLITS, yolo_line
+from inference.data.export import COCO_CATEGORIES, PROVENANCE_COLUMNS, SPLITS, slide_stem, yolo_line
 from inference.slides import SlideReader, Tile
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS, Box
 
@@ -60,7 +60,7 @@ class ExportSlide:
 
     @property
     def stem(self) -> str:
-        return f"s{self.slide_id:06d}"
+        return slide_stem(self.slide_id)
 
     @property
     def kept(self) -> list[ExportCell]:

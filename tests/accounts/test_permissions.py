@@ -69,6 +69,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "export-download-page": READ,
     "model-registry": READ,
     "model-activate": {"POST": ADMIN},
+    "model-rollback": {"POST": ADMIN},  # back to the previously active version
     "model-evaluate": {"POST": ADMIN},
     "model-dashboard": {"GET": ALL, "POST": ADMIN},  # POST: QC settings and sampling
     "qc-review": READ_WRITE,  # by anyone but the slide's first reviewer
@@ -108,6 +109,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "export-download": READ,
     "model-version-list": READ,
     "model-version-activate": {"POST": ADMIN},
+    "model-version-rollback": {"POST": ADMIN},
     "evaluation-list": {"GET": ALL, "POST": ADMIN},
     "model-dashboard-api": READ,
 }
@@ -220,6 +222,8 @@ def body_for(name: str, ids: dict[str, Any], method: str) -> dict[str, Any]:
         return {"export": ids["export_id"]}
     if name == "evaluation-list":
         return {"model_version": ids["version_id"], "export": ids["export_id"]}
+    if name in ("model-rollback", "model-version-rollback"):
+        return {"stage": "detector"}
     if name == "slide-reopen":
         return {"reason": "second opinion"}
     return {}

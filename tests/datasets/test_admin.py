@@ -31,7 +31,8 @@ def admin_client(admin_user) -> Client:
 
 def test_register_a_checkpoint_from_the_admin(make_slide, pathologist, admin_client, tmp_path):
     make_slide(PatientFactory.create(), cells=[(10, 10, 30, 30, "HSIL", "accepted")])
-    export = dataset_export_create(name="adm", created_by=pathologist)
+    # One patient: a train-only export (a split needs three).
+    export = dataset_export_create(name="adm", created_by=pathologist, params={"train_only": True})
     dataset_export_build(export_id=export.pk)
     # the action on the export list leads to the registration form, export preselected
     response = admin_client.post(
@@ -77,7 +78,7 @@ def test_register_a_checkpoint_from_the_admin(make_slide, pathologist, admin_cli
 
 def test_exports_are_read_only_in_the_admin(make_slide, pathologist, admin_client):
     make_slide(PatientFactory.create(), cells=[])
-    export = dataset_export_create(name="ro", created_by=pathologist)
+    export = dataset_export_create(name="ro", created_by=pathologist, params={"train_only": True})
     dataset_export_build(export_id=export.pk)
     assert admin_client.get("/admin/datasets/datasetexport/add/").status_code == 403
     page = admin_client.get(f"/admin/datasets/datasetexport/{export.pk}/change/")

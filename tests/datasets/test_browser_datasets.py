@@ -44,7 +44,9 @@ def test_dashboard_draws_charts_and_kappa(live_server, page, make_slide, patholo
 
 def test_export_page_follows_progress_until_ready(live_server, page, make_slide, pathologist):
     make_slide(PatientFactory.create(), cells=[(10, 10, 30, 30, "HSIL", "accepted")])
-    export = dataset_export_create(name="browser", created_by=pathologist)
+    export = dataset_export_create(
+        name="browser", created_by=pathologist, params={"train_only": True}
+    )
     log_in(page, live_server.url, pathologist.username)
     page.goto(f"{live_server.url}/datasets/")
     row = page.locator(f'#exports tr[data-export="{export.pk}"]')

@@ -54,6 +54,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+TRAIN_ONLY = {"train_only": True}  # one patient: no val/test split
+
+
 def test_an_export_on_a_full_disk_fails_cleanly(
     small_disk: Path | None, tmp_path: Path, settings: Any
 ) -> None:
@@ -71,13 +74,13 @@ def test_an_export_on_a_full_disk_fails_cleanly(
         CellFactory.create(slide=slide, x=40 + 120 * i, y=60, width=60, height=60)
     slide_sign_out(slide=Slide.objects.get(pk=slide.pk), by=pathologist, bethesda_category="HSIL")
 
-    older = dataset_export_create(name="full disk", created_by=pathologist)
+    older = dataset_export_create(name="full disk", created_by=pathologist, params=TRAIN_ONLY)
     assert dataset_export_build(export_id=older.pk) == "ready"
     older.refresh_from_db()
     older_zip = Path(settings.MEDIA_ROOT) / str(older.file.name)
     assert older.status == ExportStatus.READY and _sha256(older_zip) == older.sha256
 
-    newer = dataset_export_create(name="full disk", created_by=pathologist)
+    newer = dataset_export_create(name="full disk", created_by=pathologist, params=TRAIN_ONLY)
     filler = base / "filler.bin"
     if small_disk is not None:
         free = shutil.disk_usage(small_disk).free

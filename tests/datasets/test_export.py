@@ -29,7 +29,7 @@ from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
 from papreview.core.exceptions import ConflictError
 from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, ExportStatus
-from papreview.datasets.params import ExportParams, patient_split
+from papreview.datasets.params import ExportParams, SplitRefusedError, patient_split
 from papreview.datasets.services import (
     EmptyExportError,
     dataset_export_create,
@@ -231,6 +231,26 @@ def test_undecided_predictions_only_as_marked_pseudo_labels_when_asked(
     assert crops == [f"s{reviewed[0].slide.pk:06d}_c{undecided_hsil.pk}_pseudo.png"]
 
 
+def test_every_image_is_identified_by_the_sha256_of_its_slide_file(reviewed, pathologist, tmp_path):
+    export = build("identity", pathologist)
+    ex = Export.open(unpack(export, tmp_path / "x"))
+    by_slide = {r.slide.pk: r.slide.sha256 for r in reviewed}
+    seen = []
+    for split in ("train", "val", "test"):
+        for im in ex.images(split):
+            assert im.source_sha256 == by_slide[im.slide_id]  # a field: its uploaded file's
+            assert export.manifest["images"][im.file_name]["sha256"] == by_slide[im.slide_id]
+            seen.append(im.slide_id)
+        assert [r.sha256 for r in ex.refs(split)] == [
+            by_slide[im.slide_id] for im in ex.images(split)
+        ]
+        patches = export_patches(ex, split, 32)
+        assert len(patches.image_sha256) == len(patches.labels)
+        assert set(patches.image_sha256) <= set(by_slide.values())
+    listed = sorted(v["slide_id"] for v in export.manifest["images"].values())
+    assert sorted(seen) == sorted(by_slide) == listed
+
+
 def test_split_is_by_patient_and_manifest_counts(reviewed, pathologist, tmp_path):
     export = build("split", pathologist)
     m = export.manifest
@@ -253,6 +273,58 @@ def test_split_is_by_patient_and_manifest_counts(reviewed, pathologist, tmp_path
         [f"p{i}" for i in range(20)][::-1], fractions=(0.7, 0.15, 0.15), seed=3
     )
     assert Counter(a.values()) == {"train": 14, "val": 3, "test": 3}
+
+
+@pytest.mark.parametrize(
+    "n, fractions, expected",
+    [
+        (3, (0.7, 0.15, 0.15), {"train": 1, "val": 1, "test": 1}),
+        (4, (0.7, 0.15, 0.15), {"train": 2, "val": 1, "test": 1}),
+        # rounding up must not take the last train patient, nor empty val
+        (3, (0.01, 0.01, 0.98), {"train": 1, "val": 1, "test": 1}),
+        (5, (0.0, 0.01, 0.99), {"val": 1, "test": 4}),
+        (2, (1.0, 0.0, 0.0), {"train": 2}),  # train-only
+        (1, (1.0, 0.0, 0.0), {"train": 1}),
+    ],
+)
+def test_patient_split_keeps_val_and_test_filled(n, fractions, expected):
+    split = patient_split([f"p{i}" for i in range(n)], fractions=fractions, seed=1)
+    assert Counter(split.values()) == expected
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_patient_split_refuses_fewer_than_three_patients(n):
+    with pytest.raises(SplitRefusedError, match=f"{n} patient"):
+        patient_split([f"p{i}" for i in range(n)], fractions=(0.7, 0.15, 0.15), seed=0)
+
+
+def test_train_only_params_and_empty_val_or_test_fractions():
+    assert ExportParams(train_only=True).split == (1.0, 0.0, 0.0)
+    assert ExportParams.from_dict({"train_only": True, "split": [0.5, 0.25, 0.25]}).split == (
+        1.0,
+        0.0,
+        0.0,
+    )
+    for split in ([0.8, 0.2, 0.0], [0.8, 0.0, 0.2]):
+        with pytest.raises(ValidationError, match="train-only") as err:
+            ExportParams.from_dict({"split": split})
+        assert "split" in err.value.message_dict
+    assert ExportParams.from_dict({"split": [0.8, 0.0, 0.2], "train_only": True}).train_only
+    with pytest.raises(ValidationError):
+        ExportParams.from_dict({"split": [0.5, 2.0, 0.5]})
+
+
+def test_train_only_export_puts_every_patient_in_train(make_slide, pathologist):
+    make_slide(
+        PatientFactory.create(identifier="SOLO"), cells=[(10, 10, 30, 30, "HSIL", "accepted")]
+    )
+    with pytest.raises(SplitRefusedError) as refused:
+        dataset_export_create(name="solo", created_by=pathologist)
+    assert refused.value.extra == {"patients": 1, "needed": 3}
+    export = build("solo", pathologist, train_only=True)
+    m = export.manifest
+    assert m["split"] == {"train": ["SOLO"], "val": [], "test": []}
+    assert m["params"]["train_only"] is True and m["params"]["split"] == [1.0, 0.0, 0.0]
 
 
 def test_manifest_checksums_verify_and_detect_tampering(reviewed, pathologist, tmp_path):
@@ -349,7 +421,12 @@ def test_whole_slide_images_are_tiled_with_empty_tiles_at_the_set_ratio(
         ],
     )
     export = build(
-        f"wsi {ratio}", pathologist, tile_size=512, tile_overlap=64, empty_tile_ratio=ratio
+        f"wsi {ratio}",
+        pathologist,
+        tile_size=512,
+        tile_overlap=64,
+        empty_tile_ratio=ratio,
+        train_only=True,  # one patient
     )
     root = unpack(export, tmp_path / "x")
     ex = Export.open(root)
@@ -371,6 +448,10 @@ def test_whole_slide_images_are_tiled_with_empty_tiles_at_the_set_ratio(
     for im in images:
         assert (im.width, im.height) in {(t.width, t.height) for t in grid}
         assert (root / im.file_name).is_file()
+        # a tile is identified by its slide's file and its place on the slide
+        assert im.source_sha256 == r.slide.sha256
+        entry = export.manifest["images"][im.file_name]
+        assert entry == {"slide_id": r.slide.pk, "sha256": r.slide.sha256, "origin": [*im.origin]}
 
 
 def test_create_checks_role_filter_and_numbers_versions(
@@ -384,15 +465,22 @@ def test_create_checks_role_filter_and_numbers_versions(
         dataset_export_create(name="x", created_by=pathologist, filters={"patients": ["nobody"]})
     with pytest.raises(ValidationError):
         dataset_export_create(name="x", created_by=pathologist, params={"tile_overlap": 900})
+    # The NILM slides are of two patients: too few for val and test, unless train-only.
+    with pytest.raises(SplitRefusedError, match=r"matches 2 patient\(s\).*at least 3"):
+        dataset_export_create(name="x", created_by=pathologist, filters={"categories": ["NILM"]})
     with django_capture_on_commit_callbacks() as callbacks:
         a = dataset_export_create(name="nightly", created_by=pathologist)
         b = dataset_export_create(
-            name="nightly", created_by=pathologist, filters={"categories": ["NILM"]}
+            name="nightly",
+            created_by=pathologist,
+            filters={"categories": ["NILM"]},
+            params={"train_only": True},
         )
     assert (a.version, b.version) == (1, 2)
     assert len(callbacks) == 2  # each queued on commit
     assert b.slide_count == 2 and a.slide_count == 4
     assert ExportParams.from_dict(a.params) == ExportParams()
+    assert b.params["train_only"] is True and b.params["split"] == [1.0, 0.0, 0.0]
 
 
 def test_only_signed_out_slides_are_exported(make_slide, pathologist):
@@ -492,7 +580,7 @@ def test_a_large_whole_slide_image_is_exported_tile_by_tile(make_slide, patholog
     export = dataset_export_create(
         name="large",
         created_by=pathologist,
-        params={"tile_size": 512, "tile_overlap": 64, "empty_tile_ratio": 1.0},
+        params={"tile_size": 512, "tile_overlap": 64, "empty_tile_ratio": 1.0, "train_only": True},
     )
     tracemalloc.start()
     try:

@@ -38,7 +38,9 @@ def test_export_is_built_by_a_real_celery_worker(make_slide, pathologist, tmp_pa
     worker = Worker(f"datasets-test-{os.getpid()}", env, tmp_path / "worker.log")
     try:
         worker.wait_ready()
-        export = dataset_export_create(name="worker", created_by=pathologist)  # queued on commit
+        export = dataset_export_create(  # queued on commit; two patients: train only
+            name="worker", created_by=pathologist, params={"train_only": True}
+        )
 
         def finished() -> bool:
             status = DatasetExport.objects.get(pk=export.pk).status

@@ -42,9 +42,16 @@ def test_export_api_create_progress_and_download(
         "/api/exports/", {"name": "x", "filters": {"categories": ["SCC"]}}
     )
     assert empty.status_code == 400 and empty.json()["code"] == "empty_export"
+    # Two patients: too few for a split by patient, refused at once with the count.
+    few = api(pathologist).post("/api/exports/", {"name": "x", "params": {"crop_size": 32}})
+    assert few.status_code == 400 and few.json()["code"] == "too_few_patients"
+    assert "matches 2 patient(s)" in few.json()["detail"] and "at least 3" in few.json()["detail"]
+    assert (few.json()["patients"], few.json()["needed"]) == (2, 3)
+    assert not DatasetExport.objects.exists()
     with django_capture_on_commit_callbacks() as callbacks:
         response = api(pathologist).post(
-            "/api/exports/", {"name": "api export", "params": {"crop_size": 32}}
+            "/api/exports/",
+            {"name": "api export", "params": {"crop_size": 32, "train_only": True}},
         )
     assert response.status_code == 202, response.json()
     body = response.json()
@@ -65,25 +72,44 @@ def test_export_api_create_progress_and_download(
     assert [e["id"] for e in listed] == [export_id]
 
 
+PAGE_PARAMS = {
+    "tile_size": 1024,
+    "tile_overlap": 128,
+    "empty_tile_ratio": 0.1,
+    "crop_size": 64,
+    "seed": 0,
+    "split_train": 0.7,
+    "split_val": 0.15,
+    "split_test": 0.15,
+}
+
+
 def test_export_page_lists_creates_and_downloads(signed_out, pathologist, viewer):
     page = client_for(pathologist).get("/datasets/")
     assert page.status_code == 200 and b"New export" in page.content
     assert b"New export" not in client_for(viewer).get("/datasets/").content
+    # One patient matches: refused on the page, with the count and the way out.
+    refused = client_for(pathologist).post(
+        "/datasets/", {"name": "page export", "categories": ["HSIL"], **PAGE_PARAMS}
+    )
+    assert refused.status_code == 200 and not DatasetExport.objects.exists()
+    text = refused.content.decode()
+    assert "matches 1 patient(s)" in text and "train-only" in text
     response = client_for(pathologist).post(
         "/datasets/",
         {
             "name": "page export",
-            "tile_size": 1024,
-            "tile_overlap": 128,
-            "empty_tile_ratio": 0.1,
-            "crop_size": 64,
-            "seed": 0,
+            **PAGE_PARAMS,
+            "include_undecided": "on",
+            "train_only": "on",
             "categories": ["HSIL"],
         },
     )
     assert response.status_code == 302
     export = DatasetExport.objects.get(name="page export")
     assert export.filters["categories"] == ["HSIL"] and export.slide_count == 1
+    assert export.params["train_only"] is True and export.params["include_undecided"] is True
+    assert export.params["crop_size"] == 64
     assert client_for(viewer).post("/datasets/", {"name": "x"}).status_code == 403
     dataset_export_build(export_id=export.pk)
     export.refresh_from_db()
@@ -175,4 +201,25 @@ def test_export_api_answers_bad_input_with_400(signed_out, api, pathologist, pay
     response = api(pathologist).post("/api/exports/", {"name": "bad", **payload})
     assert response.status_code == 400, response.content
     assert field in response.json()["fields"]
+    assert not DatasetExport.objects.exists()
+
+
+def test_export_form_shows_every_parameter_with_its_default_and_limits(pathologist):
+    from papreview.datasets.params import PARAM_LIMITS, ExportParams
+
+    page = client_for(pathologist).get("/datasets/").content.decode()
+    for name in (
+        "split_train", "split_val", "split_test", "seed", "tile_size", "tile_overlap",
+        "empty_tile_ratio", "crop_size", "include_undecided", "train_only",
+    ):  # fmt: skip
+        assert f'name="{name}"' in page, name
+    assert f'name="tile_size" value="{ExportParams.tile_size}"' in page
+    assert f'max="{PARAM_LIMITS["crop_size"][1]}"' in page
+    assert f"Default {ExportParams.crop_size}." in page
+    assert f"Default {ExportParams.split[1]}." in page
+    # A value past a limit: refused on its field, nothing created.
+    bad = client_for(pathologist).post(
+        "/datasets/", {"name": "x", **PAGE_PARAMS, "tile_size": 1024, "tile_overlap": 600}
+    )
+    assert bad.status_code == 200 and "under half a tile" in bad.content.decode()
     assert not DatasetExport.objects.exists()

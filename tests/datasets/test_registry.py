@@ -23,7 +23,7 @@ def test_evaluation_rules_failure_and_retry(
     make_slide, pathologist, admin_user, django_capture_on_commit_callbacks
 ):
     make_slide(PatientFactory.create(), cells=[(10, 10, 30, 30, "HSIL", "accepted")])
-    export = dataset_export_create(name="ev", created_by=pathologist)
+    export = dataset_export_create(name="ev", created_by=pathologist, params={"train_only": True})
     mv = ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="no-file")
     with pytest.raises(ApplicationError, match="not ready"):
         model_evaluation_request(model_version=mv, export=export, by=admin_user)
@@ -49,3 +49,45 @@ def test_evaluation_rules_failure_and_retry(
         model_evaluation_request(model_version=mv, export=export, by=admin_user)
     assert len(callbacks) == 1
     assert ModelEvaluation.objects.get(pk=evaluation.pk).status == EvaluationStatus.PENDING
+
+
+def test_evaluation_warns_when_the_model_was_trained_on_images_of_the_scored_split(
+    make_slide, pathologist, admin_user, tmp_path
+):
+    from django.test import Client
+
+    from papreview.datasets.registry import model_version_register_checkpoint
+    from testkit.checkpoints import write_random_checkpoints
+
+    for p in range(3):
+        make_slide(
+            PatientFactory.create(identifier=f"LK-{p}"),
+            seed=40 + p,
+            cells=[(20, 30, 36, 36, "HSIL", "accepted"), (120, 60, 36, 36, "NILM", "accepted")],
+        )
+    export = dataset_export_create(name="leak", created_by=pathologist)
+    assert dataset_export_build(export_id=export.pk) == "ready"
+    export.refresh_from_db()
+    test_slides = [s for s in export.manifest["slides"] if s["split"] == "test"]
+    other = [s for s in export.manifest["slides"] if s["split"] != "test"]
+    assert test_slides and other
+    trained_on = {"train": [test_slides[0]["sha256"]], "val": [other[0]["sha256"]]}
+    _, cls_path = write_random_checkpoints(
+        tmp_path,
+        detector_meta={},
+        classifier_meta={"data": {"images_sha256": trained_on}, "metrics": {"val": {}}},
+    )
+    mv = model_version_register_checkpoint(stage="classifier", path=cls_path)
+    assert mv.metrics["images_sha256"] == trained_on  # stored with the version
+    evaluation = model_evaluation_request(model_version=mv, export=export, by=admin_user)
+    assert model_evaluation_run(evaluation_id=evaluation.pk) == EvaluationStatus.DONE
+    evaluation.refresh_from_db()
+    n_test = export.manifest["counts"]["images"]["test"]
+    assert evaluation.metrics["warnings"] == [
+        f"This version was trained on 1 of the {n_test} test images (same SHA-256): its "
+        "scores here are optimistic."
+    ]
+    client = Client()
+    client.force_login(pathologist)
+    page = client.get(f"/models/?export={export.pk}").content.decode()
+    assert "Warning: This version was trained on 1 of the" in page

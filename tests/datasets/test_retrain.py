@@ -19,6 +19,7 @@ from inference.__main__ import main as inference_main
 from inference.checkpoints import load_checkpoint
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.services import model_versions_for_analysis
+from papreview.cases.models import Slide
 from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import EvaluationStatus, ModelEvaluation
 from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
@@ -42,7 +43,11 @@ def tiny_export(make_slide, pathologist, tmp_path):
                 (20 + 60 * k, 30 + 40 * (k % 3), 36, 36, CLASSES[(seed + k) % 4], "accepted")
                 for k in range(3)
             ]
-            make_slide(patient, seed=seed, cells=cells)
+            slide = make_slide(patient, seed=seed, cells=cells).slide
+            with default_storage.open(slide.file.name, "rb") as fh:  # as an upload records it
+                Slide.objects.filter(pk=slide.pk).update(
+                    sha256=hashlib.sha256(fh.read()).hexdigest()
+                )
     export = dataset_export_create(name="retrain", created_by=pathologist, params={"crop_size": 48})
     assert dataset_export_build(export_id=export.pk) == "ready"
     export.refresh_from_db()
@@ -65,15 +70,17 @@ def run_cli(*argv: str) -> dict:
     return json.loads(text[text.rindex("\n{\n") + 1 :] if not text.startswith("{\n") else text)
 
 
-def tiny_cric(root: Path) -> Path:
-    """A 6-image CRIC-shaped folder (cells.csv + images/) for --merge-base."""
+def tiny_cric(root: Path, extra: tuple[bytes, ...] = ()) -> Path:
+    """A 6-image CRIC-shaped folder (cells.csv + images/) for --merge-base, plus `extra`
+    image files."""
     images = root / "cric" / "images"
     images.mkdir(parents=True)
+    files = [png_bytes(field_pixels(160, 120, seed=100 + i)) for i in range(6)] + list(extra)
     with (root / "cric" / "cells.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_filename", "nucleus_x", "nucleus_y", "bethesda_system"])
-        for i in range(6):
-            (images / f"c{i}.png").write_bytes(png_bytes(field_pixels(160, 120, seed=100 + i)))
+        for i, data in enumerate(files):
+            (images / f"c{i}.png").write_bytes(data)
             for k in range(2):
                 w.writerow([f"c{i}.png", 40 + 50 * k, 60, CLASSES[(i + k) % 4]])
     return root
@@ -103,6 +110,9 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
     assert meta["data"]["export"]["name"] == "retrain"
     assert meta["data"]["export"]["id"] == export.pk
     assert meta["data"]["split"] == m["split"]
+    record = meta["data"]["images_sha256"]  # the training and validation images, by SHA-256
+    for split in ("train", "val"):
+        assert record[split] == sorted({s["sha256"] for s in m["slides"] if s["split"] == split})
 
     out = io.StringIO()
     call_command("register_model", str(cls_path), stdout=out)
@@ -113,6 +123,7 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
     assert mv.training_export == export
     assert mv.training_data == "dataset export retrain v1"
     assert "val" in mv.metrics and not mv.is_active
+    assert mv.metrics["images_sha256"] == record
     # the same checkpoint again: the same row
     call_command("register_model", str(cls_path), "--stage", "classifier", stdout=io.StringIO())
     assert ModelVersion.objects.filter(name=cls["version"]).count() == 1
@@ -126,6 +137,7 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
         assert model_evaluation_run(evaluation_id=evaluation.pk) == EvaluationStatus.DONE
     cls_eval = ModelEvaluation.objects.get(model_version=mv)
     six = cls_eval.metrics["six_class"]
+    assert cls_eval.metrics["warnings"] == []  # trained on none of the test images
     assert six["n"] == sum(m["counts"]["per_split"]["test"].values())
     assert len(six["confusion_matrix"]) == 6
     det_eval = ModelEvaluation.objects.get(model_version=det_mv)
@@ -162,7 +174,10 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
 
 def test_train_on_an_export_merged_with_the_base_data(tiny_export, tmp_path):
     export, _, folder = tiny_export
-    base = tiny_cric(tmp_path / "base")
+    # one base image is the file of an export slide (in its val split): dropped from the base
+    val_slide = next(s for s in export.manifest["slides"] if s["split"] == "val")
+    with default_storage.open(str(Slide.objects.get(pk=val_slide["id"]).file.name), "rb") as fh:
+        base = tiny_cric(tmp_path / "base", extra=(fh.read(),))
     cls = run_cli(
         "train-classifier", "--data", str(folder), "--merge-base", "--data-dir", str(base),
         "--out", str(tmp_path / "cls"), "--epochs", "1", "--samples-per-epoch", "16",
@@ -173,6 +188,11 @@ def test_train_on_an_export_merged_with_the_base_data(tiny_export, tmp_path):
     assert meta["data"]["merged_with"]["name"].startswith("CRIC")
     export_train = sum(export.manifest["counts"]["per_split"]["train"].values())
     assert sum(meta["data"]["train_cells"].values()) > export_train
+    merged = meta["data"]["merged_with"]
+    assert merged["dropped_in_export"] == 1 and merged["dropped_images"] == ["c6.png"]
+    assert all("c6.png" not in names for names in merged["split"].values())
+    record = meta["data"]["images_sha256"]
+    assert val_slide["sha256"] in record["val"] and val_slide["sha256"] not in record["train"]
 
 
 def test_a_tampered_export_is_refused_for_training(tiny_export, tmp_path):

@@ -1,6 +1,6 @@
 """Writes for model versions and analysis runs: one module per concern, the public names here.
 
-* versions.py: registering and activating model versions;
+* versions.py: registering and activating model versions, rolling back to the previous one;
 * queue.py: `analysis_request` and `analysis_publish` (the outbox);
 * run.py: `analysis_run`, executing a run (lock, claim, progress, cells, triage);
 * sweep.py: `analysis_sweep`, the beat sweeper (unpublished, lost and stale runs).
@@ -34,6 +34,7 @@ from papreview.analysis.services.sweep import SweepReport, analysis_sweep
 from papreview.analysis.services.versions import (
     model_version_activate,
     model_version_register,
+    model_version_rollback,
     model_versions_for_analysis,
 )
 from papreview.core.tasks import TRANSIENT_ERRORS
@@ -49,6 +50,7 @@ __all__ = [
     "analysis_sweep",
     "model_version_activate",
     "model_version_register",
+    "model_version_rollback",
     "model_versions_for_analysis",
     "slide_execution_lock",
 ]

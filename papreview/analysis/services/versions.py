@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -18,34 +19,74 @@ from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.selectors import model_version_active
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
+from papreview.core.exceptions import ConflictError
 
 logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
-def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
-    """Make this version the one active model of its stage (the previous one is deactivated).
+def model_version_activate(
+    *,
+    model_version: ModelVersion,
+    audit_data: dict[str, Any] | None = None,
+    rollback: bool = False,
+) -> ModelVersion:
+    """Make this version the one active model of its stage (the previous one is deactivated and
+    remembered as this one's `previous`, what `model_version_rollback` goes back to; a rollback
+    itself leaves `previous` as it was, so rolling back again goes one further step back).
 
     Both rows change in one transaction; the conditional unique constraint guarantees that two
-    concurrent activations cannot leave two active versions.
+    concurrent activations cannot leave two active versions. `audit_data` (a reason, the figures
+    compared) goes into the MODEL_ACTIVATED event with the version replaced.
     """
     # Lock the stage's rows so that concurrent activations queue up instead of failing.
-    list(ModelVersion.objects.select_for_update().filter(stage=model_version.stage))
+    rows = list(ModelVersion.objects.select_for_update().filter(stage=model_version.stage))
+    replaced = next((r for r in rows if r.is_active and r.pk != model_version.pk), None)
     ModelVersion.objects.filter(stage=model_version.stage, is_active=True).exclude(
         pk=model_version.pk
     ).update(is_active=False, updated_at=timezone.now())
     now = timezone.now()
-    ModelVersion.objects.filter(pk=model_version.pk).update(
-        is_active=True, activated_at=now, updated_at=now
-    )
+    changes: dict[str, Any] = {"is_active": True, "activated_at": now, "updated_at": now}
+    if replaced is not None and not rollback:
+        changes["previous"] = replaced
+    ModelVersion.objects.filter(pk=model_version.pk).update(**changes)
     model_version.refresh_from_db()
     # The user of the request being served, if any (admin action, web page, API).
     audit_record(
         action=AuditAction.MODEL_ACTIVATED,
         target=model_version,
-        data={"stage": model_version.stage, "name": model_version.name},
+        data={
+            "stage": model_version.stage,
+            "name": model_version.name,
+            "replaced": replaced.name if replaced is not None else None,
+            "rollback": rollback,
+            **(audit_data or {}),
+        },
     )
     return model_version
+
+
+@transaction.atomic
+def model_version_rollback(*, stage: ModelStage | str) -> ModelVersion:
+    """Activate again the version that was active before the stage's active one (its
+    `previous`). ConflictError when there is none to go back to."""
+    stage = ModelStage(stage)
+    list(ModelVersion.objects.select_for_update().filter(stage=stage))
+    current = (
+        ModelVersion.objects.select_related("previous").filter(stage=stage, is_active=True).first()
+    )
+    if current is None:
+        raise ConflictError(f"No {stage.value} version is active; activate one instead.")
+    target = current.previous
+    if target is None:
+        raise ConflictError(
+            f"No {stage.value} version was active before {current.name} (or it was deleted); "
+            "there is nothing to roll back to."
+        )
+    logger.info("rolling the %s back from %s to %s", stage, current.name, target.name)
+    return model_version_activate(
+        model_version=target, rollback=True, audit_data={"rolled_back_from": current.name}
+    )
 
 
 def model_version_register(
