@@ -39,6 +39,24 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_start(p: argparse.ArgumentParser) -> None:
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="fine-tune: start from this checkpoint's weights (and its architecture)",
+    )
+    start.add_argument(
+        "--arch-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="this checkpoint's architecture with random weights (from scratch)",
+    )
+
+
 def _add_ema(p: argparse.ArgumentParser, default: float) -> None:
     p.add_argument(
         "--ema-decay",
@@ -85,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training")
     _add_export_args(p)
+    _add_start(p)
     _add_bf16(p, "training", default="off")
     _add_common(p)
 
@@ -110,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None)
     _add_export_args(p)
+    _add_start(p)
     _add_bf16(p, "training", default="off")
     _add_common(p)
 

@@ -101,13 +101,34 @@ def _save_run(
     return plain(summary)
 
 
+def _start_from(args: argparse.Namespace, stage: str) -> tuple[dict[str, Any] | None, Any, Any]:
+    """(architecture config, checkpoint to fine-tune or None, what the checkpoint records) from
+    `--init-from` (its architecture and weights) or `--arch-from` (its architecture, random
+    weights); (None, None, None) for the default architecture from random weights."""
+    from .checkpoints import load_checkpoint
+
+    init, arch = getattr(args, "init_from", None), getattr(args, "arch_from", None)
+    given = init or arch
+    if given is None:
+        return None, None, None
+    ckpt = load_checkpoint(Path(given), stage=stage)
+    config = ckpt.meta.get("config")
+    if not isinstance(config, dict):
+        raise InputError(f"{Path(given).name}: no architecture config in its metadata")
+    record = {"version": ckpt.version, "file": Path(given).name}
+    if init is None:
+        return config, None, {"init_from": None, "architecture_of": record}
+    return config, ckpt, {"init_from": record}
+
+
 def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .detector import DetectorConfig
     from .train import load_cric_fields, train_detector
     from .train.detector import detector_checkpoint_meta
 
     _setup(args)
-    config = DetectorConfig()
+    base_config, init, start = _start_from(args, "detector")
+    config = DetectorConfig.from_dict(base_config) if base_config else DetectorConfig()
     started = time.monotonic()
     if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
         from .data.inputs import detector_data
@@ -132,11 +153,17 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
         config=config,
         crops_per_image=args.crops_per_image,
         crop_size=args.crop_size,
+        init_from=init,
         **_run_options(args),
     )
     seconds = time.monotonic() - started
     training = _training_meta(
-        args, result, seconds, crops_per_image=args.crops_per_image, crop_size=args.crop_size
+        args,
+        result,
+        seconds,
+        crops_per_image=args.crops_per_image,
+        crop_size=args.crop_size,
+        **(start or {"init_from": None}),
     )
     meta = detector_checkpoint_meta(result, data_meta, training)
     return _save_run(args, "detector", result, meta, seconds)
@@ -149,7 +176,12 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .train.classifier import classifier_checkpoint_meta
 
     _setup(args)
-    config = ClassifierConfig(crop_px=args.crop_px)
+    base_config, init, start = _start_from(args, "classifier")
+    config = (
+        ClassifierConfig.from_dict(base_config)
+        if base_config
+        else ClassifierConfig(crop_px=args.crop_px)
+    )
     # room for any rotation of the crop plus the centre jitter without invented border pixels
     patch = round(config.crop_px * 1.5 + 2 * args.jitter_px)
     started = time.monotonic()
@@ -174,9 +206,11 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "loss_power": args.loss_power,
         "jitter_px": args.jitter_px,
     }
-    result = train_classifier(train, val, config=config, **options, **_run_options(args))
+    result = train_classifier(
+        train, val, config=config, init_from=init, **options, **_run_options(args)
+    )
     seconds = time.monotonic() - started
-    training = _training_meta(args, result, seconds, **options)
+    training = _training_meta(args, result, seconds, **options, **(start or {"init_from": None}))
     meta = classifier_checkpoint_meta(result, data_meta, training, train=train, val=val)
     if result.val_metrics:
         six = result.val_metrics["six_class"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .. import augment
 from ..calibration import calibrate_classifier, probability_metrics
+from ..checkpoints import Checkpoint, load_weights
 from ..classifier import CellClassifier, ClassifierConfig, build_classifier, normalise_crops
 from ..data.leaks import refuse_leaks
 from ..types import BETHESDA_CLASSES
@@ -176,17 +177,21 @@ def train_classifier(
     max_seconds: float | None = None,
     bf16: bool = False,
     ema_decay: float | None = 0.998,
+    init_from: Checkpoint | None = None,
 ) -> ClassifierTrainResult:
     """Train stage 2 on cell patches. Class balance comes from sampling and from the loss
     (`class_weights`). With `ema_decay`, the weights' moving average (`WeightAverage`) is what
     gets validated and kept. Refused (`LeakError`) when a validation patch comes from an image
-    (by SHA-256) that training patches come from."""
+    (by SHA-256) that training patches come from. `init_from`: a classifier checkpoint of the
+    same architecture whose weights training starts from (fine-tuning); else random weights."""
     refuse_leaks({"train": train.refs(), "val": val.refs()})
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     p_sample, class_weight = class_weights(train.labels, balance_power, loss_power)
     model = build_classifier(config)
+    if init_from is not None:
+        load_weights(model, init_from)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
     stage = ClassifierStage(
@@ -242,6 +247,18 @@ def classifier_checkpoint_meta(
         "crop_um": None,
         "temperature": result.temperature,
         "abnormal_threshold": result.abnormal_threshold,
+        # What the temperature and threshold were fitted on (None: no validation data).
+        "calibration": (
+            {
+                "split": "val",
+                "cells": len(val.labels),
+                "temperature": result.temperature,
+                "abnormal_threshold": result.abnormal_threshold,
+                **result.val_metrics["calibration"],
+            }
+            if result.val_metrics.get("calibration")
+            else None
+        ),
         "data": {
             **data,
             "train_cells": class_counts(train.labels),

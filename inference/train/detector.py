@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import augment
+from ..checkpoints import Checkpoint, load_weights
 from ..data.leaks import refuse_leaks
 from ..detector import (
     DetectorConfig,
@@ -270,15 +271,19 @@ def train_detector(
     max_seconds: float | None = None,
     bf16: bool = False,
     ema_decay: float | None = 0.995,
+    init_from: Checkpoint | None = None,
 ) -> DetectorTrainResult:
     """Train stage 1 on fields already scaled to `config.input_scale`; with `ema_decay`, the
     weights' moving average (`WeightAverage`) is what gets validated and kept. Refused
-    (`LeakError`) when a validation field has the SHA-256 of a training field."""
+    (`LeakError`) when a validation field has the SHA-256 of a training field. `init_from`: a
+    detector checkpoint of the same architecture whose weights training starts from."""
     refuse_leaks({"train": [f.ref for f in train], "val": [f.ref for f in val]})
     config = config or DetectorConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     model = build_detector(config)
+    if init_from is not None:
+        load_weights(model, init_from)
     stage = DetectorStage(
         train,
         val,

@@ -3,6 +3,8 @@
 * `DatasetExport`: one export (name + version), built by a Celery task into a zip under media
   `exports/`. Once `ready` its file and manifest never change (a new export is a new version).
 * `ModelEvaluation`: one model version scored on the test split of one export (compare page).
+* `RetrainJob`: one retraining of both stages on an export (fine-tuned from the active versions
+  by default), its progress, the versions it registered and their comparison with the active ones.
 * `QCSettings` / `QCReview` / `QCLabel`: a random share of signed-out slides re-reviewed blind by
   a second reviewer; the labels feed Cohen's kappa on the model dashboard.
 """
@@ -127,6 +129,56 @@ class ModelEvaluation(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.model_version} on {self.export} ({self.split})"
+
+
+class RetrainStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class RetrainJob(TimeStampedModel):
+    """Retrain both stages on an export (`papreview.datasets.retrain`): the job's progress, the
+    new (inactive) versions, and their test-split figures beside the active versions'."""
+
+    export = models.ForeignKey(DatasetExport, on_delete=models.CASCADE, related_name="retrain_jobs")
+    status = models.CharField(
+        max_length=16, choices=RetrainStatus.choices, default=RetrainStatus.QUEUED
+    )
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done.")
+    step = models.CharField(max_length=200, blank=True)
+    from_scratch = models.BooleanField(default=False)
+    epochs = models.PositiveIntegerField(null=True, blank=True)
+    base_detector = models.ForeignKey(
+        "analysis.ModelVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    base_classifier = models.ForeignKey(
+        "analysis.ModelVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    new_detector = models.ForeignKey(
+        "analysis.ModelVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    new_classifier = models.ForeignKey(
+        "analysis.ModelVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    comparison = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RetrainStatus.values), name="retrain_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="retrain_progress_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"retrain #{self.pk} on {self.export_id} ({self.status})"
 
 
 class QCSettings(models.Model):

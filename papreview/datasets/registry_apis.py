@@ -16,8 +16,9 @@ from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.exceptions import PermissionDeniedError
 from papreview.datasets.activation import model_version_activate_by, model_version_rollback_by
-from papreview.datasets.models import ModelEvaluation
+from papreview.datasets.models import ModelEvaluation, RetrainJob
 from papreview.datasets.registry import model_evaluation_request
+from papreview.datasets.retrain import retrain_job_request
 from papreview.datasets.selectors import (
     dataset_export_get,
     model_evaluation_list,
@@ -154,3 +155,67 @@ class ModelEvaluationListApi(APIView):
         return Response(
             ModelEvaluationOutputSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED
         )
+
+
+class RetrainJobOutputSerializer(serializers.ModelSerializer[RetrainJob]):
+    class Meta:
+        model = RetrainJob
+        ref_name = "RetrainJob"
+        fields = (
+            "id",
+            "export",
+            "status",
+            "progress",
+            "step",
+            "from_scratch",
+            "epochs",
+            "base_detector",
+            "base_classifier",
+            "new_detector",
+            "new_classifier",
+            "comparison",
+            "error",
+            "created_at",
+            "updated_at",
+        )
+
+
+class RetrainJobListApi(APIView):
+    """Retraining jobs, newest first (GET, ?export=ID to filter; poll it for `progress`); queue
+    one (POST, admins only, 202): both stages trained on the export on the `training` queue,
+    fine-tuned from the active versions unless `from_scratch`, registered (not activated) and
+    compared with the active versions on its test split (`comparison`)."""
+
+    class InputSerializer(serializers.Serializer):
+        export = serializers.IntegerField()
+        from_scratch = serializers.BooleanField(default=False)
+        epochs = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+
+        class Meta:
+            ref_name = "RetrainJobInput"
+
+    @extend_schema(responses={200: RetrainJobOutputSerializer(many=True), **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        jobs = RetrainJob.objects.all()
+        raw = request.query_params.get("export", "")
+        if raw.isdigit():
+            jobs = jobs.filter(export_id=int(raw))
+        return Response(RetrainJobOutputSerializer(jobs[:50], many=True).data)
+
+    @extend_schema(
+        request=InputSerializer, responses={202: RetrainJobOutputSerializer, **ERROR_RESPONSES}
+    )
+    def post(self, request: Request) -> Response:
+        user = request_user(request)
+        if not user_is_admin(user):  # before the body, so that others always get 403
+            raise PermissionDeniedError("Only an administrator may retrain the models.")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values: dict[str, Any] = data.validated_data
+        job = retrain_job_request(
+            export=dataset_export_get(export_id=values["export"]),
+            by=user,
+            from_scratch=values["from_scratch"],
+            epochs=values.get("epochs"),
+        )
+        return Response(RetrainJobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)

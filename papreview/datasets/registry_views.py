@@ -16,8 +16,9 @@ from papreview.accounts.roles import user_is_admin
 from papreview.analysis.models import ModelStage
 from papreview.core.exceptions import ApplicationError, NotFoundError, PermissionDeniedError
 from papreview.datasets.activation import model_version_activate_by, model_version_rollback_by
-from papreview.datasets.models import EvaluationStatus
+from papreview.datasets.models import EvaluationStatus, RetrainJob, RetrainStatus
 from papreview.datasets.registry import model_evaluation_request
+from papreview.datasets.retrain import retrain_job_request
 from papreview.datasets.selectors import (
     dataset_export_get,
     dataset_exports_ready,
@@ -81,10 +82,16 @@ def model_registry(request: HttpRequest) -> HttpResponse:
                 "rollback_to": active.previous if active is not None else None,
             }
         )
+    jobs = list(RetrainJob.objects.select_related("export", "new_detector", "new_classifier")[:5])
     return render(
         request,
         "datasets/models.html",
         {
+            "retrain_jobs": jobs,
+            # the page reloads itself while a job runs (its progress)
+            "retrain_running": any(
+                j.status in (RetrainStatus.QUEUED, RetrainStatus.RUNNING) for j in jobs
+            ),
             "exports": exports,
             "chosen": chosen,
             "stages": stages,
@@ -153,3 +160,30 @@ def model_evaluate(request: HttpRequest, version_id: int) -> HttpResponse:
         return redirect("model-registry")
     messages.info(request, "Evaluation queued; reload the page in a moment.")
     return redirect(f"/models/?export={export.pk}")
+
+
+@require_POST
+def model_retrain(request: HttpRequest) -> HttpResponse:
+    """Queue a retraining on the chosen export (admins only) on the `training` queue."""
+    user = _user(request)
+    if not user_is_admin(user):
+        raise PermissionDenied("Only an administrator may retrain the models.")
+    try:
+        export = dataset_export_get(export_id=int(request.POST.get("export", "")))
+        raw_epochs = request.POST.get("epochs", "").strip()
+        epochs = int(raw_epochs) if raw_epochs else None
+        if epochs is not None and not 1 <= epochs <= 1000:
+            raise ValueError("Epochs must be between 1 and 1000.")
+        job = retrain_job_request(
+            export=export,
+            by=user,
+            from_scratch=bool(request.POST.get("from_scratch")),
+            epochs=epochs,
+        )
+    except PermissionDeniedError as exc:
+        raise PermissionDenied(exc.message) from exc
+    except (ApplicationError, ValueError) as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(_back(request))
+    messages.info(request, f"Retrain #{job.pk} queued; this page shows its progress.")
+    return redirect(_back(request))

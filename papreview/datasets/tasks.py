@@ -1,4 +1,5 @@
-"""Thin Celery tasks of the datasets app (queue `celery`): they take ids and call a service.
+"""Thin Celery tasks of the datasets app (queue `celery`; retraining on `training`): they take
+ids and call a service.
 
 Transient errors are retried by the one policy of all tasks (papreview.core.tasks.TRANSIENT_RETRY).
 """
@@ -54,3 +55,17 @@ def qc_sample_task() -> list[int]:
     from papreview.datasets.qc import qc_sample
 
     return [review.slide_id for review in qc_sample()]
+
+
+@shared_task(
+    bind=True,
+    name="papreview.datasets.tasks.retrain_job_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def retrain_job_run_task(self: Task, job_id: int) -> str:
+    """Retrain both stages on an export (queue `training`, see CELERY_TASK_ROUTES)."""
+    from papreview.datasets.retrain import retrain_job_run
+
+    return retrain_job_run(job_id=job_id)

@@ -22,6 +22,7 @@ urlpatterns = [
         registry_apis.ModelVersionRollbackApi.as_view(),
         name="model-version-rollback",
     ),
+    path("retrain-jobs/", registry_apis.RetrainJobListApi.as_view(), name="retrain-job-list"),
     path("evaluations/", registry_apis.ModelEvaluationListApi.as_view(), name="evaluation-list"),
     path("model-dashboard/", apis.ModelDashboardApi.as_view(), name="model-dashboard-api"),
 ]

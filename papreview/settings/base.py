@@ -228,9 +228,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-# Analysis jobs go to the `inference` queue (GPU workers); everything else to `celery`.
+# Analysis jobs go to the `inference` queue (GPU workers), retraining to `training` (long jobs,
+# a GPU worker of its own in production); everything else to `celery`.
 CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
     "papreview.analysis.tasks.*": {"queue": "inference"},
+    "papreview.datasets.tasks.retrain_job_run": {"queue": "training"},
     # The sweeper must not wait behind long slide jobs.
     "papreview.analysis.tasks.analysis_sweep": {"queue": "celery"},
 }
@@ -292,6 +294,10 @@ ANALYSIS_PUBLISH_GRACE_S: int = env.int("ANALYSIS_PUBLISH_GRACE_S", default=30)
 ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=15 * 60)
 # Queued runs published this long ago and never started are sent again (lost broker messages).
 ANALYSIS_REQUEUE_AFTER_S: int = env.int("ANALYSIS_REQUEUE_AFTER_S", default=15 * 60)
+# --- Retraining (the `training` queue): extra `python -m inference train-*` arguments per stage,
+# e.g. {"detector": ["--max-minutes", "60"], "classifier": ["--max-minutes", "30"]}.
+RETRAIN_TRAINING_ARGS: dict[str, list[str]] = {}
+
 # --- Dataset exports (the `celery` queue) ---------------------------------------------------------
 # Exports are built slide by slide in a temporary folder here (local disk, room for one export),
 # then zipped and renamed into media `exports/`.

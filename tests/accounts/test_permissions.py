@@ -71,6 +71,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "model-activate": {"POST": ADMIN},
     "model-rollback": {"POST": ADMIN},  # back to the previously active version
     "model-evaluate": {"POST": ADMIN},
+    "model-retrain": {"POST": ADMIN},  # queue a retraining (training queue)
     "model-dashboard": {"GET": ALL, "POST": ADMIN},  # POST: QC settings and sampling
     "qc-review": READ_WRITE,  # by anyone but the slide's first reviewer
     # API
@@ -111,6 +112,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "model-version-activate": {"POST": ADMIN},
     "model-version-rollback": {"POST": ADMIN},
     "evaluation-list": {"GET": ALL, "POST": ADMIN},
+    "retrain-job-list": {"GET": ALL, "POST": ADMIN},
     "model-dashboard-api": READ,
 }
 # The admin site: admins only, but for its login and logout pages.
@@ -218,7 +220,7 @@ def answer(response: Any, name: str, method: str, role: Role) -> str:
 
 def body_for(name: str, ids: dict[str, Any], method: str) -> dict[str, Any]:
     """Small valid bodies where an empty one would be refused before the permission check."""
-    if name == "model-evaluate":
+    if name in ("model-evaluate", "model-retrain", "retrain-job-list"):
         return {"export": ids["export_id"]}
     if name == "evaluation-list":
         return {"model_version": ids["version_id"], "export": ids["export_id"]}

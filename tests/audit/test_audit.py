@@ -133,7 +133,9 @@ def test_review_work_is_recorded_with_ids_not_identifiers(api, client, pathologi
 def test_exports_and_model_activation_are_recorded(api, admin_user, pathologist) -> None:
     slide = SlideFactory.create(status=SlideStatus.ANALYSED)
     slide_sign_out(slide=slide, by=pathologist, bethesda_category="NILM")
-    export = dataset_export_create(name="audit", created_by=pathologist)
+    export = dataset_export_create(
+        name="audit", created_by=pathologist, params={"train_only": True}
+    )
     (created,) = events(AuditAction.EXPORT_CREATED)
     assert created.actor == pathologist and created.target_id == str(export.pk)
     assert created.data["slide_count"] == 1 and slide.pk

@@ -106,7 +106,12 @@ def test_real_field_cannot_be_signed_out_nilm_until_its_flagged_cells_are_decide
         signed = client.post(sign_out, {"bethesda_category": "LSIL"})
         assert signed.status_code == 200, signed.content
 
-        created = client.post("/api/exports/", {"name": "stack check"}, format="json")
+        # One patient: a train-only export, asked for explicitly.
+        created = client.post(
+            "/api/exports/",
+            {"name": "stack check", "params": {"train_only": True}},
+            format="json",
+        )
         assert created.status_code in (200, 201, 202), created.content
         export_id = created.json()["id"]
 

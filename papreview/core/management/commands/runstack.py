@@ -1,9 +1,9 @@
 """`manage.py runstack`: the web server and a Celery worker together, for `make run`.
 
 The web server is gunicorn (runserver with `--server runserver`) on 127.0.0.1:8000, static files
-served by WhiteNoise. The worker consumes the `inference` and `celery` queues with the embedded
-beat scheduler, one job at a time. When either process stops, or on Ctrl-C / SIGTERM, the other is
-stopped too.
+served by WhiteNoise. The worker consumes the `inference`, `celery` and `training` queues with the
+embedded beat scheduler, one job at a time. When either process stops, or on Ctrl-C / SIGTERM, the
+other is stopped too.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Command(BaseCommand):
 
         worker_cmd = [
             sys.executable, "-m", "celery", "-A", "papreview", "worker",
-            "-Q", "inference,celery", "-B", "--concurrency", "1", "--loglevel", "INFO",
+            "-Q", "inference,celery,training", "-B", "--concurrency", "1", "--loglevel", "INFO",
             "--hostname", "papreview@%h",
         ]  # fmt: skip
         if options["server"] == "gunicorn":

@@ -1,0 +1,259 @@
+"""Retrain what runs: both stages trained again on an export, registered (not activated) and
+compared with the active versions on the export's test split.
+
+One service, `retrain_job_run`, behind `manage.py retrain --export ID [--from-scratch]
+[--epochs N]` (in process) and the admins' *Retrain* button on the Models page
+(`retrain_job_request` queues `retrain_job_run_task` on the `training` queue). A job:
+
+1. checks that the export has a validation and a test split (a `train_only` export has neither);
+2. trains the detector, then the classifier, with `python -m inference train-* --data EXPORT`,
+   each starting from the weights of its stage's ACTIVE version (`--init-from`; with
+   `from_scratch`: random weights in the same architecture, `--arch-from`); the classifier's
+   temperature and P(abnormal) threshold are calibrated on the export's validation split
+   (`inference.calibration.calibrate_classifier`, recorded as `calibration` in its metadata);
+3. registers both checkpoints (`model_version_register_checkpoint`), NOT activated;
+4. evaluates the new and the active versions on the export's test split (in process, through
+   `model_evaluation_run`) and stores the activation gate's figures of both on the job
+   (`comparison`), shown on the Models page.
+
+Progress (`progress` percent and `step`) is written on the job row as it goes; a failure leaves
+the job `failed` with its reason in `error`. Extra training options per stage (CLI arguments)
+come from `settings.RETRAIN_TRAINING_ARGS`; `epochs` overrides both stages' epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from inference.errors import InputError
+from papreview.accounts.roles import user_is_admin
+from papreview.analysis.adapter import model_version_local_path
+from papreview.analysis.models import ModelStage, ModelVersion
+from papreview.analysis.services import model_versions_for_analysis
+from papreview.core.exceptions import ApplicationError, PermissionDeniedError
+from papreview.datasets.activation import FIGURES, GATE_SPLIT
+from papreview.datasets.models import (
+    DatasetExport,
+    EvaluationStatus,
+    ExportStatus,
+    ModelEvaluation,
+    RetrainJob,
+    RetrainStatus,
+)
+from papreview.datasets.registry import model_evaluation_run, model_version_register_checkpoint
+
+logger = logging.getLogger(__name__)
+
+STAGES = (ModelStage.DETECTOR, ModelStage.CLASSIFIER)
+
+
+class RetrainError(ApplicationError):
+    """A retraining that cannot go on (the reason is the job's `error`)."""
+
+    code = "retrain_failed"
+
+
+def retrain_job_request(
+    *, export: DatasetExport, by: User, from_scratch: bool = False, epochs: int | None = None
+) -> RetrainJob:
+    """Queue a retraining on `export` (admins only) on the `training` queue."""
+    if not user_is_admin(by):
+        raise PermissionDeniedError("Only an administrator may retrain the models.")
+    if export.status != ExportStatus.READY:
+        raise ApplicationError(f"Export {export} is not ready yet.")
+    from papreview.datasets.tasks import retrain_job_run_task
+
+    with transaction.atomic():
+        job = RetrainJob.objects.create(
+            export=export,
+            requested_by=by,
+            from_scratch=from_scratch,
+            epochs=epochs,
+            step="queued",
+        )
+        job_id = job.pk
+        transaction.on_commit(lambda: retrain_job_run_task.delay(job_id))
+    return job
+
+
+def _progress(job: RetrainJob, progress: int, step: str, **fields: Any) -> None:
+    job.progress, job.step = progress, step
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save(update_fields=["progress", "step", *fields, "updated_at"])
+    logger.info("retrain job %s: %s%% %s", job.pk, progress, step)
+
+
+def _check_splits(export: DatasetExport) -> None:
+    manifest = export.manifest or {}
+    per_split = (manifest.get("counts") or {}).get("per_split") or {}
+    for split in ("val", "test"):
+        if (manifest.get("params") or {}).get("train_only") or not sum(
+            (per_split.get(split) or {}).values()
+        ):
+            name = {"val": "validation", "test": "test"}[split]
+            raise RetrainError(
+                f"export {export} has no {name} split: make it with at least 3 patients "
+                "(not train-only) to retrain on it"
+            )
+
+
+@contextlib.contextmanager
+def _export_file(export: DatasetExport) -> Iterator[Path]:
+    """The export's zip as a local file (media on disk in place; else a temporary copy)."""
+    if not export.file.name or not default_storage.exists(export.file.name):
+        raise RetrainError(f"The file of export {export} is missing from storage.")
+    try:
+        yield Path(default_storage.path(export.file.name))
+        return
+    except NotImplementedError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="papreview-retrain-") as tmp:
+        local = Path(tmp) / "export.zip"
+        with default_storage.open(export.file.name, "rb") as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        yield local
+
+
+def _train(
+    stage: ModelStage, *, data: Path, out: Path, start: list[str], epochs: int | None
+) -> Path:
+    """`python -m inference train-<stage>` in process; the checkpoint written."""
+    from inference import commands
+    from inference.__main__ import build_parser
+
+    argv = [f"train-{stage.value}", "--data", str(data), "--out", str(out), *start]
+    argv += [str(a) for a in getattr(settings, "RETRAIN_TRAINING_ARGS", {}).get(stage.value, [])]
+    if epochs:
+        argv += ["--epochs", str(epochs)]  # the last one given wins
+    args = build_parser().parse_args(argv)
+    run = {
+        ModelStage.DETECTOR: commands.train_detector_cmd,
+        ModelStage.CLASSIFIER: commands.train_classifier_cmd,
+    }[stage]
+    return Path(run(args)["checkpoint"])
+
+
+def _evaluate(mv: ModelVersion, export: DatasetExport, by: User | None) -> ModelEvaluation:
+    """The version scored on the export's test split (in process; a done one is kept)."""
+    evaluation, _ = ModelEvaluation.objects.get_or_create(
+        model_version=mv, export=export, split=GATE_SPLIT, defaults={"requested_by": by}
+    )
+    if evaluation.status != EvaluationStatus.DONE:
+        ModelEvaluation.objects.filter(pk=evaluation.pk).update(
+            status=EvaluationStatus.PENDING, error="", updated_at=timezone.now()
+        )
+        model_evaluation_run(evaluation_id=evaluation.pk)
+        evaluation.refresh_from_db()
+    return evaluation
+
+
+def _compare(stage: ModelStage, new: ModelEvaluation, active: ModelEvaluation) -> dict[str, Any]:
+    """The activation gate's figures of the new and the active version, side by side."""
+    figures = []
+    for fig in FIGURES.get(stage.value, ()):
+        mine, base = fig.read(new.metrics), fig.read(active.metrics)
+        better = None
+        if mine is not None and base is not None and mine != base:
+            better = mine > base if fig.higher_is_better else mine < base
+        figures.append(
+            {
+                "key": fig.key,
+                "label": fig.label,
+                "higher_is_better": fig.higher_is_better,
+                "new": mine,
+                "active": base,
+                "better": better,
+            }
+        )
+    return {
+        "new": {"id": new.model_version_id, "name": new.model_version.name, "status": new.status},
+        "active": {
+            "id": active.model_version_id,
+            "name": active.model_version.name,
+            "status": active.status,
+        },
+        "errors": [e.error for e in (new, active) if e.error],
+        "figures": figures,
+    }
+
+
+def retrain_job_run(*, job_id: int) -> str:
+    """Run the job (the task, or `manage.py retrain`). Returns its final status."""
+    job = RetrainJob.objects.select_related("export", "requested_by").get(pk=job_id)
+    if job.status == RetrainStatus.DONE:
+        return str(job.status)
+    export = job.export
+    _progress(job, 0, "checking the export", status=RetrainStatus.RUNNING, error="")
+    try:
+        if export.status != ExportStatus.READY:
+            raise RetrainError(f"Export {export} is not ready.")
+        _check_splits(export)
+        base = dict(zip(STAGES, model_versions_for_analysis(), strict=True))
+        _progress(
+            job,
+            5,
+            "reading the active versions",
+            base_detector=base[ModelStage.DETECTOR],
+            base_classifier=base[ModelStage.CLASSIFIER],
+        )
+        new: dict[ModelStage, ModelVersion] = {}
+        with (
+            _export_file(export) as data,
+            tempfile.TemporaryDirectory(prefix="papreview-retrain-") as tmp,
+        ):
+            for i, stage in enumerate(STAGES):
+                how = "from scratch" if job.from_scratch else f"from {base[stage].name}"
+                _progress(job, 10 + 35 * i, f"training the {stage.value} ({how})")
+                flag = "--arch-from" if job.from_scratch else "--init-from"
+                start = [flag, str(model_version_local_path(base[stage]))]
+                path = _train(
+                    stage, data=data, out=Path(tmp) / stage.value, start=start, epochs=job.epochs
+                )
+                new[stage] = model_version_register_checkpoint(
+                    stage=stage,
+                    path=path,
+                    created_by=job.requested_by,
+                    training_export=export,
+                    activate=False,
+                )
+        _progress(
+            job,
+            80,
+            "registered; evaluating on the test split",
+            new_detector=new[ModelStage.DETECTOR],
+            new_classifier=new[ModelStage.CLASSIFIER],
+        )
+        comparison: dict[str, Any] = {"export": str(export), "split": GATE_SPLIT, "stages": {}}
+        for i, stage in enumerate(STAGES):
+            _progress(job, 80 + 10 * i, f"evaluating the {stage.value}s")
+            ours = _evaluate(new[stage], export, job.requested_by)
+            theirs = _evaluate(base[stage], export, job.requested_by)
+            comparison["stages"][stage.value] = _compare(stage, ours, theirs)
+    except Exception as exc:
+        if not isinstance(exc, InputError | ApplicationError):
+            logger.exception("retrain job %s failed", job_id)
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        job.status, job.error = RetrainStatus.FAILED, str(message)[:2000]
+        job.save(update_fields=["status", "error", "updated_at"])
+        return str(RetrainStatus.FAILED)
+    _progress(
+        job,
+        100,
+        "done: compare, then activate from the Models page",
+        status=RetrainStatus.DONE,
+        comparison=comparison,
+    )
+    return str(RetrainStatus.DONE)

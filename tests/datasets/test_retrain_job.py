@@ -1,0 +1,195 @@
+"""Retrain what runs (`papreview.datasets.retrain`): on a tiny export, both stages fine-tuned from
+the active versions (or from scratch), the classifier calibrated on the validation split, both
+registered inactive, evaluated beside the active versions; a train-only export fails with its
+reason; the admins' button and API queue a job on the `training` queue."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from inference.checkpoints import load_checkpoint
+from papreview.analysis.adapter import model_version_local_path
+from papreview.analysis.models import ModelVersion
+from papreview.datasets.build import dataset_export_build
+from papreview.datasets.models import (
+    EvaluationStatus,
+    ModelEvaluation,
+    RetrainJob,
+    RetrainStatus,
+)
+from papreview.datasets.registry import model_version_register_checkpoint
+from papreview.datasets.retrain import retrain_job_run
+from papreview.datasets.services import dataset_export_create
+from tests.factories import PatientFactory
+
+pytestmark = pytest.mark.django_db
+
+CLASSES = ["NILM", "HSIL", "LSIL", "SCC"]
+TINY = {
+    "detector": ["--epochs", "1", "--crops-per-image", "1", "--crop-size", "64",
+                 "--batch-size", "4", "--threads", "1"],
+    "classifier": ["--epochs", "1", "--samples-per-epoch", "16", "--batch-size", "16",
+                   "--threads", "1"],
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def tiny_training(settings):
+    settings.RETRAIN_TRAINING_ARGS = TINY
+
+
+@pytest.fixture
+def active(tmp_path) -> dict[str, ModelVersion]:
+    """Small random-weight versions of both stages, registered and active."""
+    from testkit.checkpoints import write_random_checkpoints
+
+    det, cls = write_random_checkpoints(
+        tmp_path / "active",
+        detector_meta={"thresholds": {"cell": 0.3, "abnormal": 0.1}},
+        classifier_meta={"temperature": 1.0, "abnormal_threshold": 0.5},
+    )
+    return {
+        "detector": model_version_register_checkpoint(stage="detector", path=det, activate=True),
+        "classifier": model_version_register_checkpoint(
+            stage="classifier", path=cls, activate=True
+        ),
+    }
+
+
+def _export(make_slide, pathologist, *, patients: int, **params):
+    for p in range(patients):
+        patient = PatientFactory.create(identifier=f"RJ-{p}")
+        for s in range(2):
+            seed = 10 * p + s
+            cells = [
+                (20 + 60 * k, 30 + 40 * (k % 3), 36, 36, CLASSES[(seed + k) % 4], "accepted")
+                for k in range(3)
+            ]
+            make_slide(patient, seed=seed, cells=cells)
+    export = dataset_export_create(
+        name="rj", created_by=pathologist, params={"crop_size": 48, **params}
+    )
+    assert dataset_export_build(export_id=export.pk) == "ready"
+    export.refresh_from_db()
+    return export
+
+
+@pytest.fixture
+def tiny_export(make_slide, pathologist):
+    return _export(make_slide, pathologist, patients=3)
+
+
+def test_retrain_fine_tunes_the_active_versions_registers_evaluates_and_compares(
+    tiny_export, active, admin_user
+):
+    job = RetrainJob.objects.create(export=tiny_export, requested_by=admin_user, epochs=1)
+    assert retrain_job_run(job_id=job.pk) == RetrainStatus.DONE, job.error
+    job.refresh_from_db()
+    assert job.status == RetrainStatus.DONE and job.progress == 100 and job.error == ""
+    assert job.base_detector == active["detector"]
+    assert job.base_classifier == active["classifier"]
+    for stage in ("detector", "classifier"):
+        new: ModelVersion = getattr(job, f"new_{stage}")
+        assert new is not None
+        assert new.stage == stage and not new.is_active
+        assert new.pk != active[stage].pk and new.training_export == tiny_export
+        meta = load_checkpoint(model_version_local_path(new), stage=stage).meta
+        assert meta["training"]["init_from"]["version"] == active[stage].name
+        assert meta["data"]["export"]["id"] == tiny_export.pk
+        active[stage].refresh_from_db()
+        assert active[stage].is_active  # nothing was activated
+        for mv in (new, active[stage]):
+            ev = ModelEvaluation.objects.get(model_version=mv, export=tiny_export, split="test")
+            assert ev.status == EvaluationStatus.DONE, ev.error
+        compared = job.comparison["stages"][stage]
+        assert compared["new"]["id"] == new.pk and compared["active"]["id"] == active[stage].pk
+        assert compared["figures"] and all(
+            "new" in f and "active" in f for f in compared["figures"]
+        )
+    assert job.new_classifier is not None
+    cls_meta = load_checkpoint(
+        model_version_local_path(job.new_classifier), stage="classifier"
+    ).meta
+    calibration = cls_meta["calibration"]
+    n_val = sum(tiny_export.manifest["counts"]["per_split"]["val"].values())
+    assert calibration["split"] == "val" and calibration["cells"] == n_val
+    assert calibration["temperature"] == cls_meta["temperature"] > 0
+    # the Models page shows the job and its comparison table
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get("/models/").content.decode()
+    assert f'data-job="{job.pk}"' in page and page.count('class="data retrain-compare"') == 2
+
+
+def test_retrain_from_scratch_by_command(tiny_export, active):
+    out = io.StringIO()
+    call_command(
+        "retrain", "--export", str(tiny_export.pk), "--from-scratch", "--epochs", "1", stdout=out
+    )
+    result = json.loads(out.getvalue())
+    job = RetrainJob.objects.get(pk=result["job"])
+    assert job.status == RetrainStatus.DONE and job.from_scratch
+    assert job.new_detector is not None and job.new_classifier is not None
+    meta = load_checkpoint(model_version_local_path(job.new_detector), stage="detector").meta
+    assert meta["training"]["init_from"] is None
+    assert meta["training"]["architecture_of"]["version"] == active["detector"].name
+    assert not job.new_detector.is_active and not job.new_classifier.is_active
+
+
+def test_a_train_only_export_fails_with_its_reason(make_slide, pathologist, active):
+    export = _export(make_slide, pathologist, patients=1, train_only=True)
+    job = RetrainJob.objects.create(export=export)
+    assert retrain_job_run(job_id=job.pk) == RetrainStatus.FAILED
+    job.refresh_from_db()
+    assert job.status == RetrainStatus.FAILED
+    assert "has no validation split: make it with at least 3 patients" in job.error
+    assert job.new_detector is None and job.new_classifier is None
+    with pytest.raises(CommandError, match="no validation split"):
+        call_command("retrain", "--export", str(export.pk), stdout=io.StringIO())
+
+
+def test_the_button_and_the_api_queue_a_job_for_admins_only(
+    tiny_export, admin_user, pathologist, api, django_capture_on_commit_callbacks, monkeypatch
+):
+    from papreview.datasets import tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.retrain_job_run_task, "delay", queued.append)
+    assert (
+        api(pathologist).post("/api/retrain-jobs/", {"export": tiny_export.pk}).status_code == 403
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(admin_user).post(
+            "/api/retrain-jobs/", {"export": tiny_export.pk, "from_scratch": True, "epochs": 2}
+        )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["from_scratch"] is True and body["epochs"] == 2
+    assert queued == [body["id"]]
+
+    client = Client()
+    client.force_login(pathologist)
+    assert client.post("/models/retrain/", {"export": tiny_export.pk}).status_code == 403
+    client.force_login(admin_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/models/retrain/", {"export": tiny_export.pk, "next": "/models/"})
+    assert response.status_code == 302
+    job = RetrainJob.objects.latest("created_at")
+    assert job.requested_by == admin_user and not job.from_scratch and job.status == "queued"
+    assert queued[-1] == job.pk
+    listed = api(pathologist).get(f"/api/retrain-jobs/?export={tiny_export.pk}").json()
+    assert {j["id"] for j in listed} == {body["id"], job.pk}
+    page = client.get("/models/").content.decode()
+    assert 'action="/models/retrain/"' in page and 'http-equiv="refresh"' in page
+
+
+def test_the_retrain_task_goes_to_the_training_queue():
+    from papreview.celery import celery_app
+
+    route = celery_app.amqp.router.route({}, "papreview.datasets.tasks.retrain_job_run", (), {})
+    assert route["queue"].name == "training"
