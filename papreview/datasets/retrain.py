@@ -43,6 +43,7 @@ from papreview.analysis.adapter import model_version_local_path
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.services import model_versions_for_analysis
 from papreview.core.exceptions import ApplicationError, PermissionDeniedError
+from papreview.core.tasks import TRANSIENT_ERRORS
 from papreview.datasets.activation import FIGURES, GATE_SPLIT
 from papreview.datasets.models import (
     DatasetExport,
@@ -190,8 +191,11 @@ def _compare(stage: ModelStage, new: ModelEvaluation, active: ModelEvaluation) -
     }
 
 
-def retrain_job_run(*, job_id: int) -> str:
-    """Run the job (the task, or `manage.py retrain`). Returns its final status."""
+def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
+    """Run the job (the task, or `manage.py retrain`). Returns its final status.
+
+    With `retry_transient` (the task, before its last try) a database or broker error is raised
+    again for the task's retry policy, and the job starts over; otherwise it fails the job."""
     job = RetrainJob.objects.select_related("export", "requested_by").get(pk=job_id)
     if job.status == RetrainStatus.DONE:
         return str(job.status)
@@ -243,6 +247,9 @@ def retrain_job_run(*, job_id: int) -> str:
             theirs = _evaluate(base[stage], export, job.requested_by)
             comparison["stages"][stage.value] = _compare(stage, ours, theirs)
     except Exception as exc:
+        if retry_transient and isinstance(exc, TRANSIENT_ERRORS):
+            logger.warning("retrain job %s: transient error, retried: %s", job_id, exc)
+            raise
         if not isinstance(exc, InputError | ApplicationError):
             logger.exception("retrain job %s failed", job_id)
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -63,9 +63,12 @@ def qc_sample_task() -> list[int]:
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    **TRANSIENT_RETRY,
 )
 def retrain_job_run_task(self: Task, job_id: int) -> str:
-    """Retrain both stages on an export (queue `training`, see CELERY_TASK_ROUTES)."""
+    """Retrain both stages on an export (queue `training`, see CELERY_TASK_ROUTES); a database or
+    broker error starts the job over, by the one retry policy, until the last try fails it."""
     from papreview.datasets.retrain import retrain_job_run
 
-    return retrain_job_run(job_id=job_id)
+    last_try = self.request.retries >= (self.max_retries or 0)
+    return retrain_job_run(job_id=job_id, retry_transient=not last_try)

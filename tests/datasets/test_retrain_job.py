@@ -10,6 +10,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError
 from django.test import Client
 
 from inference.checkpoints import load_checkpoint
@@ -151,6 +152,23 @@ def test_a_train_only_export_fails_with_its_reason(make_slide, pathologist, acti
     assert job.new_detector is None and job.new_classifier is None
     with pytest.raises(CommandError, match="no validation split"):
         call_command("retrain", "--export", str(export.pk), stdout=io.StringIO())
+
+
+def test_a_database_error_is_retried_by_the_task_then_fails_the_job(
+    make_slide, pathologist, active, monkeypatch
+):
+    export = _export(make_slide, pathologist, patients=1, train_only=True)
+    job = RetrainJob.objects.create(export=export)
+
+    def database_gone(export: object) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("papreview.datasets.retrain._check_splits", database_gone)
+    with pytest.raises(OperationalError):  # before the last try: the task's policy retries
+        retrain_job_run(job_id=job.pk, retry_transient=True)
+    assert RetrainJob.objects.get(pk=job.pk).status == RetrainStatus.RUNNING
+    assert retrain_job_run(job_id=job.pk) == RetrainStatus.FAILED  # the last try
+    assert "server closed the connection" in RetrainJob.objects.get(pk=job.pk).error
 
 
 def test_the_button_and_the_api_queue_a_job_for_admins_only(
