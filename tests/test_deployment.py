@@ -40,6 +40,9 @@ def test_app_services_share_one_image_and_the_real_services() -> None:
 def test_workers_consume_the_inference_queue_and_gpu_worker_is_a_profile() -> None:
     services = _compose()["services"]
     assert "inference" in services["worker"]["environment"]["WORKER_QUEUES"].split(",")
+    # Retraining jobs have a CPU worker of their own without the gpu profile.
+    trainer = services["trainer"]
+    assert trainer["environment"]["WORKER_QUEUES"] == "training" and "profiles" not in trainer
     gpu = services["gpu-worker"]
     assert gpu["profiles"] == ["gpu"]
     assert gpu["environment"]["INFERENCE_DEVICE"] == "cuda"

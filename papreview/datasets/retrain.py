@@ -42,7 +42,7 @@ from papreview.accounts.roles import user_is_admin
 from papreview.analysis.adapter import model_version_local_path
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.services import model_versions_for_analysis
-from papreview.core.exceptions import ApplicationError, PermissionDeniedError
+from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
 from papreview.core.tasks import TRANSIENT_ERRORS
 from papreview.datasets.activation import FIGURES, GATE_SPLIT
 from papreview.datasets.models import (
@@ -69,7 +69,8 @@ class RetrainError(ApplicationError):
 def retrain_job_request(
     *, export: DatasetExport, by: User, from_scratch: bool = False, epochs: int | None = None
 ) -> RetrainJob:
-    """Queue a retraining on `export` (admins only) on the `training` queue."""
+    """Queue a retraining on `export` (admins only) on the `training` queue; one at a time per
+    export (a second request while one is queued or running is a ConflictError)."""
     if not user_is_admin(by):
         raise PermissionDeniedError("Only an administrator may retrain the models.")
     if export.status != ExportStatus.READY:
@@ -77,6 +78,16 @@ def retrain_job_request(
     from papreview.datasets.tasks import retrain_job_run_task
 
     with transaction.atomic():
+        # The export row's lock serialises requests, so two clicks cannot both queue a job.
+        DatasetExport.objects.select_for_update().filter(pk=export.pk).first()
+        busy = RetrainJob.objects.filter(
+            export=export, status__in=[RetrainStatus.QUEUED, RetrainStatus.RUNNING]
+        ).first()
+        if busy is not None:
+            raise ConflictError(
+                f"Retraining #{busy.pk} on {export} is already {busy.get_status_display().lower()}"
+                "; wait for it to finish before starting another."
+            )
         job = RetrainJob.objects.create(
             export=export,
             requested_by=by,

@@ -189,6 +189,11 @@ def test_the_button_and_the_api_queue_a_job_for_admins_only(
     body = response.json()
     assert body["status"] == "queued" and body["from_scratch"] is True and body["epochs"] == 2
     assert queued == [body["id"]]
+    # One retraining at a time per export: a second request waits for the first.
+    again = api(admin_user).post("/api/retrain-jobs/", {"export": tiny_export.pk})
+    assert again.status_code == 409 and f"Retraining #{body['id']}" in again.json()["detail"]
+    assert queued == [body["id"]] and RetrainJob.objects.count() == 1
+    RetrainJob.objects.filter(pk=body["id"]).update(status=RetrainStatus.FAILED)
 
     client = Client()
     client.force_login(pathologist)
