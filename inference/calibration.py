@@ -4,11 +4,15 @@ decision threshold, and the late fusion of the two stages fitted through the pip
 * `calibrate_classifier(logits, labels)`: after training stage 2, the temperature that
   minimises the validation NLL, the largest P(abnormal) threshold that keeps the sensitivity
   floor, and the validation reports at both (used by `inference.train`).
-* `calibrate_pipeline(pipeline, dataset)`: runs the pipeline (without fusion) on the
-  validation images both models were tuned on, matches its cells to the annotated ones, fits
-  the `Fusion` of stage 1 and stage 2 abnormality and its threshold, and says whether fusion
-  beats the classifier alone (AUC); `calibrated_meta` turns that into the classifier
-  checkpoint's metadata and version (the `calibrate` command).
+* `calibrate_pipeline_on(pipeline, dataset, names)`: runs the pipeline (without fusion) on
+  the named annotated images, matches its cells to the annotated ones, fits the `Fusion` of
+  stage 1 and stage 2 abnormality and its threshold, and says whether fusion beats the
+  classifier alone (AUC); too few matched cells, or a single class, raise `TooFewCellsError`.
+  `calibrate_pipeline(pipeline, dataset)` does it on the CRIC validation images both models
+  were tuned on (the `calibrate` command); the retrain job on an export's validation split
+  (`Export.points("val")`). `calibrated_meta` turns that into the classifier checkpoint's
+  metadata and version (`fusion`, or why not: `fusion_skipped`), `save_calibrated_classifier`
+  writes it.
 """
 
 from __future__ import annotations
@@ -16,16 +20,24 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoints import plain
-from .classifier import abnormal_probability, argmax_labels, decide_labels, fit_temperature
-from .data.cric import CricDataset
+from .checkpoints import load_checkpoint, load_weights, plain, save_checkpoint
+from .classifier import (
+    ClassifierConfig,
+    abnormal_probability,
+    argmax_labels,
+    build_classifier,
+    decide_labels,
+    fit_temperature,
+)
+from .data.cric import AnnotatedImage, CricDataset
 from .errors import InputError
 from .fusion import Fusion, fit_fusion
 from .metrics import classification_metrics, match_points, roc_auc
@@ -123,8 +135,24 @@ def validation_names(pipeline: Any, dataset: CricDataset) -> list[str]:
     return names
 
 
+MIN_FUSION_CELLS = 10  # matched validation cells needed to fit the fusion
+
+
+class TooFewCellsError(InputError):
+    """The validation cells cannot fit the fusion: too few matched, or a single class."""
+
+
+class AnnotatedImages(Protocol):
+    """Annotated images and their files (`CricDataset`; an export split's `CellsTable`)."""
+
+    @property
+    def images(self) -> dict[str, AnnotatedImage]: ...
+
+    def image_path(self, name: str) -> Path: ...
+
+
 def match_cells(
-    pipeline: Any, dataset: CricDataset, names: list[str], radius: float
+    pipeline: Any, dataset: AnnotatedImages, names: list[str], radius: float
 ) -> MatchedCells:
     out = MatchedCells()
     for name in tqdm(names, desc="calibrate (val)", unit="img"):
@@ -144,13 +172,29 @@ def match_cells(
 def calibrate_pipeline(
     pipeline: Any, dataset: CricDataset, *, radius: float = 20.0
 ) -> PipelineCalibration:
-    """Fit the fusion on the validation images of a pipeline built without fusion."""
-    names = validation_names(pipeline, dataset)
+    """Fit the fusion on the CRIC validation images of a pipeline built without fusion."""
+    return calibrate_pipeline_on(pipeline, dataset, validation_names(pipeline, dataset), radius)
+
+
+def calibrate_pipeline_on(
+    pipeline: Any,
+    dataset: AnnotatedImages,
+    names: list[str],
+    radius: float = 20.0,
+    *,
+    min_cells: int = MIN_FUSION_CELLS,
+) -> PipelineCalibration:
+    """Fit the fusion on the named validation images of a pipeline built without fusion."""
     cells = match_cells(pipeline, dataset, names, radius)
     p2, s1 = np.array(cells.p2), np.array(cells.s1)
     y = np.array([is_abnormal(t) for t in cells.truth])
+    if len(y) < min_cells:
+        raise TooFewCellsError(
+            f"{len(y)} validation cells matched on {len(names)} images (at least {min_cells} "
+            "needed): cannot calibrate"
+        )
     if y.all() or not y.any():
-        raise InputError("validation cells hold a single class: cannot calibrate")
+        raise TooFewCellsError("validation cells hold a single class: cannot calibrate")
     a, b, c = fit_fusion(p2, s1, y)
     base = Fusion(a, b, c, pipeline.model_versions["detector"], 0.5)
     fused = base.apply(np.array(cells.probs6), s1)
@@ -178,20 +222,50 @@ def calibrate_pipeline(
 
 
 def calibrated_meta(
-    meta: dict[str, Any], calibration: PipelineCalibration, *, tta_views: int
+    meta: dict[str, Any],
+    calibration: PipelineCalibration | None,
+    *,
+    tta_views: int,
+    skipped: str | None = None,
 ) -> dict[str, Any]:
     """The classifier checkpoint's metadata with the test-time views and (when it helps) the
-    fusion; its version names what changes the outputs: weights, test-time views, fusion."""
+    fusion, else why not (`fusion_skipped`: `skipped`, or the AUCs when fusion does not help;
+    `calibration` None: not fitted); its version names what changes the outputs: weights,
+    test-time views, fusion."""
     meta = dict(meta)
     meta["tta_views"] = tta_views
     base_version = str(meta.get("base_version", meta.get("version")))
     meta["base_version"] = base_version
     version = base_version + (f"-tta{tta_views}" if tta_views > 1 else "")
-    if calibration.used:
+    if calibration is not None and calibration.used:
         fusion = calibration.fusion
         meta["fusion"] = {**fusion.to_dict(), "val": plain(calibration.report)}
+        meta.pop("fusion_skipped", None)
         version += f"-fused-{fusion.detector_version.rsplit('-', 1)[-1]}"
     else:
         meta.pop("fusion", None)
+        if calibration is not None and not skipped:
+            r = calibration.report
+            skipped = (
+                "fusion does not beat the classifier alone on validation AUC "
+                f"({r['auc_fused']} vs {r['auc_classifier']})"
+            )
+        meta["fusion_skipped"] = skipped or "not calibrated"
     meta["version"] = version
     return meta
+
+
+def save_calibrated_classifier(
+    checkpoint: Path,
+    calibration: PipelineCalibration | None,
+    *,
+    tta_views: int,
+    out: Path | None = None,
+    skipped: str | None = None,
+) -> str:
+    """Write the classifier checkpoint with `calibrated_meta` (to `out`, else in place);
+    returns its version."""
+    ckpt = load_checkpoint(Path(checkpoint), stage="classifier")
+    meta = calibrated_meta(ckpt.meta, calibration, tta_views=tta_views, skipped=skipped)
+    model = load_weights(build_classifier(ClassifierConfig.from_dict(meta["config"])), ckpt)
+    return save_checkpoint(Path(out or checkpoint), stage="classifier", model=model, meta=meta)

@@ -247,18 +247,15 @@ def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
 
 
 def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from .calibration import calibrate_pipeline, calibrated_meta
-    from .checkpoints import load_checkpoint, load_weights
-    from .classifier import ClassifierConfig, build_classifier
+    from .calibration import calibrate_pipeline, save_calibrated_classifier
 
     _setup(args)
     pipeline = _pipeline(args, use_fusion=False, tta_views=args.tta_views)
     calibration = calibrate_pipeline(pipeline, CricDataset.load(args.data_dir), radius=args.radius)
-    ckpt = load_checkpoint(args.classifier, stage="classifier")
-    meta = calibrated_meta(ckpt.meta, calibration, tta_views=pipeline.tta_views)
-    model = load_weights(build_classifier(ClassifierConfig.from_dict(meta["config"])), ckpt)
     out = args.out or args.classifier
-    version = save_checkpoint(out, stage="classifier", model=model, meta=meta)
+    version = save_calibrated_classifier(
+        args.classifier, calibration, tta_views=pipeline.tta_views, out=out
+    )
     return plain(
         {
             **calibration.report,

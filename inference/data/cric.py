@@ -129,6 +129,24 @@ def split_images(
 
 
 @dataclass
+class CellsTable:
+    """Annotated images in one folder, with their cells table: an export's split
+    (`images/<split>/`, `points/<split>.csv`; `Export.points`), read as `python -m inference
+    evaluate --images --cells` reads them. Only the images whose file is in the folder."""
+
+    folder: Path
+    images: dict[str, AnnotatedImage]
+
+    @classmethod
+    def read(cls, folder: Path, cells_csv: Path) -> CellsTable:
+        table = read_cells_csv(cells_csv)
+        return cls(folder, {n: im for n, im in table.items() if (folder / n).is_file()})
+
+    def image_path(self, name: str) -> Path:
+        return self.folder / name
+
+
+@dataclass
 class CricDataset:
     root: Path
     images: dict[str, AnnotatedImage]

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..types import BETHESDA_CLASSES, Box
+from .cric import CellsTable
 from .leaks import ImageRef, file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -273,6 +274,10 @@ class Export:
         """The split's cell centres as a CRIC cells table (read with `cric.read_cells_csv`;
         `python -m inference evaluate --images images/<split> --cells points/<split>.csv`)."""
         return self.root / "points" / f"{split}.csv"
+
+    def points(self, split: str) -> CellsTable:
+        """The split's images with their cell centres (`images/<split>/`, `points_path`)."""
+        return CellsTable.read(self.root / "images" / split, self.points_path(split))
 
     def crops(self, split: str) -> list[tuple[Path, str]]:
         """(crop file, Bethesda code) of the split's ImageFolder, sorted."""

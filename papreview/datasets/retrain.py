@@ -11,8 +11,14 @@ One service, `retrain_job_run`, behind `manage.py retrain --export ID [--from-sc
    `from_scratch`: random weights in the same architecture, `--arch-from`); the classifier's
    temperature and P(abnormal) threshold are calibrated on the export's validation split
    (`inference.calibration.calibrate_classifier`, recorded as `calibration` in its metadata);
-3. registers both checkpoints (`model_version_register_checkpoint`), NOT activated;
-4. evaluates the new and the active versions on the export's test split (in process, through
+3. fits the late fusion of stage 1 and stage 2 abnormality through the new pipeline (built
+   without fusion, with the active classifier's test-time views) on the export's validation
+   split (`images/val/`, `points/val.csv`; `inference.calibration.calibrate_pipeline_on`) and
+   writes it in the new classifier's metadata (`calibrated_meta`: `fusion` and `tta_views`);
+   too few matched cells or a single class skip it, the reason kept as `fusion_skipped` in
+   the metadata and as `fusion` in the job's `comparison`, not a failure;
+4. registers both checkpoints (`model_version_register_checkpoint`), NOT activated;
+5. evaluates the new and the active versions on the export's test split (in process, through
    `model_evaluation_run`) and stores the activation gate's figures of both on the job
    (`comparison`), shown on the Models page.
 
@@ -202,6 +208,51 @@ def _compare(stage: ModelStage, new: ModelEvaluation, active: ModelEvaluation) -
     }
 
 
+def _fit_fusion(
+    detector: Path, classifier: Path, *, data: Path, base: ModelVersion
+) -> dict[str, Any]:
+    """Fit the fusion on the export's validation split and write it in the `classifier`
+    checkpoint (in place), with the test-time views of the active classifier `base`; what was
+    done (for the job's `comparison`): fused or not, and why not."""
+    from inference.calibration import (
+        TooFewCellsError,
+        calibrate_pipeline_on,
+        save_calibrated_classifier,
+    )
+    from inference.checkpoints import load_checkpoint, plain
+    from inference.data.export import opened
+    from inference.pipeline import Pipeline
+
+    tta_views = int(
+        load_checkpoint(model_version_local_path(base), stage="classifier").meta.get("tta_views", 1)
+    )
+    calibration, skipped = None, None
+    with opened(data) as export:
+        if not export.points_path("val").is_file():
+            skipped = "the export has no points/val.csv"
+        else:
+            dataset = export.points("val")
+            pipeline = Pipeline.from_checkpoints(
+                detector, classifier, use_fusion=False, tta_views=tta_views
+            )
+            try:
+                calibration = calibrate_pipeline_on(pipeline, dataset, sorted(dataset.images))
+            except TooFewCellsError as exc:
+                skipped = str(exc)
+    version = save_calibrated_classifier(
+        classifier, calibration, tta_views=tta_views, skipped=skipped
+    )
+    meta = load_checkpoint(classifier, stage="classifier").meta
+    return {
+        "split": "val",
+        "tta_views": tta_views,
+        "used": "fusion" in meta,
+        "skipped": meta.get("fusion_skipped"),
+        "version": version,
+        "report": plain(calibration.report) if calibration is not None else None,
+    }
+
+
 def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
     """Run the job (the task, or `manage.py retrain`). Returns its final status.
 
@@ -225,6 +276,8 @@ def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
             base_classifier=base[ModelStage.CLASSIFIER],
         )
         new: dict[ModelStage, ModelVersion] = {}
+        paths: dict[ModelStage, Path] = {}
+        fusion: dict[str, Any] = {}
         with (
             _export_file(export) as data,
             tempfile.TemporaryDirectory(prefix="papreview-retrain-") as tmp,
@@ -234,9 +287,14 @@ def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
                 _progress(job, 10 + 35 * i, f"training the {stage.value} ({how})")
                 flag = "--arch-from" if job.from_scratch else "--init-from"
                 start = [flag, str(model_version_local_path(base[stage]))]
-                path = _train(
+                paths[stage] = path = _train(
                     stage, data=data, out=Path(tmp) / stage.value, start=start, epochs=job.epochs
                 )
+                if stage == ModelStage.CLASSIFIER:
+                    _progress(job, 75, "fitting the fusion on the validation split")
+                    fusion = _fit_fusion(
+                        paths[ModelStage.DETECTOR], path, data=data, base=base[stage]
+                    )
                 new[stage] = model_version_register_checkpoint(
                     stage=stage,
                     path=path,
@@ -244,14 +302,20 @@ def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
                     training_export=export,
                     activate=False,
                 )
+        registered = "registered" if fusion.get("used") else "registered (fusion skipped)"
         _progress(
             job,
             80,
-            "registered; evaluating on the test split",
+            f"{registered}; evaluating on the test split",
             new_detector=new[ModelStage.DETECTOR],
             new_classifier=new[ModelStage.CLASSIFIER],
         )
-        comparison: dict[str, Any] = {"export": str(export), "split": GATE_SPLIT, "stages": {}}
+        comparison: dict[str, Any] = {
+            "export": str(export),
+            "split": GATE_SPLIT,
+            "fusion": fusion,
+            "stages": {},
+        }
         for i, stage in enumerate(STAGES):
             _progress(job, 80 + 10 * i, f"evaluating the {stage.value}s")
             ours = _evaluate(new[stage], export, job.requested_by)

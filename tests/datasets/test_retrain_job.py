@@ -1,7 +1,8 @@
 """Retrain what runs (`papreview.datasets.retrain`): on a tiny export, both stages fine-tuned from
-the active versions (or from scratch), the classifier calibrated on the validation split, both
-registered inactive, evaluated beside the active versions; a train-only export fails with its
-reason; the admins' button and API queue a job on the `training` queue."""
+the active versions (or from scratch), the classifier calibrated and the fusion fitted (or
+skipped, with its reason) on the validation split, both registered inactive, evaluated beside
+the active versions; a train-only export fails with its reason; the admins' button and API
+queue a job on the `training` queue."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def active(tmp_path) -> dict[str, ModelVersion]:
     det, cls = write_random_checkpoints(
         tmp_path / "active",
         detector_meta={"thresholds": {"cell": 0.3, "abnormal": 0.1}},
-        classifier_meta={"temperature": 1.0, "abnormal_threshold": 0.5},
+        classifier_meta={"temperature": 1.0, "abnormal_threshold": 0.5, "tta_views": 2},
     )
     return {
         "detector": model_version_register_checkpoint(stage="detector", path=det, activate=True),
@@ -120,6 +121,17 @@ def test_retrain_fine_tunes_the_active_versions_registers_evaluates_and_compares
     n_val = sum(tiny_export.manifest["counts"]["per_split"]["val"].values())
     assert calibration["split"] == "val" and calibration["cells"] == n_val
     assert calibration["temperature"] == cls_meta["temperature"] > 0
+    # the fusion fitted on the validation split through the new pipeline, or why not; the
+    # active classifier's test-time views kept
+    assert cls_meta["tta_views"] == 2
+    assert ("fusion" in cls_meta) != bool(cls_meta.get("fusion_skipped"))
+    fusion = job.comparison["fusion"]
+    assert fusion["split"] == "val" and fusion["tta_views"] == 2
+    assert fusion["used"] == ("fusion" in cls_meta)
+    assert fusion["skipped"] == cls_meta.get("fusion_skipped")
+    if fusion["used"]:
+        assert job.new_detector is not None
+        assert cls_meta["fusion"]["detector_version"] == job.new_detector.name
     # the Models page shows the job and its comparison table
     client = Client()
     client.force_login(admin_user)

@@ -468,3 +468,54 @@ def test_test_time_views_come_from_the_checkpoint_and_average_the_flips(field_pn
     assert len(pipe.run(field_png).cells) == len(single.run(field_png).cells)
     with pytest.raises(ValueError, match="tta_views must be one of"):
         Pipeline(det, meta_d, cls, dict(meta_c, tta_views=3), device="cpu")
+
+
+def test_calibrate_pipeline_on_an_export_split_fits_the_fusion_or_says_why_not(
+    tmp_path: Path,
+) -> None:
+    """The fusion fitted on any annotated images (an export's `images/<split>/` and
+    `points/<split>.csv`); too few matched cells or a single class: `TooFewCellsError`."""
+    from types import SimpleNamespace
+
+    from inference.calibration import TooFewCellsError, calibrate_pipeline_on, calibrated_meta
+    from inference.data.cric import CellsTable
+    from inference.types import Box
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images" / "val"
+    folder.mkdir(parents=True)
+    rows = ["image_filename,nucleus_x,nucleus_y,bethesda_system"]
+    for i in range(4):
+        (folder / f"f{i}.png").write_bytes(b"")
+        rows += [f"f{i}.png,{20 + 30 * k},40,{'HSIL' if (i + k) % 2 else 'NILM'}" for k in range(5)]
+    rows.append("absent.png,10,10,NILM")  # not in the folder: left out
+    (tmp_path / "val.csv").write_text("\n".join(rows) + "\n")
+    table = CellsTable.read(folder, tmp_path / "val.csv")
+    assert sorted(table.images) == [f"f{i}.png" for i in range(4)]
+
+    def run(path: Path) -> Any:
+        cells = []
+        for c in table.images[path.name].cells:
+            p_abn = float(np.clip((c.label != "NILM") * 0.6 + rng.uniform(0, 0.4), 0.01, 0.99))
+            probs = dict.fromkeys(BETHESDA_CLASSES, p_abn / (len(BETHESDA_CLASSES) - 1))
+            probs["NILM"] = 1.0 - p_abn
+            cells.append(
+                SimpleNamespace(
+                    box=Box(int(c.x) - 5, int(c.y) - 5, 10, 10),
+                    probabilities=probs,
+                    detection_score=float(rng.uniform(0.3, 0.9)),
+                )
+            )
+        return SimpleNamespace(cells=cells)
+
+    pipeline = SimpleNamespace(run=run, model_versions={"detector": "det-abc"}, tta_views=2)
+    calibration = calibrate_pipeline_on(pipeline, table, sorted(table.images))
+    assert calibration.report["val_matched_cells"] == 20
+    assert calibration.fusion.detector_version == "det-abc"
+    meta = calibrated_meta({"version": "cls-1"}, calibration, tta_views=2)
+    assert meta["tta_views"] == 2 and ("fusion" in meta) != ("fusion_skipped" in meta)
+    with pytest.raises(TooFewCellsError, match="at least 10 needed"):
+        calibrate_pipeline_on(pipeline, table, ["f0.png"])
+    skipped = calibrated_meta(meta, None, tta_views=1, skipped="why")
+    assert skipped["fusion_skipped"] == "why" and "fusion" not in skipped
+    assert skipped["version"] == "cls-1"
