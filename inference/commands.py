@@ -2,6 +2,8 @@
 
 Glue only: parse the options, load the data, call the library (`inference.train`,
 `inference.calibration`, `inference.evaluation`, `inference.bench`), write the outputs.
+Over ~400 lines because it is one function per command (seven of them) and their shared
+option handling; the algorithms live in the library modules named above.
 """
 
 from __future__ import annotations
