@@ -305,9 +305,7 @@ def slide_refer(*, slide: Slide, by: User, reason: str, pathologist: User | None
 
 
 def _check_sign_out_allowed(*, slide: Slide, by: User, category: str) -> None:
-    if not user_can_write(by):
-        raise PermissionDeniedError("Your role can read slides but not sign them out.")
-    cytotechnologist_only = not _is_pathologist(by)
+    """The role, two-tier and flagged-cell rules of sign-out (the slide row is locked)."""
     if not user_can_sign_out(by, category):
         if Role.CYTOTECHNOLOGIST in user_roles(by):
             raise SignOutNotAllowedError(
@@ -315,7 +313,7 @@ def _check_sign_out_allowed(*, slide: Slide, by: User, category: str) -> None:
                 "pathologist. Refer the slide to a pathologist."
             )
         raise SignOutNotAllowedError("Only a pathologist may sign out slides.")
-    if cytotechnologist_only and slide.status == SlideStatus.REFERRED:
+    if not _is_pathologist(by) and slide.status == SlideStatus.REFERRED:
         raise SignOutNotAllowedError(
             "This slide is referred to a pathologist; a pathologist signs it out."
         )
