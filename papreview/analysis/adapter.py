@@ -18,7 +18,6 @@ too large, bad checkpoint); the services turn it into a failed run with the mess
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from inference.checkpoints import load_checkpoint
+from inference.data.leaks import file_sha256
 from inference.errors import CheckpointError, UnreadableSlideError
 from inference.pipeline import Pipeline
 from inference.types import ProgressCallback, SlideResult
@@ -56,14 +56,6 @@ class CheckpointDescription:
     version: str
     sha256: str
     meta: dict[str, Any]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_describe(path: Path, *, stage: str) -> CheckpointDescription:

@@ -14,7 +14,6 @@ checksum before it touches the database or the media folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
+from inference.data.leaks import file_sha256
 from papreview.core.exceptions import ApplicationError
 
 FORMAT = "papreview-backup/1"
@@ -38,14 +38,6 @@ MANIFEST = "manifest.json"
 
 class BackupError(ApplicationError):
     code = "backup_failed"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pg_env(db: dict[str, Any]) -> dict[str, str]:
@@ -130,12 +122,12 @@ def backup_create(*, output: Path, media_root: Path | None, alias: str = "defaul
         work = Path(tmp)
         dump = _dump_database(db, connection.vendor, work)
         members: dict[str, dict[str, Any]] = {
-            dump.name: {"sha256": _sha256(dump), "size": dump.stat().st_size}
+            dump.name: {"sha256": file_sha256(dump), "size": dump.stat().st_size}
         }
         media = list(_media_files(media_root)) if media_root is not None else []
         for path in media:
             rel = path.relative_to(media_root).as_posix()  # type: ignore[arg-type]
-            members[f"media/{rel}"] = {"sha256": _sha256(path), "size": path.stat().st_size}
+            members[f"media/{rel}"] = {"sha256": file_sha256(path), "size": path.stat().st_size}
         manifest = {
             "format": FORMAT,
             "created_at": timezone.now().isoformat(),
@@ -185,7 +177,7 @@ def backup_verify(archive: Path, into: Path) -> dict[str, Any]:
             f"The archive does not match its manifest: extra {extra}, missing {missing}."
         )
     for name, meta in expected.items():
-        if _sha256(into / name) != meta["sha256"]:
+        if file_sha256(into / name) != meta["sha256"]:
             raise BackupError(
                 f"Checksum mismatch for {name}: the backup is damaged. Nothing was restored."
             )

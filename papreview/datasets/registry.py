@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -141,24 +142,31 @@ def model_evaluation_request(
 
 
 @contextlib.contextmanager
-def export_opened(export: DatasetExport) -> Iterator[Export]:
-    """A ready export unpacked in a temporary folder, for reading."""
-    if not export.file.name or not default_storage.exists(export.file.name):
+def export_local_file(export: DatasetExport) -> Iterator[Path]:
+    """The export's zip as a local file: in place on disk, else a temporary copy (remote
+    storage). Used by evaluation and retraining alike."""
+    name = str(export.file.name or "")
+    if not name or not default_storage.exists(name):
         raise NotFoundError(f"The file of export {export} is missing from storage.")
     try:
-        local = Path(default_storage.path(export.file.name))
-        with opened(local) as ex:
-            yield ex
+        local: Path | None = Path(default_storage.path(name))
+    except NotImplementedError:  # object storage has no local path
+        local = None
+    if local is not None:
+        yield local
         return
-    except NotImplementedError:
-        pass
-    with tempfile.TemporaryDirectory(prefix="papreview-eval-") as tmp:
-        local = Path(tmp) / "export.zip"
-        with default_storage.open(export.file.name, "rb") as src, local.open("wb") as dst:
-            for chunk in iter(lambda: src.read(1024 * 1024), b""):
-                dst.write(chunk)
-        with opened(local) as ex:
-            yield ex
+    with tempfile.TemporaryDirectory(prefix="papreview-export-") as tmp:
+        copy = Path(tmp) / "export.zip"
+        with default_storage.open(name, "rb") as src, copy.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        yield copy
+
+
+@contextlib.contextmanager
+def export_opened(export: DatasetExport) -> Iterator[Export]:
+    """A ready export unpacked in a temporary folder, for reading."""
+    with export_local_file(export) as local, opened(local) as ex:
+        yield ex
 
 
 def _leak_warnings(mv: ModelVersion, path: Path, export: Export, split: str) -> list[str]:

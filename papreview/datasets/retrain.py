@@ -29,17 +29,13 @@ come from `settings.RETRAIN_TRAINING_ARGS`; `epochs` overrides both stages' epoc
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -59,7 +55,11 @@ from papreview.datasets.models import (
     RetrainJob,
     RetrainStatus,
 )
-from papreview.datasets.registry import model_evaluation_run, model_version_register_checkpoint
+from papreview.datasets.registry import (
+    export_local_file,
+    model_evaluation_run,
+    model_version_register_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,23 +126,6 @@ def _check_splits(export: DatasetExport) -> None:
                 f"export {export} has no {name} split: make it with at least 3 patients "
                 "(not train-only) to retrain on it"
             )
-
-
-@contextlib.contextmanager
-def _export_file(export: DatasetExport) -> Iterator[Path]:
-    """The export's zip as a local file (media on disk in place; else a temporary copy)."""
-    if not export.file.name or not default_storage.exists(export.file.name):
-        raise RetrainError(f"The file of export {export} is missing from storage.")
-    try:
-        yield Path(default_storage.path(export.file.name))
-        return
-    except NotImplementedError:
-        pass
-    with tempfile.TemporaryDirectory(prefix="papreview-retrain-") as tmp:
-        local = Path(tmp) / "export.zip"
-        with default_storage.open(export.file.name, "rb") as src, local.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-        yield local
 
 
 def _train(
@@ -279,7 +262,7 @@ def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
         paths: dict[ModelStage, Path] = {}
         fusion: dict[str, Any] = {}
         with (
-            _export_file(export) as data,
+            export_local_file(export) as data,
             tempfile.TemporaryDirectory(prefix="papreview-retrain-") as tmp,
         ):
             for i, stage in enumerate(STAGES):

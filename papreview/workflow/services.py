@@ -226,9 +226,12 @@ def interpretation_draft_save(
     draft = (
         InterpretationDraft.objects.select_related("updated_by").filter(slide_id=slide.pk).first()
     )
-    current = draft.version if draft is not None else 0
-    if version != current:
-        assert draft is not None  # version 0 matches a missing draft
+    if draft is None and version != 0:
+        raise StaleDraftError(
+            f"Slide {slide.pk} has no draft yet (you sent version {version}); send version 0.",
+            extra={"draft": None},
+        )
+    if draft is not None and version != draft.version:
         who = draft.updated_by.username if draft.updated_by else "someone"
         raise StaleDraftError(
             f"{who} changed this draft at {timezone.localtime(draft.updated_at):%H:%M:%S} "

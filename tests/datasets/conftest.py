@@ -169,6 +169,38 @@ def make_slide(versions: Versions, pathologist: User) -> Callable[..., ReviewedS
     return make
 
 
+# The four classes the small training exports use (every stage-2 class seen in train and val).
+TRAIN_CLASSES = ["NILM", "HSIL", "LSIL", "SCC"]
+
+
+@pytest.fixture
+def make_patients(make_slide: Callable[..., ReviewedSlide]) -> Callable[..., list[ReviewedSlide]]:
+    """`patients` patients (identifiers `<prefix>-0`, ...) with two signed-out slides each, three
+    accepted cells of several classes on every slide: a small export that trains and splits."""
+
+    def make(prefix: str, *, patients: int = 3) -> list[ReviewedSlide]:
+        out = []
+        for p in range(patients):
+            patient = PatientFactory.create(identifier=f"{prefix}-{p}")
+            for s in range(2):
+                seed = 10 * p + s
+                cells = [
+                    (
+                        20 + 60 * k,
+                        30 + 40 * (k % 3),
+                        36,
+                        36,
+                        TRAIN_CLASSES[(seed + k) % 4],
+                        "accepted",
+                    )
+                    for k in range(3)
+                ]
+                out.append(make_slide(patient, seed=seed, cells=cells))
+        return out
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def export_tmp_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
     """Exports are built in the test's own temporary folder (checked empty afterwards)."""

@@ -27,8 +27,8 @@ from papreview.review.models import Cell
 from papreview.review.selectors import slide_flag_summary
 from testkit.browser import log_in, screenshot, wait_saved
 from testkit.checkpoints import write_random_checkpoints
-from tests.datasets.test_retrain_job import CLASSES, TINY
-from tests.factories import PatientFactory, UserFactory
+from tests.datasets.test_retrain_job import TINY
+from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -83,20 +83,21 @@ def no_broker(monkeypatch) -> dict[str, list[Any]]:
 
 
 def test_the_retraining_loop_in_the_browser(
-    live_server, page, settings, make_slide, pathologist, lab_admin, base_versions, no_broker, api
+    live_server,
+    page,
+    settings,
+    make_slide,
+    make_patients,
+    pathologist,
+    lab_admin,
+    base_versions,
+    no_broker,
+    api,
 ):
     settings.RETRAIN_TRAINING_ARGS = TINY
     started = time.monotonic()
     # Three patients, two signed-out slides each, a few accepted cells of several classes ...
-    for p in range(3):
-        patient = PatientFactory.create(identifier=f"LOOP-{p}")
-        for s in range(2):
-            seed = 10 * p + s
-            cells = [
-                (20 + 60 * k, 30 + 40 * (k % 3), 36, 36, CLASSES[(seed + k) % 4], "accepted")
-                for k in range(3)
-            ]
-            make_slide(patient, seed=seed, cells=cells)
+    make_patients("LOOP")
     # ... and one more of the first patient, analysed but not reviewed: flagged HSIL cells.
     fresh = make_slide(
         Patient.objects.get(identifier="LOOP-0"),

@@ -24,30 +24,19 @@ from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import EvaluationStatus, ModelEvaluation
 from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
 from papreview.datasets.services import dataset_export_create
-from tests.datasets.conftest import field_pixels, png_bytes
-from tests.factories import AnalysisRunFactory, PatientFactory
+from tests.datasets.conftest import TRAIN_CLASSES, field_pixels, png_bytes
+from tests.factories import AnalysisRunFactory
 
 pytestmark = pytest.mark.django_db
 
-CLASSES = ["NILM", "HSIL", "LSIL", "SCC"]
-
 
 @pytest.fixture
-def tiny_export(make_slide, pathologist, tmp_path):
+def tiny_export(make_patients, pathologist, tmp_path):
     """Three patients, two slides each, a few cells of several classes on every slide."""
-    for p in range(3):
-        patient = PatientFactory.create(identifier=f"R-{p}")
-        for s in range(2):
-            seed = 10 * p + s
-            cells = [
-                (20 + 60 * k, 30 + 40 * (k % 3), 36, 36, CLASSES[(seed + k) % 4], "accepted")
-                for k in range(3)
-            ]
-            slide = make_slide(patient, seed=seed, cells=cells).slide
-            with default_storage.open(slide.file.name, "rb") as fh:  # as an upload records it
-                Slide.objects.filter(pk=slide.pk).update(
-                    sha256=hashlib.sha256(fh.read()).hexdigest()
-                )
+    for reviewed in make_patients("R"):
+        slide = reviewed.slide
+        with default_storage.open(slide.file.name, "rb") as fh:  # as an upload records it
+            Slide.objects.filter(pk=slide.pk).update(sha256=hashlib.sha256(fh.read()).hexdigest())
     export = dataset_export_create(name="retrain", created_by=pathologist, params={"crop_size": 48})
     assert dataset_export_build(export_id=export.pk) == "ready"
     export.refresh_from_db()
@@ -82,7 +71,7 @@ def tiny_cric(root: Path, extra: tuple[bytes, ...] = ()) -> Path:
         for i, data in enumerate(files):
             (images / f"c{i}.png").write_bytes(data)
             for k in range(2):
-                w.writerow([f"c{i}.png", 40 + 50 * k, 60, CLASSES[(i + k) % 4]])
+                w.writerow([f"c{i}.png", 40 + 50 * k, 60, TRAIN_CLASSES[(i + k) % 4]])
     return root
 
 

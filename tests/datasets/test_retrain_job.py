@@ -27,11 +27,9 @@ from papreview.datasets.models import (
 from papreview.datasets.registry import model_version_register_checkpoint
 from papreview.datasets.retrain import retrain_job_run
 from papreview.datasets.services import dataset_export_create
-from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
 
-CLASSES = ["NILM", "HSIL", "LSIL", "SCC"]
 TINY = {
     "detector": ["--epochs", "1", "--crops-per-image", "1", "--crop-size", "64",
                  "--batch-size", "4", "--threads", "1"],
@@ -63,16 +61,8 @@ def active(tmp_path) -> dict[str, ModelVersion]:
     }
 
 
-def _export(make_slide, pathologist, *, patients: int, **params):
-    for p in range(patients):
-        patient = PatientFactory.create(identifier=f"RJ-{p}")
-        for s in range(2):
-            seed = 10 * p + s
-            cells = [
-                (20 + 60 * k, 30 + 40 * (k % 3), 36, 36, CLASSES[(seed + k) % 4], "accepted")
-                for k in range(3)
-            ]
-            make_slide(patient, seed=seed, cells=cells)
+def _export(make_patients, pathologist, *, patients: int, **params):
+    make_patients("RJ", patients=patients)
     export = dataset_export_create(
         name="rj", created_by=pathologist, params={"crop_size": 48, **params}
     )
@@ -82,8 +72,8 @@ def _export(make_slide, pathologist, *, patients: int, **params):
 
 
 @pytest.fixture
-def tiny_export(make_slide, pathologist):
-    return _export(make_slide, pathologist, patients=3)
+def tiny_export(make_patients, pathologist):
+    return _export(make_patients, pathologist, patients=3)
 
 
 def test_retrain_fine_tunes_the_active_versions_registers_evaluates_and_compares(
@@ -154,8 +144,8 @@ def test_retrain_from_scratch_by_command(tiny_export, active):
     assert not job.new_detector.is_active and not job.new_classifier.is_active
 
 
-def test_a_train_only_export_fails_with_its_reason(make_slide, pathologist, active):
-    export = _export(make_slide, pathologist, patients=1, train_only=True)
+def test_a_train_only_export_fails_with_its_reason(make_patients, pathologist, active):
+    export = _export(make_patients, pathologist, patients=1, train_only=True)
     job = RetrainJob.objects.create(export=export)
     assert retrain_job_run(job_id=job.pk) == RetrainStatus.FAILED
     job.refresh_from_db()
@@ -167,9 +157,9 @@ def test_a_train_only_export_fails_with_its_reason(make_slide, pathologist, acti
 
 
 def test_a_database_error_is_retried_by_the_task_then_fails_the_job(
-    make_slide, pathologist, active, monkeypatch
+    make_patients, pathologist, active, monkeypatch
 ):
-    export = _export(make_slide, pathologist, patients=1, train_only=True)
+    export = _export(make_patients, pathologist, patients=1, train_only=True)
     job = RetrainJob.objects.create(export=export)
 
     def database_gone(export: object) -> None:

@@ -106,6 +106,13 @@ def test_a_stale_draft_save_is_refused_with_the_current_draft(api, pathologist, 
     assert pathologist.username in body["detail"]
     assert body["draft"]["comment"] == "p" and body["draft"]["version"] == 1
     assert InterpretationDraft.objects.get(slide=slide).comment == "p"  # nothing lost
+    # A version for a draft that does not exist is stale too (a clear 409, never a 500).
+    other = SlideFactory.create(status=SlideStatus.IN_REVIEW)
+    none_yet = api(cytotech).put(
+        f"/api/slides/{other.pk}/interpretation/", {"bethesda_category": "NILM", "version": 3}
+    )
+    assert none_yet.status_code == 409 and none_yet.json()["draft"] is None
+    assert "send version 0" in none_yet.json()["detail"]
     ok = api(cytotech).put(url, {"bethesda_category": "NILM", "comment": "c", "version": 1})
     assert ok.status_code == 200 and ok.json()["draft"]["version"] == 2
 

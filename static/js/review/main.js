@@ -64,7 +64,8 @@ function renderCounts() {
 const page = {
   config, state, store, editable, setStatus, statusLabel, renderCounts,
   flags: new Flags(store, config.review?.flagThreshold ?? 0.5),
-  sightings: new Sightings(config.urls.sightings),
+  // Viewers decide nothing, so what they see is not recorded (the server refuses it anyway).
+  sightings: new Sightings(config.user.canWrite ? config.urls.sightings : null),
   overlay: null, viewer: null, gallery: null, interpretation: null,
 };
 Object.assign(page, createSelection(page), createEditing(page), createSync(page));
