@@ -11,7 +11,7 @@
 2. Queue delay: one slide at a time to an idle worker; the delay from the upload's commit to the
    task claiming its run (AnalysisRun.started_at); median and p90 over --latency-samples.
 3. Read-ahead: one large synthetic whole-slide image (pyramidal TIFF) analysed in this process
-   with the pipeline's read-ahead (`Pipeline.run(..., prefetch=N)`) and without it
+   with the pipeline's read-ahead (the analyser's `prefetch` option) and without it
    (`--no-prefetch-check` to skip).
 
 Weights: the committed defaults (inference/weights/) when present; otherwise untrained
@@ -271,18 +271,26 @@ def main() -> None:
 def _prefetch_check(tmp: Path, detector: Any, classifier: Any, side: int, cores: int) -> None:
     import torch
 
+    from django.conf import settings
+
+    from inference.interface import open_analyser
     from inference.synthetic import write_pyramidal_tiff
     from papreview.analysis import adapter
 
     torch.set_num_threads(max(1, cores - 1))  # leave the reader a core, as a GPU worker would
     path = write_pyramidal_tiff(tmp / "wsi.tiff", side, side, levels=4, mpp=0.25)
-    pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
-    pipeline.run(path)  # warm caches
+    paths = [adapter.model_version_local_path(mv) for mv in (detector, classifier)]
+    batch = settings.ANALYSIS_BATCH_SIZE
+    analysers = {  # read-ahead of `depth` batches of detector tiles
+        depth: open_analyser(*paths, device="cpu", batch_size=batch, prefetch=depth * batch)
+        for depth in (0, 2)
+    }
+    analysers[0].analyse(path)  # warm caches
     results: dict[int, list[float]] = {}
     timings: dict[int, dict[str, float]] = {}
     for depth in (0, 2, 0, 2):
         t = time.perf_counter()
-        result = pipeline.run(path, prefetch=depth * pipeline.batch_size)  # depth batches
+        result = analysers[depth].analyse(path)
         results.setdefault(depth, []).append(time.perf_counter() - t)
         timings[depth] = result.timings
     plain, ahead = min(results[0]), min(results[2])

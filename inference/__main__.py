@@ -162,16 +162,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     _add_common(p)
 
-    p = sub.add_parser("evaluate", help="run the pipeline on annotated images and print metrics")
-    p.add_argument("--images", type=Path, required=True, help="folder of field images")
+    p = sub.add_parser(
+        "evaluate",
+        help="run the pipeline on annotated images (or an export's split) and print metrics",
+    )
+    p.add_argument("--images", type=Path, default=None, help="folder of field images")
     p.add_argument(
         "--cells",
         type=Path,
-        required=True,
+        default=None,
         help="CSV: image_filename,nucleus_x,nucleus_y,bethesda_system",
     )
     p.add_argument(
-        "--out", type=Path, default=None, help="metrics JSON (confusion matrix PNG beside it)"
+        "--data",
+        type=Path,
+        default=None,
+        help="a PapReview dataset export (folder or zip) instead of --images/--cells; --split "
+        "picks its split (auto: test)",
+    )
+    p.add_argument(
+        "--fields",
+        type=Path,
+        default=None,
+        help="CSV image_filename,field_label (NILM/abnormal) for the field-level AUC "
+        "(default: a field is abnormal when it has a marked abnormal cell)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="metrics JSON (confusion matrices and a reviewer-load / reliability PNG beside it)",
     )
     p.add_argument(
         "--split",

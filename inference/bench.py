@@ -153,7 +153,7 @@ def bench_fields(
     # stage-2 batch shape seen once
     pipeline.warmup()
     for _ in range(max(1, warmup)):
-        pipeline.run_arrays(list(images[: max(1, min(pipeline.batch_size, n))]))
+        pipeline.analyse_arrays(list(images[: max(1, min(pipeline.batch_size, n))]))
     step = max(1, pipeline.batch_size)
 
     def time_ours() -> tuple[float, list[Any]]:
@@ -162,7 +162,7 @@ def bench_fields(
         t0 = time.perf_counter()
         res: list[Any] = []
         for s in range(0, n, step):
-            res += pipeline.run_arrays(list(images[s : s + step]))
+            res += pipeline.analyse_arrays(list(images[s : s + step]))
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0, res
@@ -262,7 +262,7 @@ base = peak_rss_mib()
 if p.device.type == "cuda":
     torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter()
-r = p.run(Path(sys.argv[1]))
+r = p.analyse(Path(sys.argv[1]))
 secs = time.perf_counter() - t
 print(json.dumps({
     "seconds": secs,

@@ -156,7 +156,7 @@ def match_cells(
 ) -> MatchedCells:
     out = MatchedCells()
     for name in tqdm(names, desc="calibrate (val)", unit="img"):
-        res = pipeline.run(dataset.image_path(name))
+        res = pipeline.analyse(dataset.image_path(name))
         cells = dataset.images[name].cells
         gt = np.array([(c.x, c.y) for c in cells]).reshape(-1, 2)
         xy = np.array([c.box.centre for c in res.cells]).reshape(-1, 2)
@@ -196,7 +196,7 @@ def calibrate_pipeline_on(
     if y.all() or not y.any():
         raise TooFewCellsError("validation cells hold a single class: cannot calibrate")
     a, b, c = fit_fusion(p2, s1, y)
-    base = Fusion(a, b, c, pipeline.model_versions["detector"], 0.5)
+    base = Fusion(a, b, c, pipeline.versions["detector"], 0.5)
     fused = base.apply(np.array(cells.probs6), s1)
     p_fused = abnormal_probability(fused)
     threshold = choose_abnormal_threshold(p_fused, y, 0.95)
@@ -206,7 +206,7 @@ def calibrate_pipeline_on(
     report = {
         "val_images": len(names),
         "val_matched_cells": len(cells.truth),
-        "tta_views": pipeline.tta_views,
+        "tta_views": pipeline.operating_point["tta_views"],
         "auc_classifier": auc_cls,
         "auc_detector": auc_det,
         "auc_fused": auc_fused,

@@ -239,13 +239,17 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
-    from .pipeline import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, Pipeline
+    """The analyser of --detector / --classifier (committed defaults) with the run options."""
+    from .interface import open_analyser
 
-    det = getattr(args, "detector", None) or DEFAULT_DETECTOR
-    cls = getattr(args, "classifier", None) or DEFAULT_CLASSIFIER
-    batch = getattr(args, "batch_size", 8)
     kwargs.setdefault("cpu_bf16", _bf16(args))
-    return Pipeline.from_checkpoints(det, cls, device=args.device, batch_size=batch, **kwargs)
+    return open_analyser(
+        getattr(args, "detector", None),
+        getattr(args, "classifier", None),
+        device=args.device,
+        batch_size=getattr(args, "batch_size", 8),
+        **kwargs,
+    )
 
 
 def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
@@ -256,7 +260,7 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     calibration = calibrate_pipeline(pipeline, CricDataset.load(args.data_dir), radius=args.radius)
     out = args.out or args.classifier
     version = save_calibrated_classifier(
-        args.classifier, calibration, tta_views=pipeline.tta_views, out=out
+        args.classifier, calibration, tta_views=pipeline.operating_point["tta_views"], out=out
     )
     return plain(
         {
@@ -289,7 +293,7 @@ def predict_cmd(args: argparse.Namespace) -> dict[str, Any]:
             bar.n = done
             bar.refresh()
 
-        result = pipeline.run(path, progress=progress)
+        result = pipeline.analyse(path, progress=progress)
         bar.close()
         stem = path.stem
         json_path = write_json(out / f"{stem}.json", result_to_json(path.name, result))
@@ -309,68 +313,98 @@ def predict_cmd(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     return {
-        "model_versions": pipeline.model_versions,
-        "device": str(pipeline.device),
+        "model_versions": pipeline.versions,
+        "device": pipeline.device_name,
         "outputs": written,
     }
 
 
+def _field_labels(path: Path | None) -> dict[str, bool] | None:
+    """--fields CSV (image_filename, field_label NILM/abnormal) -> image -> abnormal."""
+    if path is None:
+        return None
+    import csv
+
+    if not path.is_file():
+        raise InputError(f"--fields {path} is not a file")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not {"image_filename", "field_label"} <= set(rows[0]):
+        raise InputError(f"--fields {path} needs the columns image_filename and field_label")
+    return {r["image_filename"]: r["field_label"].strip().lower() != "nilm" for r in rows}
+
+
+def _write_evaluation(out: Path, result: dict[str, Any], images: int) -> None:
+    from .plots import plot_confusion_matrix, plot_reliability
+
+    write_json(out, result)
+    for view in ("six_class", "four_class"):
+        rep = result["metrics"]["matched_cells"][view]
+        plot_confusion_matrix(
+            rep["confusion_matrix"],
+            rep["classes"],
+            out.with_name(f"{out.stem}_confusion_{view}.png"),
+            f"matched cells, {view.replace('_', '-')} ({images} images)",
+        )
+    plot_reliability(result["reviewer"], out.with_name(f"{out.stem}_reviewer.png"))
+
+
 def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from .data.cric import read_cells_csv
-    from .evaluation import evaluate_pipeline, split_filter
-    from .plots import plot_confusion_matrix
+    from .data.cric import CellsTable
+    from .data.export import opened
+    from .evaluation import evaluate_export, evaluate_pipeline, split_filter
 
     _setup(args)
-    images_dir: Path = args.images
-    if not images_dir.is_dir():
-        raise InputError(f"--images {images_dir} is not a folder")
-    table = read_cells_csv(args.cells)
-    present = sorted(n for n in table if (images_dir / n).is_file())
-    missing = sorted(n for n in table if not (images_dir / n).is_file())
-    if not present:
-        raise InputError(
-            f"none of the {len(table)} images named in {args.cells} is in {images_dir}"
-        )
     pipeline = _pipeline(args)
-    splits = [
-        m.get("data", {}).get("split", {})
-        for m in (pipeline.detector_meta, pipeline.classifier_meta)
-    ]
-    names, split_info = split_filter(present, args.split, splits)
-    if not names:
-        raise InputError(f"no images left to evaluate with --split {args.split}")
-    result = {
-        "model_versions": pipeline.model_versions,
-        "device": str(pipeline.device),
-        "images_dir": str(images_dir),
-        "cells_csv": str(args.cells),
-        **split_info,
-        "missing_images": len(missing),
-        **evaluate_pipeline(pipeline, images_dir, table, names, radius=args.radius),
-    }
+    head = {"model_versions": pipeline.versions, "device": pipeline.device_name}
+    if args.data is not None:
+        if args.images is not None or args.cells is not None:
+            raise InputError("give either --data or --images with --cells, not both")
+        split = "test" if args.split == "auto" else args.split
+        if split == "all":
+            raise InputError("--data takes one split: train, val or test")
+        with opened(args.data) as export:
+            result = {**head, **evaluate_export(pipeline, export, split, radius=args.radius)}
+    else:
+        if args.images is None or args.cells is None:
+            raise InputError("give --images and --cells (or --data EXPORT)")
+        images_dir: Path = args.images
+        if not images_dir.is_dir():
+            raise InputError(f"--images {images_dir} is not a folder")
+        table = CellsTable.read(images_dir, args.cells)
+        if not table.images:
+            raise InputError(f"none of the images named in {args.cells} is in {images_dir}")
+        splits = [
+            m.get("data", {}).get("split", {})
+            for m in (pipeline.detector_meta, pipeline.classifier_meta)
+        ]
+        names, split_info = split_filter(sorted(table.images), args.split, splits)
+        if not names:
+            raise InputError(f"no images left to evaluate with --split {args.split}")
+        result = {
+            **head,
+            "images_dir": str(images_dir),
+            "cells_csv": str(args.cells),
+            **split_info,
+            **evaluate_pipeline(
+                pipeline,
+                table,
+                names,
+                radius=args.radius,
+                field_labels=_field_labels(args.fields),
+            ),
+        }
     if args.out is not None:
-        out: Path = args.out
-        write_json(out, result)
-        for view in ("six_class", "four_class"):
-            rep = result["metrics"]["matched_cells"][view]
-            plot_confusion_matrix(
-                rep["confusion_matrix"],
-                rep["classes"],
-                out.with_name(f"{out.stem}_confusion_{view}.png"),
-                f"matched cells, {view.replace('_', '-')} ({len(names)} images)",
-            )
+        _write_evaluation(args.out, result, int(result["reviewer"]["fields"]))
     return plain(result)
 
 
 def evaluate_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluation import classify_crop_folder
-    from .pipeline import DEFAULT_CLASSIFIER, resolve_device
     from .plots import plot_confusion_matrix
 
     _setup(args)
-    result = classify_crop_folder(
-        args.folder, args.classifier or DEFAULT_CLASSIFIER, resolve_device(args.device)
-    )
+    result = classify_crop_folder(_pipeline(args), args.folder)
     if args.out is not None:
         write_json(args.out, result)
         rep = result["six_class"]
@@ -405,16 +439,16 @@ def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
     _setup(args)
     images, source = _bench_images(args)
     pipeline = _pipeline(args)
-    result: dict[str, Any] = {"images": source, "model_versions": pipeline.model_versions}
+    result: dict[str, Any] = {"images": source, "model_versions": pipeline.versions}
     result.update(bench_fields(pipeline, images, reference_limit=args.reference_limit))
     result["targets"] = {
         "speed": {
             "target": TARGETS["speed"],
             "measured_speedup": result["speedup"],
-            "met": result["speedup"] >= 40 if pipeline.device.type == "cpu" else None,
+            "met": result["speedup"] >= 40 if pipeline.device_name == "cpu" else None,
         }
     }
-    if pipeline.device.type == "cuda":
+    if pipeline.device_name.startswith("cuda"):
         result["targets"]["gpu_throughput"] = {
             "target": ">= 300 fields/s of 2048x1536 with batched tiles",
             "measured_fields_per_s": result["ours"]["fields_per_s"],
@@ -438,7 +472,7 @@ def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
         result["targets"]["memory"] = {
             "target": TARGETS["memory"],
             "measured_peak_rss_mib": wsi["peak_rss_mib"],
-            "met": wsi["peak_rss_mib"] < 2048 if str(pipeline.device) == "cpu" else None,
+            "met": wsi["peak_rss_mib"] < 2048 if pipeline.device_name == "cpu" else None,
         }
     if args.out is not None:
         write_json(args.out, result)

@@ -1,50 +1,37 @@
-"""Evaluation algorithms behind the `evaluate` and `evaluate-classifier` commands and the model
-registry's comparison of checkpoints on an export (`inference.data.export.evaluate_checkpoint`).
+"""Evaluation behind `evaluate`, `evaluate-classifier`, retraining and the model registry's
+compare page: every path runs the models through the one interface (`inference.interface.
+CellAnalyser`), so the figures are those of what the workers run (test-time views, temperature,
+fusion, thresholds, scale).
 
 * `split_filter` keeps the images a pair of checkpoints was not trained or tuned on.
-* `evaluate_pipeline` runs the whole pipeline on annotated fields: detection, abnormal recall and
-  false positives per image, classification of matched cells, under the pipeline's decision rule
-  and under plain argmax, checked against the project targets.
-* `classify_crop_folder` scores stage 2 alone on an ImageFolder of cell crops.
-* `classifier_scores` / `detector_scores` score one checkpoint on an export's split.
+* `evaluate_pipeline` analyses annotated fields: detection, abnormal recall and false positives
+  per image, classification of matched cells under the pipeline's decision rule and under plain
+  argmax, what reviewers face (`reviewer_load`), checked against the project targets.
+* `evaluate_export` is the same on one split of a PapReview dataset export (the registry's
+  evaluation of a pair of versions; `python -m inference evaluate --data EXPORT --split test`).
+* `classify_crop_folder` scores stage 2 alone on an ImageFolder of cell crops
+  (`CellAnalyser.classify_crops`: the views, temperature and threshold of the pipeline).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from .calibration import probability_metrics
-from .checkpoints import Checkpoint, load_checkpoint, load_weights
-from .classifier import (
-    ClassifierConfig,
-    abnormal_probability,
-    argmax_labels,
-    build_classifier,
-    normalise_crops,
-)
-from .data.cric import AnnotatedImage
-from .detector import DetectorConfig, build_detector
+from .calibration import AnnotatedImages
+from .classifier import abnormal_probability, argmax_labels
+from .data.export import Export
 from .errors import InputError
-from .metrics import ImageEval, check_targets, detection_metrics, match_points
+from .interface import CellAnalyser
+from .metrics import ImageEval, check_targets, classification_metrics, detection_metrics
+from .reviewer_load import reviewer_load
 from .slides import IMAGE_SUFFIXES, read_image
-from .train import (
-    CellPatches,
-    FieldSample,
-    candidate_stats,
-    centre_crops,
-    classifier_logits,
-    detector_predict_fields,
-)
-from .types import BETHESDA_CLASSES, is_abnormal
-
-DETECTOR_OUTCOMES: tuple[str, ...] = ("missed", "found as normal", "found as abnormal")
-DETECTOR_TRUTH: tuple[str, ...] = ("normal", "abnormal")
+from .types import BETHESDA_CLASSES
 
 
 def split_filter(
@@ -78,22 +65,16 @@ def split_filter(
     return kept, info
 
 
-def evaluate_pipeline(
-    pipeline: Any,
-    images_dir: Path,
-    table: dict[str, AnnotatedImage],
-    names: list[str],
-    *,
-    radius: float,
-) -> dict[str, Any]:
-    """Run the pipeline on the named annotated fields; timings, operating point, metrics and
-    targets, and the same under the plain argmax rule."""
+def analyse_annotated(
+    analyser: CellAnalyser, images: AnnotatedImages, names: list[str]
+) -> tuple[list[ImageEval], list[float]]:
+    """Analyse the named annotated fields: their evaluation records and seconds per field."""
     evals = []
     seconds = []
     for name in tqdm(names, desc="evaluate", unit="img"):
-        res = pipeline.run(images_dir / name)
+        res = analyser.analyse(images.image_path(name))
         seconds.append(res.timings.get("total", 0.0))
-        ann = table[name]
+        ann = images.images[name]
         probs = np.array(
             [[c.probabilities[k] for k in BETHESDA_CLASSES] for c in res.cells], np.float64
         ).reshape(-1, len(BETHESDA_CLASSES))
@@ -108,6 +89,20 @@ def evaluate_pipeline(
                 extra={"probs": probs},
             )
         )
+    return evals, seconds
+
+
+def evaluate_pipeline(
+    analyser: CellAnalyser,
+    images: AnnotatedImages,
+    names: list[str],
+    *,
+    radius: float,
+    field_labels: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
+    """Analyse the named annotated fields; timings, operating point, metrics, what reviewers
+    face, targets, and the same under the plain argmax rule."""
+    evals, seconds = analyse_annotated(analyser, images, names)
     metrics = detection_metrics(evals, radius=radius)
     # the same predictions under the plain argmax rule (no sensitivity-first threshold)
     argmax_evals = [
@@ -123,14 +118,11 @@ def evaluate_pipeline(
     ]
     argmax_metrics = detection_metrics(argmax_evals, radius=radius)
     return {
-        "seconds_per_image": float(np.mean(seconds)),
-        "operating_point": {
-            "stage1_cell_threshold": pipeline.cell_threshold,
-            "stage1_abnormal_threshold": pipeline.abnormal_threshold,
-            "stage2_abnormal_threshold": pipeline.decision_threshold,
-            "temperature": pipeline.temperature,
-        },
+        "model_versions": analyser.versions,
+        "seconds_per_image": float(np.mean(seconds)) if seconds else None,
+        "operating_point": analyser.operating_point,
         "metrics": metrics,
+        "reviewer": reviewer_load(evals, radius=radius, field_labels=field_labels),
         "targets": check_targets(metrics),
         "argmax_decision": {
             "note": "labels = argmax of the calibrated probabilities instead of the "
@@ -164,24 +156,26 @@ def crop_folder_files(folder: Path) -> list[tuple[Path, str]]:
     return files
 
 
-def _classifier(ckpt: Checkpoint) -> tuple[ClassifierConfig, torch.nn.Module]:
-    config = ClassifierConfig.from_dict(ckpt.meta["config"])
-    return config, load_weights(build_classifier(config), ckpt).eval()
+def evaluate_export(
+    analyser: CellAnalyser, export: Export, split: str = "test", *, radius: float = 20.0
+) -> dict[str, Any]:
+    """`evaluate_pipeline` on one split of an export (its images and cell centres)."""
+    table = export.points(split)
+    names = sorted(table.images)
+    if not names:
+        raise InputError(f"export {export.label} has no {split} images to evaluate")
+    head = {"export": export.label, "split": split, "images_evaluated": len(names)}
+    return {**head, **evaluate_pipeline(analyser, table, names, radius=radius)}
 
 
 def classify_crop_folder(
-    folder: Path, checkpoint: Path, device: torch.device, batch_size: int = 128
+    analyser: CellAnalyser, folder: Path, batch_size: int = 128
 ) -> dict[str, Any]:
-    """Stage 2 alone on folder/<code>/*.png: labels decided at the checkpoint's temperature and
-    P(abnormal) threshold, as in the pipeline (crops resized to the model's crop size)."""
+    """Stage 2 alone on folder/<code>/*.png, through `classify_crops` (crops resized to the
+    model's crop size): a crop has no stage-1 score, so the classifier's own threshold decides."""
     files = crop_folder_files(folder)
-    ckpt = load_checkpoint(checkpoint, stage="classifier")
-    config, model = _classifier(ckpt)
-    model.to(device)
-    temperature = float(ckpt.meta.get("temperature", 1.0))
-    threshold = float(ckpt.meta.get("abnormal_threshold", 0.5))
-    c = config.crop_px
-    probs_list = []
+    c = analyser.crop_px
+    probs_list, labels = [], []
     for s in tqdm(range(0, len(files), batch_size), desc="classify", unit="batch"):
         crops = []
         for f, _ in files[s : s + batch_size]:
@@ -189,65 +183,17 @@ def classify_crop_folder(
             if img.shape[:2] != (c, c):
                 img = cv2.resize(img, (c, c), interpolation=cv2.INTER_AREA)
             crops.append(img)
-        x = normalise_crops(torch.from_numpy(np.stack(crops)).to(device), config.mean, config.std)
-        with torch.inference_mode():
-            probs_list.append(torch.softmax(model(x).float() / temperature, 1).cpu().numpy())
+        calls = analyser.classify_crops(np.stack(crops))
+        probs_list.append(calls.probabilities)
+        labels += calls.labels
     probs = np.concatenate(probs_list).astype(np.float64)
+    point = analyser.operating_point
     return {
-        "classifier": ckpt.version,
+        "classifier": analyser.versions["classifier"],
         "folder": str(folder),
         "crops": len(files),
-        "abnormal_threshold": threshold,
-        "temperature": temperature,
-        **probability_metrics([lab for _, lab in files], probs, threshold),
-    }
-
-
-def classifier_scores(ckpt: Checkpoint, patches: CellPatches) -> dict[str, Any]:
-    """Six-class / four-class / abnormal-vs-NILM reports of a classifier checkpoint on centre
-    crops of `patches`, labels decided at its temperature and P(abnormal) threshold."""
-    config, model = _classifier(ckpt)
-    logits = classifier_logits(model, centre_crops(patches.images, config.crop_px), config)
-    temperature = float(ckpt.meta.get("temperature", 1.0))
-    probs = torch.softmax(logits / temperature, 1).numpy().astype(np.float64)
-    threshold = float(ckpt.meta.get("abnormal_threshold", 0.5))
-    truth = [BETHESDA_CLASSES[i] for i in patches.labels]
-    return {"crops": len(truth), **probability_metrics(truth, probs, threshold)}
-
-
-def detector_scores(
-    ckpt: Checkpoint, fields: list[FieldSample], *, radius_px: float = 20.0
-) -> dict[str, Any]:
-    """Recall of all and of abnormal cells and candidates per image of a detector checkpoint
-    at its thresholds, and a truth (normal / abnormal cell) x outcome (missed / found as normal
-    / found as abnormal) confusion matrix."""
-    config = DetectorConfig.from_dict(ckpt.meta["config"])
-    detector = load_weights(build_detector(config), ckpt).eval()
-    thresholds = {k: float(v) for k, v in ckpt.meta.get("thresholds", {}).items()}
-    t_cell, t_abn = thresholds.get("cell", 0.3), thresholds.get("abnormal", 0.1)
-    peaks, _ = detector_predict_fields(detector, fields, config, threshold=min(t_cell, t_abn))
-    stats = candidate_stats(
-        peaks, fields, cell_threshold=t_cell, abnormal_threshold=t_abn, radius_px=radius_px
-    )
-    cm = np.zeros((len(DETECTOR_TRUTH), len(DETECTOR_OUTCOMES)), np.int64)
-    for pk, f in zip(peaks, fields, strict=True):
-        kept = [p for p in pk if p.cell_score >= t_cell or p.abnormal_score >= t_abn]
-        xy = np.array([(p.x, p.y) for p in kept]).reshape(-1, 2)
-        found = {g: kept[p] for p, g in match_points(xy, f.points, radius_px * f.scale)}
-        for g, code in enumerate(f.labels):
-            row = int(is_abnormal(code))
-            if g not in found:
-                cm[row, 0] += 1
-            else:
-                cm[row, 2 if found[g].abnormal_score >= t_abn else 1] += 1
-    return {
-        "images": len(fields),
-        "cells": int(cm.sum()),
-        "thresholds": {"cell": t_cell, "abnormal": t_abn},
-        **stats,
-        "confusion": {
-            "rows": list(DETECTOR_TRUTH),
-            "columns": list(DETECTOR_OUTCOMES),
-            "matrix": cm.tolist(),
-        },
+        "abnormal_threshold": point["stage2_unfused_threshold"],
+        "temperature": point["temperature"],
+        "tta_views": point["tta_views"],
+        **classification_metrics([lab for _, lab in files], labels, abnormal_probability(probs)),
     }

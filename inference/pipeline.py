@@ -1,8 +1,11 @@
 """The two stages chained over a slide: batched, device-aware, memory bounded.
 
     pipeline = Pipeline.default()                       # committed weights, device auto
-    result = pipeline.run(path, progress=callback)      # SlideResult (types.py)
-    result = pipeline.run(path, prefetch=16)            # a reader thread 16 tiles ahead
+    result = pipeline.analyse(path, progress=callback)  # SlideResult (types.py)
+    calls = pipeline.classify_crops(crops, scores)      # stage 2 alone, same decision rule
+
+`Pipeline` is the implementation of `inference.interface.CellAnalyser`, the one interface the
+worker, the registry's evaluation and the CLI use (open it with `interface.open_analyser`).
 
 Stage 1 runs on a downsampled view (for a whole-slide image: the pyramid level at or just above
 the detector's scale, read tile by tile and resized); stage 2 classifies level-0 crops centred
@@ -44,7 +47,15 @@ from .detector import DetectorConfig, DetectorNet, build_detector, decode, norma
 from .errors import CheckpointError
 from .fusion import Fusion
 from .slides import DEFAULT_MAX_PIXELS, FieldReader, SlideReader, Tile, open_slide, tile_grid
-from .types import BETHESDA_CLASSES, Box, CellPrediction, ProgressCallback, SlideInfo, SlideResult
+from .types import (
+    BETHESDA_CLASSES,
+    Box,
+    CellPrediction,
+    CropCalls,
+    ProgressCallback,
+    SlideInfo,
+    SlideResult,
+)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_DETECTOR = WEIGHTS_DIR / "detector.pt"
@@ -121,6 +132,7 @@ class Pipeline:
         skip_background: bool = True,
         use_fusion: bool = True,
         tta_views: int | None = None,
+        prefetch: int = 0,
     ) -> None:
         self.device = resolve_device(device)
         # channels-last weights: the NHWC input batches then run without layout conversions
@@ -145,6 +157,9 @@ class Pipeline:
             if decision_threshold is not None
             else classifier_meta.get("abnormal_threshold", 0.5)
         )
+        # crops with no stage-1 score (a crop folder) are decided without the fusion, at the
+        # classifier's own threshold
+        self.unfused_threshold = self.decision_threshold
         self.temperature = float(classifier_meta.get("temperature", 1.0))
         # test-time augmentation: the fusion and thresholds are fitted with the checkpoint's views
         views = tta_views if tta_views is not None else classifier_meta.get("tta_views", 1)
@@ -169,6 +184,9 @@ class Pipeline:
         self.amp = amp and self.device.type == "cuda"
         self.cpu_bf16 = cpu_bf16 and self.device.type == "cpu"
         self.skip_background = skip_background
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more tiles, not {prefetch}")
+        self.prefetch = prefetch
 
     # -------------------------------------------------------------- construction
 
@@ -196,7 +214,7 @@ class Pipeline:
         return cls.from_checkpoints(DEFAULT_DETECTOR, DEFAULT_CLASSIFIER, device=device, **kwargs)
 
     @property
-    def model_versions(self) -> dict[str, str]:
+    def versions(self) -> dict[str, str]:
         return {
             "detector": str(self.detector_meta.get("version", "unknown")),
             "classifier": str(self.classifier_meta.get("version", "unknown")),
@@ -204,14 +222,15 @@ class Pipeline:
 
     # -------------------------------------------------------------- public API
 
-    def run(
-        self, path: Path, *, progress: ProgressCallback | None = None, prefetch: int = 0
+    def analyse(
+        self, path: Path, *, progress: ProgressCallback | None = None, prefetch: int | None = None
     ) -> SlideResult:
         """Find and classify cells on a field image or whole-slide image file.
 
         `progress(done, total)` is called with 0 first, then after each batch of detector tiles.
 
-        `prefetch` (read-ahead): 0 reads the tiles inline, the models waiting for each read. N > 0
+        `prefetch` (read-ahead; the pipeline's `prefetch` option by default): 0 reads the tiles
+        inline, the models waiting for each read. N > 0
         starts a background reader thread that keeps up to N detector tiles decoded (read,
         checked for background, resized) ahead of the models; reading (OpenSlide decoding,
         resizing) releases the GIL, so the reads hide behind model work. Memory stays bounded:
@@ -223,19 +242,20 @@ class Pipeline:
         t0 = time.perf_counter()
         with open_slide(Path(path), max_pixels=self.max_pixels) as reader:
             t_open = time.perf_counter() - t0
-            result = self.run_reader(reader, progress=progress, prefetch=prefetch)
+            ahead = self.prefetch if prefetch is None else prefetch
+            result = self.analyse_reader(reader, progress=progress, prefetch=ahead)
         result.timings["open"] = t_open
         result.timings["total"] = time.perf_counter() - t0
         return result
 
-    def run_reader(
+    def analyse_reader(
         self,
         reader: SlideReader,
         *,
         progress: ProgressCallback | None = None,
         prefetch: int = 0,
     ) -> SlideResult:
-        """`run` on an open reader (the caller closes it); `prefetch` as in `run`."""
+        """`analyse` on an open reader (the caller closes it); `prefetch` as in `analyse`."""
         if prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more tiles, not {prefetch}")
         timings = {"read": 0.0, "detector": 0.0, "classifier": 0.0}
@@ -267,7 +287,7 @@ class Pipeline:
         return SlideResult(
             info=reader.info,
             cells=cells,
-            model_versions=self.model_versions,
+            model_versions=self.versions,
             device=str(self.device),
             timings=timings,
         )
@@ -292,7 +312,7 @@ class Pipeline:
     ) -> Generator[tuple[int, list[_TileJob | None]], None, None]:
         """`_tile_batches` with the reading done by a thread, up to `depth` tiles ahead.
 
-        Close the generator (run_reader does, with contextlib.closing) to stop and join the
+        Close the generator (analyse_reader does, with contextlib.closing) to stop and join the
         thread when the consumer stops early or raises.
         """
         ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
@@ -341,7 +361,7 @@ class Pipeline:
             stop.set()
             thread.join()
 
-    def run_arrays(
+    def analyse_arrays(
         self,
         images: Sequence[np.ndarray],
         *,
@@ -379,7 +399,7 @@ class Pipeline:
                 SlideResult(
                     info=r.info,
                     cells=results_cells[i],
-                    model_versions=self.model_versions,
+                    model_versions=self.versions,
                     device=str(self.device),
                     timings=timings[i],
                 )
@@ -481,12 +501,11 @@ class Pipeline:
             crops = np.stack([self._crop(readers[src], gx, gy) for gx, gy, _, src in chunk])
             tr = time.perf_counter()
             timings["crops"] = timings.get("crops", 0.0) + (tr - t)
-            probs = self._classify(crops)
-            if self.fusion is not None:
-                probs = self.fusion.apply(probs, np.array([c[2] for c in chunk]))
-            labels = decide_labels(probs, self.decision_threshold)
+            calls = self._decide(self._classify(crops), np.array([c[2] for c in chunk]))
             box = self.det_config.box_px
-            for (gx, gy, score, src), p, label in zip(chunk, probs, labels, strict=True):
+            for (gx, gy, score, src), p, label in zip(
+                chunk, calls.probabilities, calls.labels, strict=True
+            ):
                 cell = CellPrediction(
                     box=Box(round(gx - box / 2), round(gy - box / 2), box, box),
                     label=label,
@@ -528,10 +547,50 @@ class Pipeline:
         for n in range(32, max(32, self.crop_batch_size) + 1, 32):
             self._classify(np.zeros((n, c, c, 3), np.uint8))
 
-    def classify_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Stage 2 alone: (N, crop_px, crop_px, 3) uint8 crops -> (N, 6) calibrated probs."""
+    @property
+    def operating_point(self) -> dict[str, Any]:
+        """The decisions in force: thresholds, temperature, test-time views, fusion."""
+        return {
+            "stage1_cell_threshold": self.cell_threshold,
+            "stage1_abnormal_threshold": self.abnormal_threshold,
+            "stage2_abnormal_threshold": self.decision_threshold,
+            "stage2_unfused_threshold": self.unfused_threshold,
+            "temperature": self.temperature,
+            "tta_views": self.tta_views,
+            "fusion": self.fusion is not None,
+        }
+
+    @property
+    def device_name(self) -> str:
+        """Where the models run ("cpu", "cuda:0")."""
+        return str(self.device)
+
+    @property
+    def crop_px(self) -> int:
+        """The side of the crops `classify_crops` takes."""
+        return int(self.cls_config.crop_px)
+
+    def classify_crops(
+        self, crops: np.ndarray, detection_scores: np.ndarray | None = None
+    ) -> CropCalls:
+        """Stage 2 alone, decided as in `analyse`: (N, crop_px, crop_px, 3) uint8 crops ->
+        calibrated probabilities (the checkpoint's test-time views and temperature) and labels.
+
+        With `detection_scores` (stage 1's abnormal score of each crop's cell) the fusion and its
+        threshold apply as on a slide; without, the classifier's own threshold decides."""
         out = [self._classify(c) for c in _chunks_array(crops, self.crop_batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(BETHESDA_CLASSES)))
+        probs = np.concatenate(out) if out else np.zeros((0, len(BETHESDA_CLASSES)))
+        if detection_scores is None:
+            return CropCalls(probs, decide_labels(probs, self.unfused_threshold), fused=False)
+        return self._decide(probs, np.asarray(detection_scores, np.float64))
+
+    def _decide(self, probs: np.ndarray, detection_scores: np.ndarray) -> CropCalls:
+        """The decision rule: fusion with stage 1 when fitted for this detector, then the
+        P(abnormal) threshold."""
+        if self.fusion is None:
+            return CropCalls(probs, decide_labels(probs, self.decision_threshold), fused=False)
+        fused = self.fusion.apply(probs, detection_scores)
+        return CropCalls(fused, decide_labels(fused, self.decision_threshold), fused=True)
 
 
 @dataclass(frozen=True)

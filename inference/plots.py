@@ -1,8 +1,9 @@
-"""Figures (matplotlib, Agg backend): training curves and confusion matrices."""
+"""Figures (matplotlib, Agg backend): training curves, confusion matrices, reviewer load."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import matplotlib
@@ -74,6 +75,41 @@ def plot_confusion_matrix(
                 fontsize=8,
             )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(reviewer: dict[str, Any], path: Path) -> Path:
+    """What reviewers face (`inference.reviewer_load`): abnormal calls per field by place, and
+    the reliability diagram of P(abnormal) on matched cells with its ECE."""
+    path = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    places = reviewer["abnormal_calls_per_field"]
+    keys = ("near_marked_abnormal", "on_marked_nilm", "far_from_marked")
+    names = ("near a marked\nabnormal cell", "on a marked\nNILM cell", "far from any\nmarked cell")
+    means = [places[k]["mean"] or 0.0 for k in keys]
+    bars = axes[0].bar(names, means, color=["#009e73", "#e69f00", "#d55e00"])
+    axes[0].bar_label(bars, fmt="%.1f")
+    axes[0].set_ylabel("abnormal calls per field (mean)")
+    axes[0].set_title(f"{reviewer['fields']} fields, far = > {reviewer['far_px']:g} px")
+    rel = reviewer["reliability"]
+    axes[1].plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    xs = [b["mean_p"] for b in rel["bins"]]
+    ys = [b["abnormal_share"] for b in rel["bins"]]
+    axes[1].plot(xs, ys, marker="o", color="#0072b2")
+    for b in rel["bins"]:
+        axes[1].annotate(str(b["n"]), (b["mean_p"], b["abnormal_share"]), fontsize=7)
+    ece = rel["ece"]
+    axes[1].set_title(f"reliability, {rel['cells']} matched cells, ECE {ece:.3f}"
+                      if ece is not None else "reliability (no matched cells)")
+    axes[1].set_xlabel("predicted P(abnormal)")
+    axes[1].set_ylabel("share annotated abnormal")
+    axes[1].set_xlim(0, 1)
+    axes[1].set_ylim(0, 1)
+    axes[1].grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Bethesda(StrEnum):
@@ -114,6 +117,15 @@ class SlideResult:
     model_versions: dict[str, str]  # stage ("detector", "classifier") -> version string
     device: str
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+
+@dataclass(frozen=True)
+class CropCalls:
+    """Stage 2's decision on a batch of crops (`CellAnalyser.classify_crops`)."""
+
+    probabilities: np.ndarray  # (N, 6) calibrated, in BETHESDA_CLASSES order (fused if `fused`)
+    labels: list[str]  # the decided class of each crop
+    fused: bool  # stage 1's score took part (the late fusion fitted for this detector)
 
 
 def cell_to_json(cell: CellPrediction) -> dict[str, Any]:

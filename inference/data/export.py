@@ -20,8 +20,8 @@ Every image (and crop) is identified by the SHA-256 of its slide's uploaded file
 
 `Export.open(path)` reads it; `export_fields` / `export_patches` turn a split into the training
 samples of `inference.train` (`inference.data.inputs` assembles them, optionally merged with the
-base CRIC data); `evaluate_checkpoint` scores a checkpoint on one split (through
-`inference.evaluation`). No torch at import time.
+base CRIC data); `inference.evaluation.evaluate_export` scores a pair of checkpoints on one
+split. No torch at import time.
 """
 
 from __future__ import annotations
@@ -353,42 +353,6 @@ def export_patches(export: Export, split: str, patch: int) -> CellPatches:
         sha.append(export.source_sha256(names[-1]))
     arr = np.stack(images) if images else np.zeros((0, patch, patch, 3), np.uint8)
     return CellPatches(arr, np.array(labels, np.int64), names, sha)
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation of a checkpoint on an export (the model registry's compare page)
-# --------------------------------------------------------------------------------------------
-
-
-def evaluate_checkpoint(
-    checkpoint: Path, *, stage: str, export: Export, split: str = "test", radius_px: float = 20.0
-) -> dict[str, Any]:
-    """Score a checkpoint on one split of an export (through `inference.evaluation`).
-
-    Classifier: the split's crops -> six-class / four-class / abnormal-vs-NILM reports with
-    confusion matrices (labels decided as in the pipeline: the checkpoint's P(abnormal) threshold).
-    Detector: the split's images -> recall of all and of abnormal cells, candidates per image at
-    the checkpoint's thresholds, and a truth (normal / abnormal cell) x outcome (missed / found as
-    normal / found as abnormal) confusion matrix.
-    """
-    from ..checkpoints import load_checkpoint
-    from ..classifier import ClassifierConfig
-    from ..detector import DetectorConfig
-    from ..evaluation import classifier_scores, detector_scores
-
-    ckpt = load_checkpoint(Path(checkpoint), stage=stage)
-    head = {"stage": stage, "version": ckpt.version, "split": split}
-    if stage == "classifier":
-        crop_px = ClassifierConfig.from_dict(ckpt.meta["config"]).crop_px
-        patches = export_patches(export, split, crop_px)
-        if not len(patches.labels):
-            raise InputError(f"export {export.label} has no {split} crops to evaluate")
-        return {**head, **classifier_scores(ckpt, patches)}
-    scale = DetectorConfig.from_dict(ckpt.meta["config"]).input_scale
-    fields = export_fields(export, split, scale=scale)
-    if not fields:
-        raise InputError(f"export {export.label} has no {split} images to evaluate")
-    return {**head, **detector_scores(ckpt, fields, radius_px=radius_px)}
 
 
 def class_counts(labels: Sequence[str]) -> dict[str, int]:

@@ -1,12 +1,13 @@
 """The one place the web side calls the `inference` library.
 
-* `pipeline_for(detector=..., classifier=...)` loads the two-stage pipeline for two ModelVersion
+* `pipeline_for(detector=..., classifier=...)` opens the two-stage analyser
+  (`inference.interface.open_analyser`, the library's one interface) for two ModelVersion
   rows ONCE per process and caches it (module cache; a worker warms it up in
   `worker_process_init`, see tasks.py). A new active version loads a new pipeline on the next job.
 * `checkpoint_describe(path)` reads a checkpoint's stage, version and metadata (for registering a
   ModelVersion row; the registration itself is a service).
-* `slide_analyse(pipeline, path, progress=...)` runs the pipeline over a slide with the library's
-  read-ahead (`Pipeline.run(..., prefetch=N)`: a background thread reads the next
+* `slide_analyse(pipeline, path, progress=...)` runs the analyser over a slide (`analyse`); it was
+  opened with the library's read-ahead (a background thread reads the next
   ANALYSIS_PREFETCH_BATCHES batches of detector tiles while the models work on the current one).
   Result: `inference.types.SlideResult`.
 * `cells_from_result(...)` turns the result's `CellPrediction`s into unsaved `Cell` rows.
@@ -34,7 +35,7 @@ from django.core.files.storage import default_storage
 from inference.checkpoints import load_checkpoint
 from inference.data.leaks import file_sha256
 from inference.errors import CheckpointError, UnreadableSlideError
-from inference.pipeline import Pipeline
+from inference.interface import CellAnalyser, open_analyser
 from inference.types import ProgressCallback, SlideResult
 from papreview.analysis.models import AnalysisRun, ModelVersion
 from papreview.cases.models import Slide
@@ -111,15 +112,16 @@ def _pipeline_key(detector: ModelVersion, classifier: ModelVersion) -> tuple[Any
         settings.INFERENCE_DEVICE,
         settings.ANALYSIS_BATCH_SIZE,
         settings.ANALYSIS_TILE_SIZE,
+        settings.ANALYSIS_PREFETCH_BATCHES,
     )
 
 
-def pipeline_for(*, detector: ModelVersion, classifier: ModelVersion) -> Pipeline:
-    """The pipeline for these two versions, loaded at most once per process (cached)."""
+def pipeline_for(*, detector: ModelVersion, classifier: ModelVersion) -> CellAnalyser:
+    """The analyser for these two versions, loaded at most once per process (cached)."""
     key = _pipeline_key(detector, classifier)
     with _pipeline_lock:
         if _pipeline_cache["key"] == key:
-            pipeline: Pipeline = _pipeline_cache["pipeline"]
+            pipeline: CellAnalyser = _pipeline_cache["pipeline"]
             return pipeline
         _pipeline_cache.update(key=None, pipeline=None)  # free the old models first
         t0 = time.perf_counter()
@@ -132,18 +134,20 @@ def pipeline_for(*, detector: ModelVersion, classifier: ModelVersion) -> Pipelin
                     "corrupt); register the file again"
                 )
             paths.append(path)
-        pipeline = Pipeline.from_checkpoints(
+        batch = settings.ANALYSIS_BATCH_SIZE
+        pipeline = open_analyser(
             paths[0],
             paths[1],
             device=settings.INFERENCE_DEVICE,
-            batch_size=settings.ANALYSIS_BATCH_SIZE,
+            batch_size=batch,
             tile_size=settings.ANALYSIS_TILE_SIZE,
             max_pixels=settings.SLIDE_MAX_PIXELS,
+            # read-ahead: a reader thread keeps this many detector tiles decoded ahead
+            prefetch=max(0, settings.ANALYSIS_PREFETCH_BATCHES) * batch,
         )
         _pipeline_cache.update(key=key, pipeline=pipeline, loads=_pipeline_cache["loads"] + 1)
         logger.info(
-            "pipeline loaded on %s in %.2fs: %s + %s",
-            pipeline.device,
+            "pipeline loaded in %.2fs: %s + %s",
             time.perf_counter() - t0,
             detector.name,
             classifier.name,
@@ -192,19 +196,10 @@ def slide_local_path(slide: Slide) -> Iterator[Path]:
 
 
 def slide_analyse(
-    pipeline: Pipeline,
-    path: Path,
-    *,
-    progress: ProgressCallback | None = None,
-    prefetch_batches: int | None = None,
+    pipeline: CellAnalyser, path: Path, *, progress: ProgressCallback | None = None
 ) -> SlideResult:
-    """Run the pipeline over a slide file with the library's read-ahead (`Pipeline.run`'s
-    `prefetch`): ANALYSIS_PREFETCH_BATCHES (or `prefetch_batches`) batches of detector tiles
-    read ahead by a background thread; 0 reads inline."""
-    batches = settings.ANALYSIS_PREFETCH_BATCHES if prefetch_batches is None else prefetch_batches
-    return pipeline.run(
-        Path(path), progress=progress, prefetch=max(0, batches) * pipeline.batch_size
-    )
+    """Find and classify the cells of a slide file (the analyser's read-ahead applies)."""
+    return pipeline.analyse(Path(path), progress=progress)
 
 
 # --------------------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ def _fit_fusion(
     )
     from inference.checkpoints import load_checkpoint, plain
     from inference.data.export import opened
-    from inference.pipeline import Pipeline
+    from inference.interface import open_analyser
 
     tta_views = int(
         load_checkpoint(model_version_local_path(base), stage="classifier").meta.get("tta_views", 1)
@@ -215,9 +215,7 @@ def _fit_fusion(
             skipped = "the export has no points/val.csv"
         else:
             dataset = export.points("val")
-            pipeline = Pipeline.from_checkpoints(
-                detector, classifier, use_fusion=False, tta_views=tta_views
-            )
+            pipeline = open_analyser(detector, classifier, use_fusion=False, tta_views=tta_views)
             try:
                 calibration = calibrate_pipeline_on(pipeline, dataset, sorted(dataset.images))
             except TooFewCellsError as exc:

@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.utils import timezone
 
+from inference.interface import CellAnalyser
 from inference.errors import CheckpointError
 from inference.slides import SlideInfo
 from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, SlideResult
@@ -130,28 +131,27 @@ def test_a_missing_default_checkpoint_is_a_checkpoint_error(settings: Any, tmp_p
         model_versions_for_analysis()
 
 
-def test_slide_analyse_reads_ahead_through_the_public_pipeline_api(
-    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_slide_analyse_reads_ahead_through_the_library_interface(
+    settings: Any, tmp_path: Path
 ) -> None:
-    """The read-ahead itself is tested in tests/inference/test_inf_pipeline.py."""
+    """The read-ahead itself is tested in tests/inference/test_inf_pipeline.py; here: the worker
+    opens the analyser with ANALYSIS_PREFETCH_BATCHES batches of read-ahead, and a change of that
+    setting opens a new one, which finds the same cells."""
     settings.ANALYSIS_PREFETCH_BATCHES = 2
     detector, classifier = model_versions_for_analysis()
     pipeline = adapter.pipeline_for(detector=detector, classifier=classifier)
+    assert isinstance(pipeline, CellAnalyser)
     path = tmp_path / "field.png"
     path.write_bytes(field_bytes(3000, 2000, seed=5))  # several detector tiles at 1024 px
-    asked: list[int] = []
-    run = pipeline.run
-
-    def spy(*args: Any, prefetch: int = 0, **kwargs: Any) -> Any:
-        asked.append(prefetch)
-        return run(*args, prefetch=prefetch, **kwargs)
-
-    monkeypatch.setattr(pipeline, "run", spy)
     steps: list[tuple[int, int]] = []
     ahead = adapter.slide_analyse(pipeline, path, progress=lambda d, t: steps.append((d, t)))
-    plain = adapter.slide_analyse(pipeline, path, prefetch_batches=0)
+    settings.ANALYSIS_PREFETCH_BATCHES = 0
+    inline = adapter.pipeline_for(detector=detector, classifier=classifier)
+    plain = adapter.slide_analyse(inline, path)
 
-    assert asked == [2 * pipeline.batch_size, 0]
+    assert inline is not pipeline
+    assert getattr(pipeline, "prefetch") == 2 * settings.ANALYSIS_BATCH_SIZE  # noqa: B009
+    assert getattr(inline, "prefetch") == 0  # noqa: B009
     assert ahead.timings["tiles"] == plain.timings["tiles"] > 1
     assert [(c.box, c.label) for c in ahead.cells] == [(c.box, c.label) for c in plain.cells]
     assert steps[0] == (0, steps[0][1]) and steps[-1] == (steps[-1][1], steps[-1][1])

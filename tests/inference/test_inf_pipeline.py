@@ -70,7 +70,7 @@ def field_png(tmp_path: Path) -> Path:
 
 def test_field_run_finds_each_nucleus_once(field_png: Path) -> None:
     calls: list[tuple[int, int]] = []
-    res = _pipeline().run(field_png, progress=lambda d, t: calls.append((d, t)))
+    res = _pipeline().analyse(field_png, progress=lambda d, t: calls.append((d, t)))
     assert res.info.kind == SlideKind.FIELD and (res.info.width, res.info.height) == (700, 520)
     truth = np.array([(x, y) for x, y, _ in NUCLEI])
     pairs = match_points(_centres(res), truth, radius=12)
@@ -86,9 +86,9 @@ def test_field_run_finds_each_nucleus_once(field_png: Path) -> None:
 
 
 def test_small_overlapping_tiles_give_the_same_cells(field_png: Path) -> None:
-    whole = _pipeline().run(field_png)
+    whole = _pipeline().analyse(field_png)
     calls: list[tuple[int, int]] = []
-    tiled = _pipeline(tile_size=96, tile_overlap=24, batch_size=3).run(
+    tiled = _pipeline(tile_size=96, tile_overlap=24, batch_size=3).analyse(
         field_png, progress=lambda d, t: calls.append((d, t))
     )
     assert calls[-1][0] == calls[-1][1] > 4  # progress per tile
@@ -99,8 +99,8 @@ def test_small_overlapping_tiles_give_the_same_cells(field_png: Path) -> None:
 def test_run_arrays_matches_run(field_png: Path) -> None:
     img = np.asarray(Image.open(field_png).convert("RGB"))
     pipe = _pipeline(batch_size=2)
-    batch = pipe.run_arrays([img, img[::-1].copy(), img])
-    single = pipe.run(field_png)
+    batch = pipe.analyse_arrays([img, img[::-1].copy(), img])
+    single = pipe.analyse(field_png)
     assert len(batch) == 3 and len(batch[0].cells) == len(single.cells)
     assert np.allclose(_centres(batch[0]), _centres(single))
     probs_a = np.array([list(c.probabilities.values()) for c in batch[0].cells])
@@ -122,7 +122,7 @@ def test_pyramidal_tiff_read_tile_by_tile_through_openslide(tmp_path: Path) -> N
     path = write_pyramidal_tiff(tmp_path / "slide.tiff", 2100, 1300, levels=3, mpp=0.5)
     pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=4)
     calls: list[tuple[int, int]] = []
-    res = pipe.run(path, progress=lambda d, t: calls.append((d, t)))
+    res = pipe.analyse(path, progress=lambda d, t: calls.append((d, t)))
     assert res.info.kind == SlideKind.WHOLE_SLIDE
     # nuclei every 400 px from (200, 200): 5 x 3 of them
     truth = np.array([(200 + 400 * i, 200 + 400 * j) for i in range(5) for j in range(3)], float)
@@ -142,7 +142,7 @@ def _run_recording(
     pipe: Pipeline, path: Path, **kwargs: Any
 ) -> tuple[SlideResult, list[tuple[int, int]]]:
     steps: list[tuple[int, int]] = []
-    result = pipe.run(path, progress=lambda d, t: steps.append((d, t)), **kwargs)
+    result = pipe.analyse(path, progress=lambda d, t: steps.append((d, t)), **kwargs)
     return result, steps
 
 
@@ -186,7 +186,7 @@ def test_a_reader_error_in_the_prefetch_thread_reaches_the_caller_with_its_type(
     pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=2)
     reader = _BrokenReader(image, fail_after=5)
     with pytest.raises(UnreadableSlideError, match="tile unreadable") as caught:
-        pipe.run_reader(reader, prefetch=2)
+        pipe.analyse_reader(reader, prefetch=2)
     assert caught.type is UnreadableSlideError
     assert "produce" in [str(f.name) for f in caught.traceback]  # raised in the reader thread
     assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
@@ -200,13 +200,13 @@ def test_the_prefetch_thread_is_stopped_when_a_model_raises(field_png: Path) -> 
 
     pipe._process = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="out of memory"):
-        pipe.run(field_png, prefetch=1)
+        pipe.analyse(field_png, prefetch=1)
     assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
 
 
 def test_prefetch_must_not_be_negative(field_png: Path) -> None:
     with pytest.raises(ValueError, match="prefetch"):
-        _pipeline().run(field_png, prefetch=-1)
+        _pipeline().analyse(field_png, prefetch=-1)
 
 
 def _open(path: Path) -> Any:
@@ -230,19 +230,19 @@ def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.raises(UnreadableSlideError):
-        pipe.run(empty)
+        pipe.analyse(empty)
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(big)
     with pytest.raises(SlideTooLargeError):
-        pipe.run(big)
+        pipe.analyse(big)
 
 
 def test_from_checkpoints(tiny_checkpoints: tuple[Path, Path], field_png: Path) -> None:
     det, cls = tiny_checkpoints
     pipe = Pipeline.from_checkpoints(det, cls, device="cpu")
-    assert pipe.model_versions["detector"] == load_checkpoint(det, stage="detector").version
+    assert pipe.versions["detector"] == load_checkpoint(det, stage="detector").version
     assert pipe.temperature == 1.5 and pipe.decision_threshold == 0.4
-    res = pipe.run(field_png)
+    res = pipe.analyse(field_png)
     assert res.device == "cpu"
 
 
@@ -254,7 +254,7 @@ def test_committed_weights_are_present() -> None:
 
 def test_default_weights_load() -> None:
     pipe = Pipeline.default(device="cpu")
-    assert set(pipe.model_versions) == {"detector", "classifier"}
+    assert set(pipe.versions) == {"detector", "classifier"}
     assert DEFAULT_DETECTOR.stat().st_size + DEFAULT_CLASSIFIER.stat().st_size < 10 * 2**20
 
 
@@ -267,7 +267,7 @@ def test_default_weights_find_annotated_cells_on_real_val_images() -> None:
     table = read_cells_csv(CRIC_DIR / "cells.csv")
     found = total = 0
     for name in val:
-        res = pipe.run(CRIC_DIR / "images" / name)
+        res = pipe.analyse(CRIC_DIR / "images" / name)
         truth = np.array([(c.x, c.y) for c in table[name].cells])
         found += len(match_points(_centres(res), truth, radius=20))
         total += len(truth)
@@ -357,14 +357,14 @@ def test_importing_pipeline_loads_no_django() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_matches_cpu(field_png: Path) -> None:
-    cpu = _pipeline().run(field_png)
+    cpu = _pipeline().analyse(field_png)
     torch.manual_seed(0)
     gpu_pipe = _pipeline()
     gpu_pipe.device = torch.device("cuda")
     gpu_pipe.detector.cuda()
     gpu_pipe.classifier.cuda()
     gpu_pipe.amp = True
-    gpu = gpu_pipe.run(field_png)
+    gpu = gpu_pipe.analyse(field_png)
     assert gpu.device.startswith("cuda")
     assert len(match_points(_centres(gpu), _centres(cpu), radius=4)) == len(cpu.cells)
 
@@ -443,7 +443,7 @@ def test_fusion_applies_only_to_its_detector(field_png: Path) -> None:
     det, cls = base.detector, base.classifier
     meta_c = {"version": "c", "temperature": 1.0, "abnormal_threshold": 0.5, "fusion": fusion}
     meta_d = {"version": "fake-detector", "thresholds": {"cell": 0.5, "abnormal": 0.5}}
-    fused = Pipeline(det, meta_d, cls, meta_c, device="cpu").run(field_png)
+    fused = Pipeline(det, meta_d, cls, meta_c, device="cpu").analyse(field_png)
     assert fused.cells and all(c.label != "NILM" for c in fused.cells)
     assert all(c.probabilities["NILM"] == pytest.approx(1 / (1 + np.exp(5))) for c in fused.cells)
     other = Pipeline(det, dict(meta_d, version="another"), cls, meta_c, device="cpu")
@@ -458,14 +458,16 @@ def test_test_time_views_come_from_the_checkpoint_and_average_the_flips(field_pn
     pipe = Pipeline(det, meta_d, cls, meta_c, device="cpu")
     assert pipe.tta_views == 4 and Pipeline(det, meta_d, cls, meta_c, tta_views=1).tta_views == 1
     crops = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    probs = pipe.classify_crops(crops)
+    probs = pipe.classify_crops(crops).probabilities
     # averaged over the four flips: a mirrored crop gets the same probabilities, which a
     # single view does not give
     mirrored = np.ascontiguousarray(crops[:, :, ::-1])
-    assert np.allclose(pipe.classify_crops(mirrored), probs, atol=1e-5)
+    assert np.allclose(pipe.classify_crops(mirrored).probabilities, probs, atol=1e-5)
     single = Pipeline(det, meta_d, cls, meta_c, device="cpu", tta_views=1)
-    assert not np.allclose(single.classify_crops(mirrored), single.classify_crops(crops))
-    assert len(pipe.run(field_png).cells) == len(single.run(field_png).cells)
+    assert not np.allclose(
+        single.classify_crops(mirrored).probabilities, single.classify_crops(crops).probabilities
+    )
+    assert len(pipe.analyse(field_png).cells) == len(single.analyse(field_png).cells)
     with pytest.raises(ValueError, match="tta_views must be one of"):
         Pipeline(det, meta_d, cls, dict(meta_c, tta_views=3), device="cpu")
 

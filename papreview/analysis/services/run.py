@@ -252,7 +252,7 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
             AnalysisRun.objects.filter(pk=run.pk).update(
                 detector_version=detector,
                 classifier_version=classifier,
-                device=str(pipeline.device),
+                device=pipeline.device_name,
             )
             slide = Slide.objects.get(pk=slide_id)
             with adapter.slide_local_path(slide) as path:
