@@ -270,7 +270,6 @@ def main() -> None:
 
 def _prefetch_check(tmp: Path, detector: Any, classifier: Any, side: int, cores: int) -> None:
     import torch
-
     from django.conf import settings
 
     from inference.interface import open_analyser

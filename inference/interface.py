@@ -50,9 +50,7 @@ class CellAnalyser(Protocol):
         """The side of the crops `classify_crops` takes."""
         ...
 
-    def analyse(
-        self, path: Path, *, progress: ProgressCallback | None = None
-    ) -> SlideResult: ...
+    def analyse(self, path: Path, *, progress: ProgressCallback | None = None) -> SlideResult: ...
 
     def classify_crops(
         self, crops: np.ndarray, detection_scores: np.ndarray | None = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -103,8 +103,11 @@ def plot_reliability(reviewer: dict[str, Any], path: Path) -> Path:
     for b in rel["bins"]:
         axes[1].annotate(str(b["n"]), (b["mean_p"], b["abnormal_share"]), fontsize=7)
     ece = rel["ece"]
-    axes[1].set_title(f"reliability, {rel['cells']} matched cells, ECE {ece:.3f}"
-                      if ece is not None else "reliability (no matched cells)")
+    axes[1].set_title(
+        f"reliability, {rel['cells']} matched cells, ECE {ece:.3f}"
+        if ece is not None
+        else "reliability (no matched cells)"
+    )
     axes[1].set_xlabel("predicted P(abnormal)")
     axes[1].set_ylabel("share annotated abnormal")
     axes[1].set_xlim(0, 1)

@@ -134,10 +134,15 @@ def reliability(images: Sequence[ImageEval], radius: float) -> dict[str, Any]:
         conf, freq = float(p[m].mean()), float(y[m].mean())
         ece += float(m.mean()) * abs(freq - conf)
         bins.append(
-            {"from": float(lo), "to": float(hi), "n": int(m.sum()), "mean_p": conf,
-             "abnormal_share": freq}
+            {
+                "from": float(lo),
+                "to": float(hi),
+                "n": int(m.sum()),
+                "mean_p": conf,
+                "abnormal_share": freq,
+            }
         )
-    return {"cells": int(len(p)), "ece": ece if len(p) else None, "bins": bins}
+    return {"cells": len(p), "ece": ece if len(p) else None, "bins": bins}
 
 
 def reviewer_load(

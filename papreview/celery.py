@@ -4,7 +4,7 @@ Configuration lives in Django settings under the `CELERY_` prefix (see settings/
 `CELERY_BROKER_URL` is set, kombu's filesystem transport in `var/broker/` otherwise. Jobs are
 acknowledged late and rejected when the worker dies, so a killed worker's job runs again; each
 worker takes one job at a time; analysis tasks are routed to the `inference` queue, retraining
-(`papreview.datasets.tasks.retrain_job_run`) to the `training` queue.
+(`papreview.registry.tasks.retrain_job_run`) to the `training` queue.
 
 Start a worker with `celery -A papreview worker -Q inference,celery,training` (`manage.py
 runstack` does).

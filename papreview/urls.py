@@ -24,14 +24,16 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("cells/", include(imaging_urls.cell_urlpatterns)),
     path("uploads/", include(upload_urls.urlpatterns)),
     path("reviewers/", include(workflow_urls.reviewer_urlpatterns)),
-    path("", include("papreview.datasets.urls")),  # exports, model versions, evaluations
+    path("", include("papreview.datasets.urls")),  # exports, model dashboard
+    path("", include("papreview.registry.urls")),  # model versions, evaluations, retraining
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
 urlpatterns = [
     path("", include("papreview.web.urls")),  # review queue (home), upload, slide review
-    path("", include("papreview.datasets.web_urls")),  # exports, models, dashboard, QC
+    path("", include("papreview.datasets.web_urls")),  # exports, dashboard, QC
+    path("", include("papreview.registry.web_urls")),  # models: compare, activate, retrain
     path("healthz", core_views.healthz, name="healthz"),
     path(
         "accounts/login/",

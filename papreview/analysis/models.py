@@ -25,13 +25,6 @@ class ModelVersion(TimeStampedModel):
     training_data = models.CharField(
         max_length=255, blank=True, help_text="Dataset export or data set the model was trained on."
     )
-    training_export = models.ForeignKey(
-        "datasets.DatasetExport",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="model_versions",
-    )
     is_active = models.BooleanField(default=False)
     activated_at = models.DateTimeField(null=True, blank=True)
     previous = models.ForeignKey(

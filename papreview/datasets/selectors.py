@@ -1,4 +1,4 @@
-"""Reads for dataset exports, model evaluations and QC re-reviews."""
+"""Reads for dataset exports and QC re-reviews."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from papreview.analysis.models import ModelVersion
 from papreview.cases.models import Slide, SlideStatus
 from papreview.core.exceptions import NotFoundError
-from papreview.datasets.models import DatasetExport, ExportStatus, ModelEvaluation
+from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.review.models import Cell, CellRevision
 from papreview.review.services import BOX_FIELDS
 
@@ -73,27 +72,3 @@ def dataset_export_get(*, export_id: int) -> DatasetExport:
 
 def dataset_exports_ready() -> QuerySet[DatasetExport]:
     return DatasetExport.objects.filter(status=ExportStatus.READY).order_by("-created_at", "-id")
-
-
-def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.select_related("training_export", "previous").order_by(
-        "stage", "-is_active", "-created_at", "-id"
-    )
-
-
-def model_version_get(*, version_id: int) -> ModelVersion:
-    mv = (
-        ModelVersion.objects.select_related("training_export", "previous")
-        .filter(pk=version_id)
-        .first()
-    )
-    if mv is None:
-        raise NotFoundError(f"Model version {version_id} does not exist.")
-    return mv
-
-
-def model_evaluation_list(*, export_id: int | None = None) -> QuerySet[ModelEvaluation]:
-    qs = ModelEvaluation.objects.select_related("model_version", "export")
-    if export_id is not None:
-        qs = qs.filter(export_id=export_id)
-    return qs.order_by("model_version__stage", "model_version__created_at", "id")

@@ -1,5 +1,4 @@
-"""Thin Celery tasks of the datasets app (queue `celery`; retraining on `training`): they take
-ids and call a service.
+"""Thin Celery tasks of the datasets app (queue `celery`): they take ids and call a service.
 
 Transient errors are retried by the one policy of all tasks (papreview.core.tasks.TRANSIENT_RETRY).
 """
@@ -35,40 +34,9 @@ def dataset_export_build_task(self: Task, export_id: int) -> str:
     return outcome
 
 
-@shared_task(
-    bind=True,
-    name="papreview.datasets.tasks.model_evaluation_run",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    **TRANSIENT_RETRY,
-)
-def model_evaluation_run_task(self: Task, evaluation_id: int) -> str:
-    from papreview.datasets.registry import model_evaluation_run
-
-    return model_evaluation_run(evaluation_id=evaluation_id)
-
-
 @shared_task(name="papreview.datasets.tasks.qc_sample", ignore_result=True, **TRANSIENT_RETRY)
 def qc_sample_task() -> list[int]:
     """Celery beat: draw the QC share of the slides signed out since the last draw."""
     from papreview.datasets.qc import qc_sample
 
     return [review.slide_id for review in qc_sample()]
-
-
-@shared_task(
-    bind=True,
-    name="papreview.datasets.tasks.retrain_job_run",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    **TRANSIENT_RETRY,
-)
-def retrain_job_run_task(self: Task, job_id: int) -> str:
-    """Retrain both stages on an export (queue `training`, see CELERY_TASK_ROUTES); a database or
-    broker error starts the job over, by the one retry policy, until the last try fails it."""
-    from papreview.datasets.retrain import retrain_job_run
-
-    last_try = self.request.retries >= (self.max_retries or 0)
-    return retrain_job_run(job_id=job_id, retry_transient=not last_try)

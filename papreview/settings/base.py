@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "papreview.analysis",
     "papreview.review",
     "papreview.datasets",
+    "papreview.registry",
     "papreview.uploads",
     "papreview.imaging",
     "papreview.workflow",
@@ -232,7 +233,7 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 # a GPU worker of its own in production); everything else to `celery`.
 CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
     "papreview.analysis.tasks.*": {"queue": "inference"},
-    "papreview.datasets.tasks.retrain_job_run": {"queue": "training"},
+    "papreview.registry.tasks.retrain_job_run": {"queue": "training"},
     # The sweeper must not wait behind long slide jobs.
     "papreview.analysis.tasks.analysis_sweep": {"queue": "celery"},
 }

@@ -18,8 +18,8 @@ from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from inference.interface import CellAnalyser
 from inference.errors import CheckpointError
+from inference.interface import CellAnalyser
 from inference.slides import SlideInfo
 from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, SlideResult
 from papreview.analysis import adapter
@@ -96,7 +96,7 @@ def test_the_pipeline_is_loaded_once_per_process_and_again_for_new_versions(
     newer = model_version_register(stage=ModelStage.CLASSIFIER, path=path, activate=True)
     assert model_versions_for_analysis() == (detector, newer)
     second = adapter.pipeline_for(detector=detector, classifier=newer)
-    assert second is not first and second.model_versions["classifier"] == newer.name
+    assert second is not first and second.versions["classifier"] == newer.name
     assert adapter.pipeline_for(detector=detector, classifier=newer) is second
     assert adapter.pipeline_loads() == loads + 1
 

@@ -17,6 +17,7 @@ TASK_MODULES = (
     "papreview.analysis.tasks",
     "papreview.core.tasks",
     "papreview.datasets.tasks",
+    "papreview.registry.tasks",
     "papreview.uploads.tasks",
 )
 

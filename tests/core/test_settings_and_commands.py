@@ -144,7 +144,7 @@ def test_celery_is_configured_for_reliable_single_job_workers() -> None:
     assert conf.worker_prefetch_multiplier == 1
     route = celery_app.amqp.router.route({}, "papreview.analysis.tasks.slide_analyse", (), {})
     assert route["queue"].name == "inference"
-    retrain = celery_app.amqp.router.route({}, "papreview.datasets.tasks.retrain_job_run", (), {})
+    retrain = celery_app.amqp.router.route({}, "papreview.registry.tasks.retrain_job_run", (), {})
     assert retrain["queue"].name == "training"
     other = celery_app.amqp.router.route({}, "papreview.core.tasks.worker_ping", (), {})
     assert other["queue"].name == "celery"

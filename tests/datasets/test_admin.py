@@ -72,7 +72,7 @@ def test_register_a_checkpoint_from_the_admin(make_slide, pathologist, admin_cli
     assert ok.status_code == 302
     mv = ModelVersion.objects.get(name=version)
     assert mv.sha256 == hashlib.sha256(data).hexdigest()
-    assert mv.training_export == export and mv.is_active
+    assert mv.training.export == export and mv.is_active
     assert mv.metrics == {"val": {"accuracy": 0.5}}
 
 

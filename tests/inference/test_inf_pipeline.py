@@ -510,7 +510,9 @@ def test_calibrate_pipeline_on_an_export_split_fits_the_fusion_or_says_why_not(
             )
         return SimpleNamespace(cells=cells)
 
-    pipeline = SimpleNamespace(run=run, model_versions={"detector": "det-abc"}, tta_views=2)
+    pipeline = SimpleNamespace(
+        analyse=run, versions={"detector": "det-abc"}, operating_point={"tta_views": 2}
+    )
     calibration = calibrate_pipeline_on(pipeline, table, sorted(table.images))
     assert calibration.report["val_matched_cells"] == 20
     assert calibration.fusion.detector_version == "det-abc"

@@ -18,9 +18,9 @@ One service, `retrain_job_run`, behind `manage.py retrain --export ID [--from-sc
    too few matched cells or a single class skip it, the reason kept as `fusion_skipped` in
    the metadata and as `fusion` in the job's `comparison`, not a failure;
 4. registers both checkpoints (`model_version_register_checkpoint`), NOT activated;
-5. evaluates the new and the active versions on the export's test split (in process, through
-   `model_evaluation_run`) and stores the activation gate's figures of both on the job
-   (`comparison`), shown on the Models page.
+5. evaluates the new and the active pipelines (each pair of versions) on the export's test split
+   (in process, through `model_evaluation_run`: what the workers run) and stores the activation
+   gate's figures of both on the job (`comparison`), shown on the Models page.
 
 Progress (`progress` percent and `step`) is written on the job row as it goes; a failure leaves
 the job `failed` with its reason in `error`. Extra training options per stage (CLI arguments)
@@ -46,16 +46,10 @@ from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.services import model_versions_for_analysis
 from papreview.core.exceptions import ApplicationError, ConflictError, PermissionDeniedError
 from papreview.core.tasks import TRANSIENT_ERRORS
-from papreview.datasets.activation import FIGURES, GATE_SPLIT
-from papreview.datasets.models import (
-    DatasetExport,
-    EvaluationStatus,
-    ExportStatus,
-    ModelEvaluation,
-    RetrainJob,
-    RetrainStatus,
-)
-from papreview.datasets.registry import (
+from papreview.datasets.models import DatasetExport, ExportStatus
+from papreview.registry.activation import FIGURES, GATE_SPLIT
+from papreview.registry.models import EvaluationStatus, ModelEvaluation, RetrainJob, RetrainStatus
+from papreview.registry.services import (
     export_local_file,
     model_evaluation_run,
     model_version_register_checkpoint,
@@ -81,7 +75,7 @@ def retrain_job_request(
         raise PermissionDeniedError("Only an administrator may retrain the models.")
     if export.status != ExportStatus.READY:
         raise ApplicationError(f"Export {export} is not ready yet.")
-    from papreview.datasets.tasks import retrain_job_run_task
+    from papreview.registry.tasks import retrain_job_run_task
 
     with transaction.atomic():
         # The export row's lock serialises requests, so two clicks cannot both queue a job.
@@ -147,10 +141,18 @@ def _train(
     return Path(run(args)["checkpoint"])
 
 
-def _evaluate(mv: ModelVersion, export: DatasetExport, by: User | None) -> ModelEvaluation:
-    """The version scored on the export's test split (in process; a done one is kept)."""
+def _evaluate_pair(
+    detector: ModelVersion, classifier: ModelVersion, export: DatasetExport, by: User | None
+) -> ModelEvaluation:
+    """The pipeline of the pair scored on the export's test split, once (in process; a done one
+    is kept). It is stored as the classifier's evaluation with the detector as partner, and the
+    same figures as the detector's with the classifier as partner (one pipeline, one split)."""
     evaluation, _ = ModelEvaluation.objects.get_or_create(
-        model_version=mv, export=export, split=GATE_SPLIT, defaults={"requested_by": by}
+        model_version=classifier,
+        partner=detector,
+        export=export,
+        split=GATE_SPLIT,
+        defaults={"requested_by": by},
     )
     if evaluation.status != EvaluationStatus.DONE:
         ModelEvaluation.objects.filter(pk=evaluation.pk).update(
@@ -158,13 +160,25 @@ def _evaluate(mv: ModelVersion, export: DatasetExport, by: User | None) -> Model
         )
         model_evaluation_run(evaluation_id=evaluation.pk)
         evaluation.refresh_from_db()
+    ModelEvaluation.objects.update_or_create(
+        model_version=detector,
+        partner=classifier,
+        export=export,
+        split=GATE_SPLIT,
+        defaults={
+            "status": evaluation.status,
+            "metrics": evaluation.metrics,
+            "error": evaluation.error,
+            "requested_by": by,
+        },
+    )
     return evaluation
 
 
-def _compare(stage: ModelStage, new: ModelEvaluation, active: ModelEvaluation) -> dict[str, Any]:
-    """The activation gate's figures of the new and the active version, side by side."""
+def _compare(new: ModelEvaluation, active: ModelEvaluation) -> dict[str, Any]:
+    """The activation gate's figures of the new and the active pipeline, side by side."""
     figures = []
-    for fig in FIGURES.get(stage.value, ()):
+    for fig in FIGURES:
         mine, base = fig.read(new.metrics), fig.read(active.metrics)
         better = None
         if mine is not None and base is not None and mine != base:
@@ -179,13 +193,14 @@ def _compare(stage: ModelStage, new: ModelEvaluation, active: ModelEvaluation) -
                 "better": better,
             }
         )
+
+    def pair(e: ModelEvaluation) -> dict[str, Any]:
+        names = f"{e.partner.name if e.partner else '?'} + {e.model_version.name}"
+        return {"id": e.model_version_id, "name": names, "status": e.status}
+
     return {
-        "new": {"id": new.model_version_id, "name": new.model_version.name, "status": new.status},
-        "active": {
-            "id": active.model_version_id,
-            "name": active.model_version.name,
-            "status": active.status,
-        },
+        "new": pair(new),
+        "active": pair(active),
         "errors": [e.error for e in (new, active) if e.error],
         "figures": figures,
     }
@@ -297,11 +312,12 @@ def retrain_job_run(*, job_id: int, retry_transient: bool = False) -> str:
             "fusion": fusion,
             "stages": {},
         }
-        for i, stage in enumerate(STAGES):
-            _progress(job, 80 + 10 * i, f"evaluating the {stage.value}s")
-            ours = _evaluate(new[stage], export, job.requested_by)
-            theirs = _evaluate(base[stage], export, job.requested_by)
-            comparison["stages"][stage.value] = _compare(stage, ours, theirs)
+        det, cls = ModelStage.DETECTOR, ModelStage.CLASSIFIER
+        _progress(job, 80, "evaluating the new pipeline on the test split")
+        ours = _evaluate_pair(new[det], new[cls], export, job.requested_by)
+        _progress(job, 90, "evaluating the active pipeline on the test split")
+        theirs = _evaluate_pair(base[det], base[cls], export, job.requested_by)
+        comparison["stages"]["pipeline"] = _compare(ours, theirs)
     except Exception as exc:
         if retry_transient and isinstance(exc, TRANSIENT_ERRORS):
             logger.warning("retrain job %s: transient error, retried: %s", job_id, exc)

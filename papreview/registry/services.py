@@ -3,7 +3,7 @@ export it was trained on), evaluate versions on a test export (compare page), ac
 
 Registration and activation themselves are the analysis app's services (`model_version_register`,
 `model_version_activate`); this module adds the export link and evaluations. Activation from the
-web (admins only, gated by the evaluations, with rollback) is `papreview.datasets.activation`.
+web (admins only, gated by the evaluations, with rollback) is `papreview.registry.activation`.
 New analyses use the active versions (the analysis service reads them per job); finished runs
 keep the versions they were made with (their own foreign keys).
 """
@@ -19,15 +19,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
 from inference.checkpoints import load_checkpoint
-from inference.data.export import Export, evaluate_checkpoint, opened
+from inference.data.export import Export, opened
 from inference.data.leaks import record_of, trained_on_warnings
 from inference.errors import InputError
+from inference.evaluation import evaluate_export
+from inference.interface import open_analyser
 from papreview.accounts.roles import user_is_admin
 from papreview.analysis.adapter import model_version_local_path
 from papreview.analysis.models import ModelStage, ModelVersion
@@ -35,14 +38,11 @@ from papreview.analysis.services import (
     TRANSIENT_ERRORS,
     model_version_activate,
     model_version_register,
+    model_versions_for_analysis,
 )
 from papreview.core.exceptions import ApplicationError, NotFoundError, PermissionDeniedError
-from papreview.datasets.models import (
-    DatasetExport,
-    EvaluationStatus,
-    ExportStatus,
-    ModelEvaluation,
-)
+from papreview.datasets.models import DatasetExport, ExportStatus
+from papreview.registry.models import EvaluationStatus, ModelEvaluation, ModelTraining
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,12 @@ def model_version_register_checkpoint(
     export = training_export or _export_from_meta(ckpt.meta)
     mv = model_version_register(stage=stage, path=Path(path), created_by=created_by)
     changed: list[str] = []
-    if export is not None and mv.training_export_id != export.pk:
-        mv.training_export = export
-        mv.training_data = f"dataset export {export.name} v{export.version}"[:255]
-        changed += ["training_export", "training_data"]
+    if export is not None:
+        ModelTraining.objects.update_or_create(model_version=mv, defaults={"export": export})
+        label = f"dataset export {export.name} v{export.version}"[:255]
+        if mv.training_data != label:
+            mv.training_data = label
+            changed.append("training_data")
     if not mv.metrics and isinstance(ckpt.meta.get("metrics"), dict):
         mv.metrics = ckpt.meta["metrics"]
         changed.append("metrics")
@@ -107,20 +109,36 @@ def model_version_register_checkpoint(
 # --------------------------------------------------------------------------------------------
 
 
+def evaluation_partner(model_version: ModelVersion) -> ModelVersion:
+    """The version of the other stage a version is scored with by default: the active one."""
+    detector, classifier = model_versions_for_analysis()
+    return classifier if model_version.stage == ModelStage.DETECTOR else detector
+
+
 def model_evaluation_request(
-    *, model_version: ModelVersion, export: DatasetExport, by: User, split: str = "test"
+    *,
+    model_version: ModelVersion,
+    export: DatasetExport,
+    by: User,
+    split: str = "test",
+    partner: ModelVersion | None = None,
 ) -> ModelEvaluation:
-    """Queue the scoring of a version on an export's split (admins). An evaluation already done
-    is returned as is; a failed one is queued again."""
+    """Queue the scoring of a version (as a pipeline with `partner`, by default the other stage's
+    active version) on an export's split (admins). An evaluation already done is returned as is;
+    a failed one is queued again."""
     if not user_is_admin(by):
         raise PermissionDeniedError("Only an administrator may evaluate model versions.")
     if export.status != ExportStatus.READY:
         raise ApplicationError(f"Export {export} is not ready yet.")
-    from papreview.datasets.tasks import model_evaluation_run_task
+    partner = partner or evaluation_partner(model_version)
+    if partner.stage == model_version.stage:
+        raise ApplicationError(f"{partner} is not of the other stage than {model_version}.")
+    from papreview.registry.tasks import model_evaluation_run_task
 
     with transaction.atomic():
         evaluation, created = ModelEvaluation.objects.select_for_update().get_or_create(
             model_version=model_version,
+            partner=partner,
             export=export,
             split=split,
             defaults={"requested_by": by},
@@ -181,9 +199,20 @@ def _leak_warnings(mv: ModelVersion, path: Path, export: Export, split: str) -> 
     return warnings
 
 
+def _pair(evaluation: ModelEvaluation) -> tuple[ModelVersion, ModelVersion]:
+    """(detector, classifier) of an evaluation; one from before pairs gets the active partner."""
+    mv = evaluation.model_version
+    partner = evaluation.partner
+    if partner is None:
+        partner = evaluation_partner(mv)
+        ModelEvaluation.objects.filter(pk=evaluation.pk).update(partner=partner)
+    return (mv, partner) if mv.stage == ModelStage.DETECTOR else (partner, mv)
+
+
 def model_evaluation_run(*, evaluation_id: int) -> str:
-    """Score the version on the export (the task). Returns the final status."""
-    evaluation = ModelEvaluation.objects.select_related("model_version", "export").get(
+    """Score the version with its partner on the export's split (the task): the pipeline the
+    workers would run, through `evaluate_export`. Returns the final status."""
+    evaluation = ModelEvaluation.objects.select_related("model_version", "partner", "export").get(
         pk=evaluation_id
     )
     if evaluation.status == EvaluationStatus.DONE:
@@ -193,12 +222,19 @@ def model_evaluation_run(*, evaluation_id: int) -> str:
     )
     mv = evaluation.model_version
     try:
+        detector, classifier = _pair(evaluation)
         with export_opened(evaluation.export) as export:
-            path = model_version_local_path(mv)
-            metrics = evaluate_checkpoint(
-                path, stage=mv.stage, export=export, split=evaluation.split
+            paths = [model_version_local_path(v) for v in (detector, classifier)]
+            analyser = open_analyser(
+                *paths, device=settings.INFERENCE_DEVICE, max_pixels=settings.SLIDE_MAX_PIXELS
             )
-            metrics["warnings"] = _leak_warnings(mv, path, export, evaluation.split)
+            metrics = evaluate_export(analyser, export, evaluation.split)
+            metrics["pair"] = {"detector": detector.name, "classifier": classifier.name}
+            metrics["warnings"] = [
+                f"{v.name}: {w}"
+                for v, path in zip((detector, classifier), paths, strict=True)
+                for w in _leak_warnings(v, path, export, evaluation.split)
+            ]
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:

@@ -23,7 +23,7 @@ from inference.checkpoints import load_checkpoint
 from inference.errors import CheckpointError, InputError
 from papreview.analysis.models import ModelStage
 from papreview.datasets.models import DatasetExport
-from papreview.datasets.registry import model_version_register_checkpoint
+from papreview.registry.services import model_version_register_checkpoint
 
 
 def checkpoint_stage(path: Path) -> str:
@@ -84,7 +84,7 @@ class Command(BaseCommand):
                     "sha256": mv.sha256,
                     "file": mv.file.name,
                     "training_data": mv.training_data,
-                    "training_export": mv.training_export_id,
+                    "training_export": export.pk if export is not None else None,
                     "is_active": mv.is_active,
                     "metrics": sorted(mv.metrics),
                 },

@@ -14,8 +14,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from papreview.datasets.models import DatasetExport, RetrainJob, RetrainStatus
-from papreview.datasets.retrain import retrain_job_run
+from papreview.datasets.models import DatasetExport
+from papreview.registry.models import RetrainJob, RetrainStatus
+from papreview.registry.retrain import retrain_job_run
 
 
 class Command(BaseCommand):

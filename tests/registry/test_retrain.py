@@ -18,12 +18,12 @@ from django.core.management import call_command
 from inference.__main__ import main as inference_main
 from inference.checkpoints import load_checkpoint
 from papreview.analysis.models import ModelStage, ModelVersion
-from papreview.analysis.services import model_versions_for_analysis
+from papreview.analysis.services import model_version_activate, model_versions_for_analysis
 from papreview.cases.models import Slide
 from papreview.datasets.build import dataset_export_build
-from papreview.datasets.models import EvaluationStatus, ModelEvaluation
-from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
 from papreview.datasets.services import dataset_export_create
+from papreview.registry.models import EvaluationStatus, ModelEvaluation
+from papreview.registry.services import model_evaluation_request, model_evaluation_run
 from tests.datasets.conftest import TRAIN_CLASSES, field_pixels, png_bytes
 from tests.factories import AnalysisRunFactory
 
@@ -109,7 +109,7 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
     mv = ModelVersion.objects.get(pk=registered["id"])
     assert mv.stage == ModelStage.CLASSIFIER and mv.name == cls["version"]
     assert mv.sha256 == hashlib.sha256(cls_path.read_bytes()).hexdigest()
-    assert mv.training_export == export
+    assert mv.training.export == export
     assert mv.training_data == "dataset export retrain v1"
     assert "val" in mv.metrics and not mv.is_active
     assert mv.metrics["images_sha256"] == record
@@ -118,25 +118,32 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
     assert ModelVersion.objects.filter(name=cls["version"]).count() == 1
     call_command("register_model", str(det_path), "--export", str(export.pk), stdout=io.StringIO())
     det_mv = ModelVersion.objects.get(name=det["version"])
-    assert det_mv.stage == ModelStage.DETECTOR and det_mv.training_export == export
+    assert det_mv.stage == ModelStage.DETECTOR and det_mv.training.export == export
 
-    # Compare: both stages scored on the export's test split.
+    # Compare: each version scored as the pipeline it makes with the other stage's active
+    # version, on the export's test split, through what the workers run
     for version in (mv, det_mv):
         evaluation = model_evaluation_request(model_version=version, export=export, by=admin_user)
         assert model_evaluation_run(evaluation_id=evaluation.pk) == EvaluationStatus.DONE
     cls_eval = ModelEvaluation.objects.get(model_version=mv)
-    six = cls_eval.metrics["six_class"]
-    assert cls_eval.metrics["warnings"] == []  # trained on none of the test images
-    assert six["n"] == sum(m["counts"]["per_split"]["test"].values())
-    assert len(six["confusion_matrix"]) == 6
+    assert cls_eval.partner is not None and cls_eval.partner.stage == ModelStage.DETECTOR
+    assert cls_eval.metrics["pair"] == {"detector": cls_eval.partner.name, "classifier": mv.name}
+    assert not [w for w in cls_eval.metrics["warnings"] if w.startswith(mv.name)]  # no leak
+    n_test_images = m["counts"]["images"]["test"]
+    assert cls_eval.metrics["images_evaluated"] == n_test_images
+    assert cls_eval.metrics["metrics"]["annotated_cells"] == sum(
+        m["counts"]["per_split"]["test"].values()
+    )
+    four = cls_eval.metrics["metrics"]["matched_cells"]["four_class"]
+    assert len(four["confusion_matrix"]) == 4
+    assert cls_eval.metrics["reviewer"]["fields"] == n_test_images
     det_eval = ModelEvaluation.objects.get(model_version=det_mv)
-    assert det_eval.metrics["images"] == m["counts"]["images"]["test"]
-    assert sum(map(sum, det_eval.metrics["confusion"]["matrix"])) == det_eval.metrics["cells"]
+    assert det_eval.partner is not None and det_eval.partner.stage == ModelStage.CLASSIFIER
+    assert det_eval.metrics["metrics"]["images"] == n_test_images
 
     # Activation: admins only, over the API; the previous version's runs keep it.
     old_run = AnalysisRunFactory.create(classifier_version=versions.classifier)
-    versions.classifier.is_active = True
-    versions.classifier.save()
+    model_version_activate(model_version=versions.classifier)
     url = f"/api/model-versions/{mv.pk}/activate/"
     assert api(pathologist).post(url).status_code == 403
     assert api(None).post(url).status_code == 401
@@ -155,7 +162,7 @@ def test_tiny_export_retrains_both_stages_registers_evaluates_and_activates(
     client.force_login(pathologist)
     page = client.get(f"/models/?export={export.pk}").content.decode()
     assert page.count('class="confusion"') == 2
-    assert "found as abnormal" in page and "truth \\ predicted" in page
+    assert "abnormal-cell recall" in page and "truth \\ predicted" in page
     det_mv_active = api(admin_user).post(f"/api/model-versions/{det_mv.pk}/activate/")
     assert det_mv_active.status_code == 200
     assert model_versions_for_analysis() == (det_mv, mv)

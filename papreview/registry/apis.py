@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,21 +15,21 @@ from papreview.accounts.roles import user_is_admin
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.exceptions import PermissionDeniedError
-from papreview.datasets.activation import model_version_activate_by, model_version_rollback_by
-from papreview.datasets.models import ModelEvaluation, RetrainJob
-from papreview.datasets.registry import model_evaluation_request
-from papreview.datasets.retrain import retrain_job_request
-from papreview.datasets.selectors import (
-    dataset_export_get,
+from papreview.datasets.selectors import dataset_export_get
+from papreview.registry.activation import model_version_activate_by, model_version_rollback_by
+from papreview.registry.models import ModelEvaluation, RetrainJob
+from papreview.registry.retrain import retrain_job_request
+from papreview.registry.selectors import (
     model_evaluation_list,
     model_version_get,
     model_version_list,
 )
+from papreview.registry.services import model_evaluation_request
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
     # The export's "name vN"; null for a version not trained on an export.
-    training_export = serializers.CharField(read_only=True, allow_null=True)
+    training_export = serializers.SerializerMethodField()
     previous = serializers.CharField(
         source="previous.name", read_only=True, allow_null=True, default=None
     )
@@ -50,6 +50,11 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
             "metrics",
             "created_at",
         )
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_training_export(self, mv: ModelVersion) -> str | None:
+        training = getattr(mv, "training", None)  # none recorded: RelatedObjectDoesNotExist
+        return str(training.export) if training is not None and training.export else None
 
 
 class ModelVersionListApi(APIView):
@@ -116,7 +121,16 @@ class ModelEvaluationOutputSerializer(serializers.ModelSerializer[ModelEvaluatio
     class Meta:
         model = ModelEvaluation
         ref_name = "ModelEvaluation"
-        fields = ("id", "model_version", "export", "split", "status", "metrics", "error")
+        fields = (
+            "id",
+            "model_version",
+            "partner",
+            "export",
+            "split",
+            "status",
+            "metrics",
+            "error",
+        )
 
 
 class ModelEvaluationListApi(APIView):
@@ -126,6 +140,12 @@ class ModelEvaluationListApi(APIView):
         model_version = serializers.IntegerField()
         export = serializers.IntegerField()
         split = serializers.ChoiceField(choices=["train", "val", "test"], default="test")
+        partner = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Version of the other stage to pair it with (default: the active one).",
+        )
 
         class Meta:
             ref_name = "ModelEvaluationInput"
@@ -151,6 +171,11 @@ class ModelEvaluationListApi(APIView):
             export=dataset_export_get(export_id=values["export"]),
             split=values["split"],
             by=request_user(request),
+            partner=(
+                model_version_get(version_id=values["partner"])
+                if values["partner"] is not None
+                else None
+            ),
         )
         return Response(
             ModelEvaluationOutputSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED

@@ -28,7 +28,7 @@ from papreview.accounts.roles import user_is_admin
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.analysis.services import model_version_activate, model_version_rollback
 from papreview.core.exceptions import ConflictError, PermissionDeniedError
-from papreview.datasets.models import EvaluationStatus, ModelEvaluation
+from papreview.registry.models import EvaluationStatus, ModelEvaluation
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +50,6 @@ def _at(metrics: dict[str, Any], *path: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _false_alarms_per_field(metrics: dict[str, Any]) -> float | None:
-    """Detector: annotated normal cells it flagged abnormal, per image (field or tile)."""
-    confusion, images = metrics.get("confusion"), metrics.get("images")
-    if not isinstance(confusion, dict) or not isinstance(images, int) or images <= 0:
-        return None
-    try:
-        row = confusion["rows"].index("normal")
-        column = confusion["columns"].index("found as abnormal")
-        return float(confusion["matrix"][row][column]) / images
-    except (KeyError, ValueError, IndexError, TypeError):
-        return None
-
-
 @dataclass(frozen=True)
 class Figure:
     key: str  # its name in the audit data and the API's error
@@ -71,39 +58,28 @@ class Figure:
     read: Callable[[dict[str, Any]], float | None]
 
 
-FIGURES: dict[str, tuple[Figure, ...]] = {
-    ModelStage.CLASSIFIER.value: (
-        Figure(
-            "abnormal_sensitivity",
-            "abnormal sensitivity",
-            True,
-            lambda m: _at(m, "abnormal_vs_nilm", "sensitivity"),
-        ),
-        Figure(
-            "abnormal_specificity",
-            "abnormal specificity (NILM crops not called abnormal)",
-            True,
-            lambda m: _at(m, "abnormal_vs_nilm", "specificity"),
-        ),
-        Figure(
-            "balanced_accuracy_4class",
-            "4-class balanced accuracy",
-            True,
-            lambda m: _at(m, "four_class", "balanced_accuracy"),
-        ),
+# The pipeline's figures on the split (`inference.evaluation.evaluate_export`): the same three
+# whichever stage is new, since a version is scored as the pipeline it makes with its partner.
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "abnormal_sensitivity",
+        "abnormal-cell recall",
+        True,
+        lambda m: _at(m, "metrics", "abnormal_recall"),
     ),
-    ModelStage.DETECTOR.value: (
-        Figure(
-            "abnormal_sensitivity", "abnormal recall", True, lambda m: _at(m, "abnormal_recall")
-        ),
-        Figure(
-            "false_alarms_per_field",
-            "normal cells flagged abnormal per field",
-            False,
-            _false_alarms_per_field,
-        ),
+    Figure(
+        "false_alarms_per_field",
+        "abnormal calls per field not near a marked abnormal cell",
+        False,
+        lambda m: _at(m, "reviewer", "false_alarms_per_field"),
     ),
-}
+    Figure(
+        "balanced_accuracy_4class",
+        "4-class balanced accuracy of matched cells",
+        True,
+        lambda m: _at(m, "metrics", "matched_cells", "four_class", "balanced_accuracy"),
+    ),
+)
 
 
 @dataclass
@@ -152,7 +128,7 @@ def activation_check(*, model_version: ModelVersion) -> ActivationCheck:
         )
     check = ActivationCheck(active=active.name, export=str(ours.export))
     worse: list[str] = []
-    for fig in FIGURES.get(model_version.stage, ()):
+    for fig in FIGURES:
         mine, base = fig.read(ours.metrics), fig.read(theirs[ours.export_id].metrics)
         is_worse = (
             mine is not None

@@ -20,15 +20,16 @@ from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, Run
 from papreview.analysis.services import model_versions_for_analysis
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.datasets.build import dataset_export_build
-from papreview.datasets.models import DatasetExport, RetrainJob, RetrainStatus
-from papreview.datasets.registry import model_version_register_checkpoint
-from papreview.datasets.retrain import retrain_job_run
+from papreview.datasets.models import DatasetExport
+from papreview.registry.models import RetrainJob, RetrainStatus
+from papreview.registry.retrain import retrain_job_run
+from papreview.registry.services import model_version_register_checkpoint
 from papreview.review.models import Cell
 from papreview.review.selectors import slide_flag_summary
 from testkit.browser import log_in, screenshot, wait_saved
 from testkit.checkpoints import write_random_checkpoints
-from tests.datasets.test_retrain_job import TINY
 from tests.factories import UserFactory
+from tests.registry.test_retrain_job import TINY
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -66,10 +67,11 @@ def no_broker(monkeypatch) -> dict[str, list[Any]]:
     """What would go to the broker (export build, retrain, analysis), recorded, not sent."""
     from papreview.analysis import tasks as analysis_tasks
     from papreview.datasets import tasks as dataset_tasks
+    from papreview.registry import tasks as registry_tasks
 
     sent: dict[str, list[Any]] = {"export": [], "retrain": [], "analysis": []}
     monkeypatch.setattr(dataset_tasks.dataset_export_build_task, "delay", sent["export"].append)
-    monkeypatch.setattr(dataset_tasks.retrain_job_run_task, "delay", sent["retrain"].append)
+    monkeypatch.setattr(registry_tasks.retrain_job_run_task, "delay", sent["retrain"].append)
 
     class _Result:
         id = "recorded"
@@ -159,13 +161,13 @@ def test_the_retraining_loop_in_the_browser(
     assert job.new_classifier is not None and job.new_detector is not None
     new_cls = job.new_classifier
 
-    # 4. Compare (page): the job's tables, new against active, both stages.
+    # 4. Compare (page): the job's table, the new pipeline against the active one.
     page.goto(f"{live_server.url}/models/?export={export.pk}")
     page.wait_for_selector(f".retrain-job[data-job='{job.pk}'][data-status='done']")
-    compare = page.locator("table.retrain-compare[data-stage='classifier']")
+    compare = page.locator("table.retrain-compare[data-stage='pipeline']")
     header = compare.locator("thead").text_content() or ""  # (CSS upper-cases it)
     assert new_cls.name in header and base_cls.name in header
-    assert page.locator("table.retrain-compare").count() == 2
+    assert page.locator("table.retrain-compare").count() == 1
     assert compare.locator("tbody tr").count() >= 1
     screenshot(page, "loop-models.png")
 

@@ -10,33 +10,33 @@ from django.test import Client
 
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.audit.models import AuditAction, AuditEvent
-from papreview.datasets.activation import activation_check
-from papreview.datasets.models import DatasetExport, EvaluationStatus, ExportStatus, ModelEvaluation
+from papreview.datasets.models import DatasetExport, ExportStatus
+from papreview.registry.activation import activation_check
+from papreview.registry.models import EvaluationStatus, ModelEvaluation, ModelTraining
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
 
-def classifier_metrics(sensitivity: float, balanced: float, specificity: float = 0.9) -> dict:
+def pipeline_metrics(recall: float, false_alarms: float, balanced: float) -> dict:
+    """What `model_evaluation_run` stores (`inference.evaluation.evaluate_export`), in part."""
     return {
-        "abnormal_vs_nilm": {"sensitivity": sensitivity, "specificity": specificity},
-        "four_class": {"balanced_accuracy": balanced},
-        "six_class": {"accuracy": 0.5, "n": 10, "classes": [], "confusion_matrix": []},
+        "pair": {"detector": "d", "classifier": "c"},
+        "metrics": {
+            "abnormal_recall": recall,
+            "images": 4,
+            "matched_cells": {"four_class": {"balanced_accuracy": balanced}},
+        },
+        "reviewer": {"false_alarms_per_field": false_alarms},
     }
+
+
+def classifier_metrics(sensitivity: float, balanced: float) -> dict:
+    return pipeline_metrics(sensitivity, 1.0, balanced)
 
 
 def detector_metrics(recall: float, normal_flagged: int, images: int = 4) -> dict:
-    return {
-        "abnormal_recall": recall,
-        "cell_recall": 0.9,
-        "candidates_per_image": 3.0,
-        "images": images,
-        "confusion": {
-            "rows": ["normal", "abnormal"],
-            "columns": ["missed", "found as normal", "found as abnormal"],
-            "matrix": [[0, 10, normal_flagged], [1, 0, 9]],
-        },
-    }
+    return pipeline_metrics(recall, normal_flagged / images, 0.7)
 
 
 def evaluated(mv: ModelVersion, export: DatasetExport, metrics: dict[str, Any]) -> None:
@@ -81,7 +81,7 @@ def test_a_worse_version_is_refused_then_accepted_with_a_reason(classifiers, api
     assert refused.status_code == 409, refused.json()
     body = refused.json()
     assert body["code"] == "activation_refused"
-    assert "abnormal sensitivity 0.800 against 0.900" in body["detail"]
+    assert "abnormal-cell recall 0.800 against 0.900" in body["detail"]
     assert "gate v3" in body["detail"] and "reason" in body["detail"]
     assert "balanced accuracy" not in body["detail"]  # better there: not named as worse
     assert body["figures"]["abnormal_sensitivity"] == {
@@ -109,7 +109,7 @@ def test_a_worse_version_is_refused_then_accepted_with_a_reason(classifiers, api
         "active": 0.70,
         "worse": False,
     }
-    assert "abnormal sensitivity" in event.data["gate"]
+    assert "abnormal-cell recall" in event.data["gate"]
 
 
 def test_a_better_version_needs_no_reason(classifiers, api, admin_user):
@@ -160,7 +160,10 @@ def test_detector_false_alarms_per_field_are_compared(export):
         "worse": True,
     }
     assert check.figures["abnormal_sensitivity"]["worse"] is False
-    assert "normal cells flagged abnormal per field 2.000 against 0.500" in check.problem
+    assert (
+        "abnormal calls per field not near a marked abnormal cell 2.000 against 0.500"
+        in check.problem
+    )
 
 
 def test_rollback_goes_back_one_activation_at_a_time(classifiers, api, admin_user, pathologist):
@@ -194,7 +197,7 @@ def test_models_page_reason_field_refusal_and_rollback_button(classifiers, admin
     page = admin.get("/models/").content.decode()
     assert 'name="reason"' in page and "Roll back to" not in page
     refused = admin.post(f"/models/{worse.pk}/activate/", {"next": "/models/"}, follow=True)
-    assert "abnormal sensitivity 0.800 against 0.900" in refused.content.decode()
+    assert "abnormal-cell recall 0.800 against 0.900" in refused.content.decode()
     worse.refresh_from_db()
     assert not worse.is_active
     admin.post(f"/models/{worse.pk}/activate/", {"next": "/models/", "reason": "trial run"})
@@ -221,7 +224,7 @@ def test_admin_action_goes_through_the_gate(classifiers, admin_user):
         {"action": "activate", "_selected_action": [worse.pk]},
         follow=True,
     )
-    assert "abnormal sensitivity 0.800 against 0.900" in response.content.decode()
+    assert "abnormal-cell recall 0.800 against 0.900" in response.content.decode()
     worse.refresh_from_db()
     assert not worse.is_active
     client.post(
@@ -237,7 +240,8 @@ def test_admin_action_goes_through_the_gate(classifiers, admin_user):
 
 def test_model_version_list_names_the_training_export_or_null(api, viewer, export):
     ModelVersionFactory.create(stage=ModelStage.DETECTOR, name="no-export")
-    ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="trained", training_export=export)
+    trained = ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="trained")
+    ModelTraining.objects.create(model_version=trained, export=export)
     listed = {v["name"]: v for v in api(viewer).get("/api/model-versions/").json()}
     assert listed["no-export"]["training_export"] is None
     assert listed["trained"]["training_export"] == "gate v3"

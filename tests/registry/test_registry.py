@@ -11,9 +11,9 @@ from django.utils import timezone
 from papreview.analysis.models import ModelStage
 from papreview.core.exceptions import ApplicationError, PermissionDeniedError
 from papreview.datasets.build import dataset_export_build
-from papreview.datasets.models import EvaluationStatus, ModelEvaluation
-from papreview.datasets.registry import model_evaluation_request, model_evaluation_run
 from papreview.datasets.services import dataset_export_create
+from papreview.registry.models import EvaluationStatus, ModelEvaluation
+from papreview.registry.services import model_evaluation_request, model_evaluation_run
 from tests.factories import ModelVersionFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +56,7 @@ def test_evaluation_warns_when_the_model_was_trained_on_images_of_the_scored_spl
 ):
     from django.test import Client
 
-    from papreview.datasets.registry import model_version_register_checkpoint
+    from papreview.registry.services import model_version_register_checkpoint
     from testkit.checkpoints import write_random_checkpoints
 
     for p in range(3):
@@ -83,11 +83,13 @@ def test_evaluation_warns_when_the_model_was_trained_on_images_of_the_scored_spl
     assert model_evaluation_run(evaluation_id=evaluation.pk) == EvaluationStatus.DONE
     evaluation.refresh_from_db()
     n_test = export.manifest["counts"]["images"]["test"]
-    assert evaluation.metrics["warnings"] == [
-        f"This version was trained on 1 of the {n_test} test images (same SHA-256): its "
-        "scores here are optimistic."
-    ]
+    # the classifier's leak, named; its partner (the committed detector) has no record
+    assert (
+        f"{mv.name}: This version was trained on 1 of the {n_test} test images (same SHA-256): "
+        "its scores here are optimistic."
+    ) in evaluation.metrics["warnings"]
+    assert evaluation.metrics["pair"]["classifier"] == mv.name
     client = Client()
     client.force_login(pathologist)
     page = client.get(f"/models/?export={export.pk}").content.decode()
-    assert "Warning: This version was trained on 1 of the" in page
+    assert f"Warning: {mv.name}: This version was trained on 1 of the" in page

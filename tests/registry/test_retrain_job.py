@@ -1,4 +1,4 @@
-"""Retrain what runs (`papreview.datasets.retrain`): on a tiny export, both stages fine-tuned from
+"""Retrain what runs (`papreview.registry.retrain`): on a tiny export, both stages fine-tuned from
 the active versions (or from scratch), the classifier calibrated and the fusion fitted (or
 skipped, with its reason) on the validation split, both registered inactive, evaluated beside
 the active versions; a train-only export fails with its reason; the admins' button and API
@@ -18,15 +18,10 @@ from inference.checkpoints import load_checkpoint
 from papreview.analysis.adapter import model_version_local_path
 from papreview.analysis.models import ModelVersion
 from papreview.datasets.build import dataset_export_build
-from papreview.datasets.models import (
-    EvaluationStatus,
-    ModelEvaluation,
-    RetrainJob,
-    RetrainStatus,
-)
-from papreview.datasets.registry import model_version_register_checkpoint
-from papreview.datasets.retrain import retrain_job_run
 from papreview.datasets.services import dataset_export_create
+from papreview.registry.models import EvaluationStatus, ModelEvaluation, RetrainJob, RetrainStatus
+from papreview.registry.retrain import retrain_job_run
+from papreview.registry.services import model_version_register_checkpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +84,7 @@ def test_retrain_fine_tunes_the_active_versions_registers_evaluates_and_compares
         new: ModelVersion = getattr(job, f"new_{stage}")
         assert new is not None
         assert new.stage == stage and not new.is_active
-        assert new.pk != active[stage].pk and new.training_export == tiny_export
+        assert new.pk != active[stage].pk and new.training.export == tiny_export
         meta = load_checkpoint(model_version_local_path(new), stage=stage).meta
         assert meta["training"]["init_from"]["version"] == active[stage].name
         assert meta["data"]["export"]["id"] == tiny_export.pk
@@ -98,11 +93,17 @@ def test_retrain_fine_tunes_the_active_versions_registers_evaluates_and_compares
         for mv in (new, active[stage]):
             ev = ModelEvaluation.objects.get(model_version=mv, export=tiny_export, split="test")
             assert ev.status == EvaluationStatus.DONE, ev.error
-        compared = job.comparison["stages"][stage]
-        assert compared["new"]["id"] == new.pk and compared["active"]["id"] == active[stage].pk
-        assert compared["figures"] and all(
-            "new" in f and "active" in f for f in compared["figures"]
-        )
+    # the new pipeline (both new versions) against the active one, each evaluated once; the
+    # detector's row holds the figures of the same pipeline
+    assert job.new_detector is not None and job.new_classifier is not None
+    compared = job.comparison["stages"]["pipeline"]
+    assert compared["new"]["name"] == f"{job.new_detector.name} + {job.new_classifier.name}"
+    assert compared["active"]["id"] == active["classifier"].pk
+    assert compared["figures"] and all("new" in f and "active" in f for f in compared["figures"])
+    new_cls = ModelEvaluation.objects.get(model_version=job.new_classifier, split="test")
+    new_det = ModelEvaluation.objects.get(model_version=job.new_detector, split="test")
+    assert new_cls.partner == job.new_detector and new_det.partner == job.new_classifier
+    assert new_det.metrics == new_cls.metrics
     assert job.new_classifier is not None
     cls_meta = load_checkpoint(
         model_version_local_path(job.new_classifier), stage="classifier"
@@ -126,7 +127,7 @@ def test_retrain_fine_tunes_the_active_versions_registers_evaluates_and_compares
     client = Client()
     client.force_login(admin_user)
     page = client.get("/models/").content.decode()
-    assert f'data-job="{job.pk}"' in page and page.count('class="data retrain-compare"') == 2
+    assert f'data-job="{job.pk}"' in page and page.count('class="data retrain-compare"') == 1
 
 
 def test_retrain_from_scratch_by_command(tiny_export, active):
@@ -165,7 +166,7 @@ def test_a_database_error_is_retried_by_the_task_then_fails_the_job(
     def database_gone(export: object) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr("papreview.datasets.retrain._check_splits", database_gone)
+    monkeypatch.setattr("papreview.registry.retrain._check_splits", database_gone)
     with pytest.raises(OperationalError):  # before the last try: the task's policy retries
         retrain_job_run(job_id=job.pk, retry_transient=True)
     assert RetrainJob.objects.get(pk=job.pk).status == RetrainStatus.RUNNING
@@ -176,7 +177,7 @@ def test_a_database_error_is_retried_by_the_task_then_fails_the_job(
 def test_the_button_and_the_api_queue_a_job_for_admins_only(
     tiny_export, admin_user, pathologist, api, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from papreview.datasets import tasks
+    from papreview.registry import tasks
 
     queued: list[int] = []
     monkeypatch.setattr(tasks.retrain_job_run_task, "delay", queued.append)
@@ -216,5 +217,5 @@ def test_the_button_and_the_api_queue_a_job_for_admins_only(
 def test_the_retrain_task_goes_to_the_training_queue():
     from papreview.celery import celery_app
 
-    route = celery_app.amqp.router.route({}, "papreview.datasets.tasks.retrain_job_run", (), {})
+    route = celery_app.amqp.router.route({}, "papreview.registry.tasks.retrain_job_run", (), {})
     assert route["queue"].name == "training"

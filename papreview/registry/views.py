@@ -15,18 +15,17 @@ from django.views.decorators.http import require_POST, require_safe
 from papreview.accounts.roles import user_is_admin
 from papreview.analysis.models import ModelStage
 from papreview.core.exceptions import ApplicationError, NotFoundError, PermissionDeniedError
-from papreview.datasets.activation import model_version_activate_by, model_version_rollback_by
-from papreview.datasets.models import EvaluationStatus, RetrainJob, RetrainStatus
-from papreview.datasets.registry import model_evaluation_request
-from papreview.datasets.retrain import retrain_job_request
-from papreview.datasets.selectors import (
-    dataset_export_get,
-    dataset_exports_ready,
+from papreview.datasets.selectors import dataset_export_get, dataset_exports_ready
+from papreview.datasets.views import _error_text, _user
+from papreview.registry.activation import model_version_activate_by, model_version_rollback_by
+from papreview.registry.models import EvaluationStatus, RetrainJob, RetrainStatus
+from papreview.registry.retrain import retrain_job_request
+from papreview.registry.selectors import (
     model_evaluation_list,
     model_version_get,
     model_version_list,
 )
-from papreview.datasets.views import _error_text, _user
+from papreview.registry.services import model_evaluation_request
 
 
 def _matrix_rows(classes: list[str], matrix: list[list[int]]) -> list[dict[str, Any]]:
@@ -46,8 +45,12 @@ def model_registry(request: HttpRequest) -> HttpResponse:
     raw = request.GET.get("export", "")
     if raw.isdigit():
         chosen = next((e for e in exports if e.pk == int(raw)), None)
+    # the latest evaluation of each version on the chosen export
     evaluations = (
-        {e.model_version_id: e for e in model_evaluation_list(export_id=chosen.pk)}
+        {
+            e.model_version_id: e
+            for e in model_evaluation_list(export_id=chosen.pk).order_by("updated_at", "id")
+        }
         if chosen
         else {}
     )
@@ -60,17 +63,11 @@ def model_registry(request: HttpRequest) -> HttpResponse:
             ev = evaluations.get(mv.pk)
             matrix = None
             if ev is not None and ev.status == EvaluationStatus.DONE:
-                m = ev.metrics
-                if stage == ModelStage.CLASSIFIER and "six_class" in m:
-                    six = m["six_class"]
+                four = ev.metrics.get("metrics", {}).get("matched_cells", {}).get("four_class")
+                if four:
                     matrix = {
-                        "columns": six["classes"],
-                        "rows": _matrix_rows(six["classes"], six["confusion_matrix"]),
-                    }
-                elif "confusion" in m:
-                    matrix = {
-                        "columns": m["confusion"]["columns"],
-                        "rows": _matrix_rows(m["confusion"]["rows"], m["confusion"]["matrix"]),
+                        "columns": four["classes"],
+                        "rows": _matrix_rows(four["classes"], four["confusion_matrix"]),
                     }
             versions.append({"mv": mv, "evaluation": ev, "matrix": matrix})
         stages.append(
@@ -85,7 +82,7 @@ def model_registry(request: HttpRequest) -> HttpResponse:
     jobs = list(RetrainJob.objects.select_related("export", "new_detector", "new_classifier")[:5])
     return render(
         request,
-        "datasets/models.html",
+        "registry/models.html",
         {
             "retrain_jobs": jobs,
             # the page reloads itself while a job runs (its progress)
