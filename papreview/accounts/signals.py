@@ -12,6 +12,7 @@ ADMIN_MANAGED_APPS = (
     "analysis",
     "review",
     "datasets",
+    "registry",
     "audit",
     "uploads",
     "workflow",

@@ -32,7 +32,7 @@ from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
 from papreview.core.exceptions import NotFoundError
-from papreview.review.models import ReviewStatus
+from papreview.review.models import DECIDED_STATUSES, ReviewStatus
 from papreview.workflow.bethesda import page_vocabulary, report_labels, slide_report_get
 from papreview.workflow.selectors import (
     review_queue_list,
@@ -179,7 +179,10 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "canRefer": user_can_write(request.user),
             "isPathologist": user_has_role(request.user, Role.PATHOLOGIST, Role.ADMIN),
         },
-        "review": {"flagThreshold": settings.REVIEW_FLAG_THRESHOLD},
+        "review": {
+            "flagThreshold": settings.REVIEW_FLAG_THRESHOLD,
+            "decidedStatuses": list(DECIDED_STATUSES),  # a person acted on the cell
+        },
         "reviewStatusLabels": dict(ReviewStatus.choices),
         "slideStatusLabels": dict(SlideStatus.choices),
         "testHooks": settings.PAPREVIEW_TEST_HOOKS,

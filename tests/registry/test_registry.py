@@ -93,3 +93,68 @@ def test_evaluation_warns_when_the_model_was_trained_on_images_of_the_scored_spl
     client.force_login(pathologist)
     page = client.get(f"/models/?export={export.pk}").content.decode()
     assert f"Warning: {mv.name}: This version was trained on 1 of the" in page
+
+
+def test_the_compare_page_figures_are_those_of_inference_evaluate(
+    make_patients, pathologist, admin_user, tmp_path, capsys
+):
+    """One evaluation path: the registry's evaluation of a version (as the pipeline it makes with
+    its partner) equals `python -m inference evaluate --data EXPORT --split test` with the same
+    checkpoints, test-time views and fusion included, and the compare page shows those figures."""
+    import json
+
+    from django.test import Client
+
+    from inference.__main__ import main as inference_main
+    from inference.checkpoints import load_checkpoint
+    from papreview.registry.services import model_version_register_checkpoint
+    from testkit.checkpoints import write_random_checkpoints
+
+    make_patients("EQ", patients=4)
+    export = dataset_export_create(name="same", created_by=pathologist)
+    assert dataset_export_build(export_id=export.pk) == "ready"
+    export.refresh_from_db()
+    fusion = {
+        "w_classifier": 1.0,
+        "w_detector": 0.5,
+        "bias": 0.0,
+        "detector_version": "det-eq",
+        "abnormal_threshold": 0.3,
+    }
+    det_path, cls_path = write_random_checkpoints(
+        tmp_path,
+        detector_meta={"version": "det-eq", "thresholds": {"cell": 0.0, "abnormal": 0.0}},
+        classifier_meta={"version": "cls-eq", "tta_views": 2, "fusion": fusion},
+    )
+    det = model_version_register_checkpoint(stage="detector", path=det_path)
+    cls = model_version_register_checkpoint(stage="classifier", path=cls_path)
+    evaluation = model_evaluation_request(
+        model_version=cls, export=export, by=admin_user, partner=det
+    )
+    assert model_evaluation_run(evaluation_id=evaluation.pk) == EvaluationStatus.DONE
+    evaluation.refresh_from_db()
+    stored = evaluation.metrics
+    assert stored["operating_point"]["fusion"] is True and stored["operating_point"]["tta_views"]
+    assert stored["reviewer"]["fields"] == stored["images_evaluated"] > 0
+    assert stored["metrics"]["predicted_cells"] > 0  # something to compare
+
+    zip_path = tmp_path / "same.zip"
+    with export.file.open("rb") as src:
+        zip_path.write_bytes(src.read())
+    out = tmp_path / "cli.json"
+    argv = ["evaluate", "--data", str(zip_path), "--split", "test", "--device", "cpu"]
+    argv += ["--bf16", "off"]  # the workers run float32 on the CPU
+    argv += ["--detector", str(det_path), "--classifier", str(cls_path), "--out", str(out)]
+    assert inference_main(argv) == 0, capsys.readouterr().err
+    cli = json.loads(out.read_text())
+    for key in ("metrics", "reviewer", "operating_point", "model_versions", "images_evaluated"):
+        assert cli[key] == stored[key], key
+    assert out.with_name("cli_reviewer.png").is_file()
+    assert load_checkpoint(cls_path, stage="classifier").version == stored["pair"]["classifier"]
+
+    client = Client()
+    client.force_login(pathologist)
+    page = client.get(f"/models/?export={export.pk}").content.decode()
+    recall = stored["metrics"]["abnormal_recall"]
+    assert f"abnormal-cell recall {recall:.3f}" in page
+    assert f"as the pipeline {det.name} + {cls.name}" in page

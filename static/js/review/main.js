@@ -4,7 +4,8 @@
 // cell's version (editing.js); the flagged-cell counter (flags.js), the ranked gallery
 // (gallery.js), the interpretation panel (interpretation.js), the line display (display.js) and the
 // slide kept current (sync.js). Each part reaches the others through `page`.
-import { CellStore, confidenceOf, swatchSvg } from "./cells.js";
+import { CellStore, confidenceOf } from "./cells.js";
+import { swatchSvg } from "./styles.js";
 import { bindDisplay } from "./display.js";
 import { createEditing } from "./editing.js";
 import { Flags, Sightings } from "./flags.js";

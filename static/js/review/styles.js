@@ -1,0 +1,51 @@
+// How each Bethesda class is drawn on the overlay and in the legend: line style and a casing
+// under the class colour (the colours themselves come from the page config, defined once in
+// Python: inference.types.CLASS_COLOURS).
+
+// How each class is drawn besides its colour, so that colour is never the only cue (colour-vision
+// deficiencies, stain under the line): the atypical classes (ASC-*) dashed, the definite ones
+// solid; high-grade classes get corner brackets, SCC a second, inner line.
+export const CLASS_STYLE = {
+  NILM: { dash: [], corners: false, double: false },
+  "ASC-US": { dash: [6, 4], corners: false, double: false },
+  LSIL: { dash: [], corners: false, double: false },
+  "ASC-H": { dash: [6, 4], corners: true, double: false },
+  HSIL: { dash: [], corners: true, double: false },
+  SCC: { dash: [], corners: true, double: true },
+};
+export const PLAIN = { dash: [], corners: false, double: false };
+
+/** A contrasting casing under a class colour: dark under light colours, white under dark ones, so
+ * a line shows on pale background and on dark nuclei alike. */
+export function casingOf(hex) {
+  const v = parseInt(String(hex).slice(1), 16);
+  const lin = (c) => { c /= 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const lum = 0.2126 * lin((v >> 16) & 255) + 0.7152 * lin((v >> 8) & 255) + 0.0722 * lin(v & 255);
+  return lum > 0.3 ? "rgba(20,20,20,.7)" : "rgba(255,255,255,.85)";
+}
+
+/** A small SVG of how a class is drawn (for the legend): colour, casing, dashes, corners. */
+export function swatchSvg(cls, colour) {
+  const st = CLASS_STYLE[cls] || PLAIN;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 22 16");
+  svg.setAttribute("width", "22");
+  svg.setAttribute("height", "16");
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("sw-svg");
+  const add = (tag, attrs) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    svg.append(node);
+  };
+  const box = { x: 4, y: 3.5, width: 14, height: 9, fill: "none" };
+  const dash = st.dash.length ? "3 2" : "none";
+  add("rect", { ...box, stroke: casingOf(colour), "stroke-width": 3.5, "stroke-dasharray": dash });
+  add("rect", { ...box, stroke: colour, "stroke-width": 1.8, "stroke-dasharray": dash });
+  if (st.double) add("rect", { x: 6.5, y: 6, width: 9, height: 4, fill: "none", stroke: colour, "stroke-width": 1 });
+  if (st.corners) {
+    add("path", { d: "M1 4V1H4M18 1H21V4M21 12V15H18M4 15H1V12", fill: "none", stroke: colour, "stroke-width": 1.5 });
+  }
+  return svg;
+}
