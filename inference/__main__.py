@@ -185,7 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="CSV image_filename,field_label (NILM/abnormal) for the field-level AUC "
-        "(default: a field is abnormal when it has a marked abnormal cell)",
+        "(default: a field is abnormal when it has a marked abnormal cell); without --cells, "
+        "the fields it names are evaluated with no marked cell (field-level figures)",
+    )
+    p.add_argument(
+        "--upscale",
+        type=float,
+        default=1.0,
+        help="resize the fields by this factor first (1.77 brings lbc/ to cric/'s scale)",
     )
     p.add_argument(
         "--out",

@@ -9,9 +9,11 @@ option handling; the algorithms live in the library modules named above.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -349,8 +351,38 @@ def _write_evaluation(out: Path, result: dict[str, Any], images: int) -> None:
     plot_reliability(result["reviewer"], out.with_name(f"{out.stem}_reviewer.png"))
 
 
+@contextlib.contextmanager
+def upscaled(table: Any, names: list[str], factor: float) -> Iterator[Any]:
+    """The named images resized by `factor` (and their marked cells moved) in a temporary folder."""
+    import tempfile
+
+    import cv2
+    from PIL import Image
+
+    from .data.cric import AnnotatedImage, CellPoint, CellsTable
+    from .slides import read_image
+
+    if not 0.1 <= factor <= 10:
+        raise InputError(f"--upscale {factor} is outside 0.1-10")
+    with tempfile.TemporaryDirectory(prefix="papreview-upscaled-") as tmp:
+        images = {}
+        for name in names:
+            img = read_image(table.image_path(name))
+            size = (round(img.shape[1] * factor), round(img.shape[0] * factor))
+            interpolation = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
+            out = Path(tmp) / name  # the same name: JPEG kept at quality 95
+            Image.fromarray(cv2.resize(img, size, interpolation=interpolation)).save(
+                out, quality=95
+            )
+            cells = [
+                CellPoint(c.x * factor, c.y * factor, c.label) for c in table.images[name].cells
+            ]
+            images[name] = AnnotatedImage(name, cells)
+        yield CellsTable(Path(tmp), images)
+
+
 def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from .data.cric import CellsTable
+    from .data.cric import AnnotatedImage, CellsTable
     from .data.export import opened
     from .evaluation import evaluate_export, evaluate_pipeline, split_filter
 
@@ -366,14 +398,24 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         with opened(args.data) as export:
             result = {**head, **evaluate_export(pipeline, export, split, radius=args.radius)}
     else:
-        if args.images is None or args.cells is None:
-            raise InputError("give --images and --cells (or --data EXPORT)")
+        if args.images is None or (args.cells is None and args.fields is None):
+            raise InputError("give --images with --cells and/or --fields (or --data EXPORT)")
         images_dir: Path = args.images
         if not images_dir.is_dir():
             raise InputError(f"--images {images_dir} is not a folder")
-        table = CellsTable.read(images_dir, args.cells)
+        field_labels = _field_labels(args.fields)
+        if args.cells is not None:
+            table = CellsTable.read(images_dir, args.cells)
+        else:  # fields with a field label only: no marked cell, field-level figures
+            assert field_labels is not None
+            table = CellsTable(
+                images_dir,
+                {n: AnnotatedImage(n) for n in field_labels if (images_dir / n).is_file()},
+            )
         if not table.images:
-            raise InputError(f"none of the images named in {args.cells} is in {images_dir}")
+            raise InputError(
+                f"none of the images named in {args.cells or args.fields} is in {images_dir}"
+            )
         splits = [
             m.get("data", {}).get("split", {})
             for m in (pipeline.detector_meta, pipeline.classifier_meta)
@@ -381,19 +423,19 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         names, split_info = split_filter(sorted(table.images), args.split, splits)
         if not names:
             raise InputError(f"no images left to evaluate with --split {args.split}")
-        result = {
-            **head,
-            "images_dir": str(images_dir),
-            "cells_csv": str(args.cells),
-            **split_info,
-            **evaluate_pipeline(
-                pipeline,
-                table,
-                names,
-                radius=args.radius,
-                field_labels=_field_labels(args.fields),
-            ),
-        }
+        with contextlib.ExitStack() as stack:
+            if args.upscale != 1.0:  # e.g. x1.77 brings the LBC fields to CRIC's scale
+                table = stack.enter_context(upscaled(table, names, args.upscale))
+            result = {
+                **head,
+                "images_dir": str(images_dir),
+                "cells_csv": str(args.cells) if args.cells else None,
+                "upscale": args.upscale,
+                **split_info,
+                **evaluate_pipeline(
+                    pipeline, table, names, radius=args.radius, field_labels=field_labels
+                ),
+            }
     if args.out is not None:
         _write_evaluation(args.out, result, int(result["reviewer"]["fields"]))
     return plain(result)
