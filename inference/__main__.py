@@ -128,9 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=2021)
     p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument(
+        "--negatives",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add the NILM patches of a mine-negatives folder to training (repeatable)",
+    )
     _add_export_args(p)
     _add_start(p)
     _add_bf16(p, "training", default="off")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "mine-negatives",
+        help="the pipeline's abnormal calls far from marked cells or on NILM fields, as NILM "
+        "patches for train-classifier --negatives",
+    )
+    p.add_argument("--images", type=Path, required=True, help="folder of field images")
+    p.add_argument("--cells", type=Path, default=None, help="cells table (CRIC format)")
+    p.add_argument("--fields", type=Path, default=None, help="field labels CSV (NILM fields)")
+    p.add_argument("--upscale", type=float, default=1.0, help="resize the fields first")
+    p.add_argument("--far-px", type=float, default=40.0, help="distance from every marked cell")
+    p.add_argument("--max-per-field", type=int, default=40)
+    p.add_argument("--patch", type=int, default=200, help="patch side, level-0 px")
+    p.add_argument("--out", type=Path, required=True)
+    _add_pipeline_args(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -247,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "train-detector": commands.train_detector_cmd,
         "train-classifier": commands.train_classifier_cmd,
+        "mine-negatives": commands.mine_negatives_cmd,
         "calibrate": commands.calibrate_cmd,
         "predict": commands.predict_cmd,
         "evaluate": commands.evaluate_cmd,

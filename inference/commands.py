@@ -176,7 +176,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
 def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .classifier import ClassifierConfig
     from .plots import plot_confusion_matrix
-    from .train import cric_patches, train_classifier
+    from .train import CellPatches, cric_patches, train_classifier
     from .train.classifier import classifier_checkpoint_meta
 
     _setup(args)
@@ -204,6 +204,18 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         train = cric_patches(dataset, split["train"], patch, desc="train crops")
         val = cric_patches(dataset, split["val"], patch, desc="val crops")
         data_meta = split_meta(dataset, split, seed)
+    if args.negatives:  # the pipeline's own false alarms, as NILM (mine-negatives)
+        from .train.negatives import read_negatives
+
+        parts = [read_negatives(folder, patch) for folder in args.negatives]
+        train = CellPatches.joined([train, *parts])
+        data_meta = {
+            **data_meta,
+            "negatives": [
+                {"folder": str(f), "patches": len(p.labels)}
+                for f, p in zip(args.negatives, parts, strict=True)
+            ],
+        }
     options = {
         "samples_per_epoch": args.samples_per_epoch,
         "balance_power": args.balance_power,
@@ -252,6 +264,46 @@ def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
         batch_size=getattr(args, "batch_size", 8),
         **kwargs,
     )
+
+
+def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from .data.cric import AnnotatedImage, CellsTable
+    from .data.fields import field_split, read_field_labels
+    from .evaluation import split_filter
+    from .train.negatives import mine_negatives
+
+    _setup(args)
+    if (args.cells is None) == (args.fields is None):
+        raise InputError("give --cells (annotated fields) or --fields (NILM fields), not both")
+    pipeline = _pipeline(args)
+    if args.cells is not None:  # far from every marked cell, on the models' training fields
+        table = CellsTable.read(args.images, args.cells)
+        splits = [
+            m.get("data", {}).get("split", {})
+            for m in (pipeline.detector_meta, pipeline.classifier_meta)
+        ]
+        names, _ = split_filter(sorted(table.images), "train", splits)
+    else:  # every abnormal call on a NILM field of the train part
+        labels = read_field_labels(args.fields)
+        names = [n for n in field_split(labels)["train"] if not labels[n]]
+        names = [n for n in names if (args.images / n).is_file()]
+        table = CellsTable(args.images, {n: AnnotatedImage(n) for n in names})
+    if not names:
+        raise InputError("no training fields to mine")
+    originals = {n: table.image_path(n) for n in names}
+    with contextlib.ExitStack() as stack:
+        if args.upscale != 1.0:
+            table = stack.enter_context(upscaled(table, names, args.upscale))
+        return mine_negatives(
+            pipeline,
+            table,
+            names,
+            args.out,
+            patch=args.patch,
+            far_px=args.far_px,
+            max_per_field=args.max_per_field,
+            source_files=originals,
+        )
 
 
 def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
@@ -322,18 +374,9 @@ def predict_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _field_labels(path: Path | None) -> dict[str, bool] | None:
-    """--fields CSV (image_filename, field_label NILM/abnormal) -> image -> abnormal."""
-    if path is None:
-        return None
-    import csv
+    from .data.fields import read_field_labels
 
-    if not path.is_file():
-        raise InputError(f"--fields {path} is not a file")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"image_filename", "field_label"} <= set(rows[0]):
-        raise InputError(f"--fields {path} needs the columns image_filename and field_label")
-    return {r["image_filename"]: r["field_label"].strip().lower() != "nilm" for r in rows}
+    return None if path is None else read_field_labels(path)
 
 
 def _write_evaluation(out: Path, result: dict[str, Any], images: int) -> None:
@@ -420,7 +463,14 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
             m.get("data", {}).get("split", {})
             for m in (pipeline.detector_meta, pipeline.classifier_meta)
         ]
-        names, split_info = split_filter(sorted(table.images), args.split, splits)
+        if args.cells is None and args.split in ("train", "val", "test"):
+            from .data.fields import field_split  # fields without marks: split by image
+
+            assert field_labels is not None
+            names = [n for n in field_split(field_labels)[args.split] if n in table.images]
+            split_info = {"split": f"{args.split} (fields, by image)"}
+        else:
+            names, split_info = split_filter(sorted(table.images), args.split, splits)
         if not names:
             raise InputError(f"no images left to evaluate with --split {args.split}")
         with contextlib.ExitStack() as stack:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from inference.types import BETHESDA_CLASSES
 from papreview.analysis.models import AnalysisRun, RunStatus
 from papreview.cases.models import Patient, Slide, SlideStatus
-from papreview.review.models import ReviewStatus
+from papreview.review.models import DECIDED_STATUSES, ReviewStatus
 from tests.factories import CellFactory, PatientFactory, SlideFactory
 
 pytestmark = pytest.mark.django_db
@@ -162,7 +162,10 @@ def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
         "canRefer": True,
         "isPathologist": False,
     }
-    assert config["review"] == {"flagThreshold": 0.5}
+    assert config["review"] == {
+        "flagThreshold": 0.5,
+        "decidedStatuses": list(DECIDED_STATUSES),  # one vocabulary, from Python
+    }
     assert config["reviewStatusLabels"]["cleared"] == "Reviewed: not abnormal"
     assert config["colours"]["HSIL"] == "#d55e00"
     client.force_login(pathologist)

@@ -1,0 +1,129 @@
+"""Hard negatives: the pipeline's abnormal calls far from every marked cell (annotated training
+fields) or anywhere on a NILM field (field labels, train part only) become NILM patches with
+their sources, which train-classifier adds to training; the field split is stratified, fixed and
+disjoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.__main__ import main as inference_main
+from inference.checkpoints import load_checkpoint
+from inference.data.fields import field_split
+from inference.data.leaks import file_sha256
+from inference.synthetic import synthetic_field
+from inference.train.negatives import read_negatives
+from testkit.checkpoints import write_random_checkpoints
+
+NUCLEI = [(50.0 + 90 * i, 60.0 + 100 * j, 9.0) for i in range(4) for j in range(3)]
+
+
+@pytest.fixture
+def calling_everything(tmp_path: Path) -> tuple[Path, Path]:
+    """Random small models that call every candidate abnormal (thresholds at 0)."""
+    return write_random_checkpoints(
+        tmp_path / "ckpt",
+        detector_meta={
+            "version": "det-all",
+            "thresholds": {"cell": 0.0, "abnormal": 0.0},
+            "data": {"split": {"train": ["f0.png", "f1.png"], "val": ["f2.png"], "test": []}},
+        },
+        classifier_meta={
+            "version": "cls-all",
+            "abnormal_threshold": 0.0,
+            "data": {"split": {"train": ["f0.png", "f1.png"], "val": ["f2.png"], "test": []}},
+        },
+    )
+
+
+def fields(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(synthetic_field(400, 340, cells=NUCLEI, seed=i)).save(folder / name)
+
+
+def test_field_split_is_stratified_fixed_and_disjoint() -> None:
+    labels = {f"n{i}.jpg": False for i in range(50)} | {f"a{i}.jpg": True for i in range(20)}
+    split = field_split(labels)
+    assert split == field_split(labels)  # fixed by the seed
+    assert sorted(n for part in split.values() for n in part) == sorted(labels)
+    assert [sum(labels[n] for n in split[s]) for s in ("train", "val", "test")] == [12, 4, 4]
+    assert len(split["val"]) == len(split["test"]) == 14
+
+
+def test_mined_negatives_are_far_from_marks_on_training_fields_only(
+    tmp_path: Path, calling_everything: tuple[Path, Path]
+) -> None:
+    images = tmp_path / "cric"
+    fields(images, ["f0.png", "f1.png", "f2.png"])
+    cells = tmp_path / "cells.csv"
+    with cells.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_filename", "nucleus_x", "nucleus_y", "bethesda_system"])
+        for name in ("f0.png", "f1.png", "f2.png"):
+            w.writerow([name, 50, 60, "HSIL"])  # one marked nucleus per field
+    det, cls = calling_everything
+    out = tmp_path / "neg"
+    argv = ["mine-negatives", "--images", str(images), "--cells", str(cells), "--out", str(out)]
+    assert inference_main([*argv, "--detector", str(det), "--classifier", str(cls)]) == 0
+    with (out / "sources.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["image"] for r in rows} <= {"f0.png", "f1.png"}  # never the val field
+    assert all(r["sha256"] == file_sha256(images / r["image"]) for r in rows)
+    for r in rows:  # centred on a call, never on the marked nucleus
+        patch = np.asarray(Image.open(out / r["patch"]))
+        assert patch.shape == (200, 200, 3)
+    negatives = read_negatives(out, 160)
+    assert negatives.images.shape[1:] == (160, 160, 3) and set(negatives.labels) == {0}
+    assert negatives.refs()[0].sha256 in {r["sha256"] for r in rows}
+
+
+def test_nilm_fields_resized_and_train_classifier_takes_the_negatives(
+    tmp_path: Path, calling_everything: tuple[Path, Path]
+) -> None:
+    names = [f"n{i}.jpg" for i in range(10)] + [f"a{i}.jpg" for i in range(5)]
+    images = tmp_path / "lbc"
+    fields(images, names)
+    labels = tmp_path / "fields.csv"
+    labels.write_text(
+        "image_filename,field_label\n"
+        + "".join(f"{n},{'abnormal' if n.startswith('a') else 'NILM'}\n" for n in names)
+    )
+    det, cls = calling_everything
+    out = tmp_path / "neg"
+    argv = ["mine-negatives", "--images", str(images), "--fields", str(labels), "--upscale", "1.2"]
+    argv += ["--out", str(out), "--max-per-field", "3"]
+    assert inference_main([*argv, "--detector", str(det), "--classifier", str(cls)]) == 0
+    with (out / "sources.csv").open() as fh:
+        mined = {r["image"] for r in csv.DictReader(fh)}
+    train_nilm = {n for n in field_split({n: n.startswith("a") for n in names})["train"]}
+    assert mined and mined <= {n for n in train_nilm if n.startswith("n")}
+
+    run = tmp_path / "run"
+    argv = ["train-classifier", "--init-from", str(cls), "--epochs", "1"]
+    argv += ["--samples-per-epoch", "64", "--negatives", str(out), "--out", str(run)]
+    argv += ["--data-dir", str(write_tiny_cric(tmp_path / "data"))]
+    assert inference_main(argv) == 0
+    meta = load_checkpoint(run / "classifier.pt", stage="classifier").meta
+    assert meta["data"]["negatives"][0]["patches"] == sum(1 for _ in (out / "NILM").iterdir())
+    assert json.loads((run / "classifier_metrics.json").read_text())["history"]
+
+
+def write_tiny_cric(root: Path) -> Path:
+    """A CRIC-shaped folder (cric/images, cric/cells.csv) of 12 synthetic fields."""
+    folder = root / "cric" / "images"
+    names = [f"c{i}.png" for i in range(12)]
+    fields(folder, names)
+    with (root / "cric" / "cells.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_filename", "nucleus_x", "nucleus_y", "bethesda_system"])
+        for i, name in enumerate(names):
+            for k, (x, y, _) in enumerate(NUCLEI[:4]):
+                w.writerow([name, x, y, ("NILM", "LSIL", "HSIL", "ASC-US")[(i + k) % 4]])
+    return root
