@@ -468,7 +468,10 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
             assert field_labels is not None
             names = [n for n in field_split(field_labels)[args.split] if n in table.images]
-            split_info = {"split": f"{args.split} (fields, by image)"}
+            split_info = {
+                "split": f"{args.split} (fields, by image)",
+                "images_evaluated": len(names),
+            }
         else:
             names, split_info = split_filter(sorted(table.images), args.split, splits)
         if not names:
