@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group, User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
@@ -60,6 +62,10 @@ def user_create(
         is_staff=is_superuser,
     )
     if password:
+        try:  # the same validators (AUTH_PASSWORD_VALIDATORS) as the pages and the admin
+            validate_password(password, user)
+        except ValidationError as exc:
+            raise ValidationError({"password": exc.messages}) from exc
         user.set_password(password)
     else:
         user.set_unusable_password()

@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST, require_safe
 
 from papreview.accounts.roles import user_is_admin
@@ -100,7 +101,10 @@ def model_registry(request: HttpRequest) -> HttpResponse:
 def _back(request: HttpRequest) -> str:
     """Where to go after a form on the Models page: its own address (a local path only)."""
     target = request.POST.get("next", "")
-    return target if target.startswith("/") and not target.startswith("//") else "/models/"
+    same_site = url_has_allowed_host_and_scheme(
+        target, allowed_hosts=None, require_https=request.is_secure()
+    )  # a path on this site only: no scheme, no host, no "//" or "/\\" tricks
+    return target if same_site and target.startswith("/") else "/models/"
 
 
 @require_POST

@@ -70,6 +70,19 @@ class Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
 
 
+def upload_size_check(filename: str, size: int) -> None:
+    """The one upload limit (UPLOAD_MAX_BYTES) of every upload path: 413 above it."""
+    if size > settings.UPLOAD_MAX_BYTES:
+        raise UploadTooLargeError(
+            f"{filename}: {_size_text(size)} is above the upload limit of "
+            f"{_size_text(settings.UPLOAD_MAX_BYTES)}."
+        )
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB" if size >= 1024**3 else f"{size / 1024**2:.0f} MiB"
+
+
 def upload_create(*, patient: Patient, filename: str, size: int, by: User) -> Upload:
     if not user_can_write(by):
         raise PermissionDeniedError("Your role can read slides but not upload them.")
@@ -81,11 +94,7 @@ def upload_create(*, patient: Patient, filename: str, size: int, by: User) -> Up
         raise ValidationError({"filename": reason})
     if size <= 0:
         raise ValidationError({"size": f"{filename}: the file is empty."})
-    if size > settings.UPLOAD_MAX_BYTES:
-        raise UploadTooLargeError(
-            f"{filename}: {size / 1024**3:.1f} GiB is above the upload limit of "
-            f"{settings.UPLOAD_MAX_BYTES / 1024**3:.1f} GiB."
-        )
+    upload_size_check(filename, size)
     upload = Upload.objects.create(
         patient=patient, filename=filename[:255], size=size, created_by=by
     )
@@ -116,6 +125,7 @@ def slide_upload(
     """Store an uploaded slide (`slide_create`: checked, hashed, stored) and queue its analysis in
     the same transaction: the run row now, the job on the broker when it commits (an outbox: if
     the broker is down the slide stays saved and the sweeper sends it)."""
+    upload_size_check(original_filename or Path(file.name or "file").name, file.size or 0)
     with transaction.atomic():
         slide = slide_create(
             patient=patient,

@@ -19,7 +19,7 @@ from papreview.cases.selectors import SLIDE_ORDERINGS, slide_get, slide_list
 from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
 from papreview.core.pagination import PageNumberPagination
 from papreview.core.parsers import StrictMultiPartParser
-from papreview.uploads.services import slide_upload
+from papreview.uploads.services import slide_upload, upload_size_check
 
 
 class SlideListApi(APIView):
@@ -81,6 +81,10 @@ class SlideListApi(APIView):
         responses={201: SlideOutputSerializer, **ERROR_RESPONSES},
     )
     def post(self, request: Request) -> Response:
+        # refuse a body over the upload limit before reading it (the multipart parser would
+        # spool all of it to disk first)
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        upload_size_check("the upload", int(length) if length.isdigit() else 0)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         slide = slide_upload(

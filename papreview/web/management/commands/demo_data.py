@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from papreview.accounts.roles import Role
@@ -24,11 +26,17 @@ DEMO_PATIENT = "DEMO-0001"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
+def _random_password() -> str:
+    """16 random URL-safe characters (about 96 bits): passes every password validator."""
+    return secrets.token_urlsafe(12)
+
+
 class Command(BaseCommand):
     help = (
-        "Create the demo admin (PAPREVIEW_ADMIN_USER / PAPREVIEW_ADMIN_PASSWORD, default "
-        "admin / admin-change-me), one user per role, a demo patient and a few slides: from "
-        "PAPREVIEW_DATA_DIR/cric/images when present, generated images otherwise. Safe to re-run."
+        "Create the demo admin (PAPREVIEW_ADMIN_USER / PAPREVIEW_ADMIN_PASSWORD, default admin "
+        "with a random password), one user per role (random passwords), a demo patient and a few "
+        "slides: from PAPREVIEW_DATA_DIR/cric/images when present, generated images otherwise. "
+        "Passwords are printed once, when the users are created. Safe to re-run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,12 +44,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         admin_user = os.environ.get("PAPREVIEW_ADMIN_USER") or "admin"
-        admin_password = os.environ.get("PAPREVIEW_ADMIN_PASSWORD") or "admin-change-me"
+        admin_password = os.environ.get("PAPREVIEW_ADMIN_PASSWORD") or _random_password()
 
         admin, created = self._ensure_user(admin_user, admin_password, Role.ADMIN, superuser=True)
         lines = [self._credential_line(admin_user, admin_password, Role.ADMIN, created)]
         for role in (Role.PATHOLOGIST, Role.CYTOTECHNOLOGIST, Role.VIEWER):
-            password = f"{role.value}-change-me"
+            password = _random_password()
             _, made = self._ensure_user(role.value, password, role)
             lines.append(self._credential_line(role.value, password, role, made))
 
@@ -51,7 +59,7 @@ class Command(BaseCommand):
         added, source = self._load_slides(patient, admin, options["slides"])
 
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
-        self.stdout.write("Log in with (change these passwords outside a demo):")
+        self.stdout.write("Log in with (shown once; change them outside a demo):")
         for line in lines:
             self.stdout.write(f"  {line}")
         total = patient.slides.count()
@@ -61,7 +69,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _credential_line(username: str, password: str, role: Role, created: bool) -> str:
-        shown = password if created else f"{password} (set on first run; kept if changed since)"
+        shown = password if created else "(set and shown on the first run)"
         return f"{role.value:<17} username: {username:<17} password: {shown}"
 
     @staticmethod
@@ -76,9 +84,13 @@ class Command(BaseCommand):
                 user.save(update_fields=["is_superuser"])
             user_set_roles(user=user, roles=[role])
             return user, False
-        return user_create(
-            username=username, password=password, role=role, is_superuser=superuser
-        ), True
+        try:
+            user = user_create(
+                username=username, password=password, role=role, is_superuser=superuser
+            )
+        except ValidationError as exc:  # e.g. a weak PAPREVIEW_ADMIN_PASSWORD
+            raise CommandError(f"{username}: {' '.join(exc.messages)}") from exc
+        return user, True
 
     def _load_slides(self, patient: Patient, admin: User, count: int) -> tuple[int, str]:
         images_dir = Path(settings.PAPREVIEW_DATA_DIR) / "cric" / "images"

@@ -1,0 +1,111 @@
+"""Regression tests for the findings of the adversarial probe (issue 13), one per row: each fails
+on the behaviour the probe found."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_anonymous_healthz_says_up_or_down_only(client: Client, pathologist) -> None:
+    """Row 9: no broker host, port or database vendor for strangers; details for staff only."""
+    body = client.get("/healthz").json()
+    assert body == {"status": "ok"}
+    client.force_login(pathologist)  # signed in but not staff: still nothing internal
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example",
+        "javascript:alert(1)",
+    ],
+)
+def test_no_redirect_off_site_after_activation(client: Client, admin_user, target: str) -> None:
+    """Row 7: `next` after a Models-page form goes to a path on this site, never elsewhere."""
+    client.force_login(admin_user)
+    response = client.post("/models/rollback/", {"stage": "classifier", "next": target})
+    assert response.status_code == 302
+    assert response["Location"] == "/models/"
+
+
+def test_a_local_next_is_kept(client: Client, admin_user) -> None:
+    client.force_login(admin_user)
+    response = client.post(
+        "/models/rollback/", {"stage": "classifier", "next": "/models/?export=3"}
+    )
+    assert response["Location"] == "/models/?export=3"
+
+
+def test_direct_slide_upload_obeys_the_one_upload_limit(api, pathologist, settings) -> None:
+    """Row 5: `POST /api/slides/` above UPLOAD_MAX_BYTES is 413, as the resumable path is, and
+    nothing is stored."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from papreview.cases.models import Slide
+    from testkit.images import field_bytes
+    from tests.factories import PatientFactory
+
+    settings.UPLOAD_MAX_BYTES = 1_000
+    patient = PatientFactory.create()
+    big = SimpleUploadedFile("big.png", field_bytes(400, 300, seed=1), "image/png")
+    assert big.size > settings.UPLOAD_MAX_BYTES
+    response = api(pathologist).post(
+        "/api/slides/", {"patient": patient.pk, "file": big}, format="multipart"
+    )
+    assert response.status_code == 413, response.content
+    body = response.json()
+    assert body["code"] == "upload_too_large" and "above the upload limit" in body["detail"]
+    assert not Slide.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "\x00", "\ud800", "\U0001d54f\u202e\ufeff"])
+def test_odd_text_in_export_filters_is_a_400_naming_the_field(api, pathologist, text) -> None:
+    """Row 6: a NUL byte (PostgreSQL refuses it in text) or odd Unicode in a filter is a 400
+    that names the field, never a 500."""
+    import json
+
+    body = json.dumps({"name": "odd", "filters": {"patients": [text]}})  # \\u escapes
+    response = api(pathologist).generic(
+        "POST", "/api/exports/", body, content_type="application/json"
+    )
+    assert response.status_code in (201, 202, 400), response.content
+    if "\x00" in text or "\ud800" in text:
+        assert response.status_code == 400
+        assert "patients" in response.content.decode()
+
+
+def test_weak_passwords_are_refused_everywhere(capsys, monkeypatch) -> None:
+    """Row 10: the password validators apply to `user_create` (and so to every caller); the demo
+    users get random passwords, shown once."""
+    from django.contrib.auth.models import User
+    from django.core.exceptions import ValidationError
+    from django.core.management import CommandError, call_command
+
+    from papreview.accounts.roles import Role
+    from papreview.accounts.services import user_create
+
+    for weak in ("1234", "password123", "weakweak"):
+        with pytest.raises(ValidationError) as refused:
+            user_create(username="weak", password=weak, role=Role.VIEWER)
+        assert "password" in refused.value.message_dict
+    assert not User.objects.filter(username="weak").exists()
+
+    monkeypatch.setenv("PAPREVIEW_ADMIN_PASSWORD", "1234")
+    with pytest.raises(CommandError, match=r"too short|too common|entirely numeric"):
+        call_command("demo_data", "--slides", "0")
+    monkeypatch.delenv("PAPREVIEW_ADMIN_PASSWORD")
+    call_command("demo_data", "--slides", "0")
+    first = capsys.readouterr().out
+    assert "change-me" not in first
+    viewer_line = next(line for line in first.splitlines() if "username: viewer" in line)
+    password = viewer_line.split("password:")[1].strip()
+    assert len(password) >= 16 and User.objects.get(username="viewer").check_password(password)
+    call_command("demo_data", "--slides", "0")
+    assert password not in capsys.readouterr().out  # shown once
