@@ -1,7 +1,7 @@
 from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -40,7 +40,9 @@ class TokenObtainApi(APIView):
 
 
 class MeApi(APIView):
-    """Who is logged in, and their roles."""
+    """Who is logged in, and their roles (also for an account with no role yet)."""
+
+    permission_classes = [IsAuthenticated]
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()

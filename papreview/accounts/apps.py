@@ -10,5 +10,7 @@ class AccountsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from papreview.accounts.signals import grant_admin_group_permissions
+        from papreview.accounts.tokens import connect_token_revocation
 
         post_migrate.connect(grant_admin_group_permissions, dispatch_uid="papreview-admin-perms")
+        connect_token_revocation()

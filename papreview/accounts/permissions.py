@@ -3,7 +3,7 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from papreview.accounts.roles import user_can_write
+from papreview.accounts.roles import user_can_write, user_roles
 
 
 class ReadOnlyForViewers(BasePermission):
@@ -19,3 +19,16 @@ class ReadOnlyForViewers(BasePermission):
         if request.method in SAFE_METHODS:
             return True
         return user_can_write(request.user)
+
+
+class HasRole(BasePermission):
+    """An account without any role sees no patient data (it exists, but nobody gave it work)."""
+
+    message = (
+        "Your account has no role yet, so it cannot see patients or slides. "
+        "Ask an administrator for a role."
+    )
+    code = "no_role"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(user_roles(request.user))

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 
 from papreview.accounts.roles import ROLE_NAMES, Role, forget_roles
+from papreview.accounts.tokens import token_expired
 from papreview.core.exceptions import ApplicationError
 
 
@@ -91,6 +92,9 @@ def auth_token_obtain(*, username: str, password: str, request: HttpRequest | No
             "Unknown username or wrong password. Check both and try again."
         )
     token, _ = Token.objects.get_or_create(user=user)
+    if token_expired(token):  # rotation: a fresh key once the old one expired
+        token.delete()
+        token = Token.objects.create(user=user)
     audit_record(
         action=AuditAction.LOGIN, actor=user, target=user, request=request, data={"via": "token"}
     )

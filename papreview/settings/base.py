@@ -81,6 +81,8 @@ MIDDLEWARE = [
     # Every HTML page needs a logged-in user unless marked @login_not_required (login, healthz).
     # DRF views opt out and answer 401/403 themselves.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # A signed-in account without a role sees no page but signing out (403 otherwise).
+    "papreview.accounts.middleware.RoleRequiredMiddleware",
 ]
 
 ROOT_URLCONF = "papreview.urls"
@@ -327,14 +329,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 }
 
 # --- REST API -------------------------------------------------------------------------------------
+# API tokens expire this long after they were issued (a new one from POST /api/auth/token/); they
+# are revoked at once on a password change, a deactivation or a role taken away.
+API_TOKEN_TTL_S: int = env.int("API_TOKEN_TTL_S", default=12 * 3600)
 REST_FRAMEWORK: dict[str, Any] = {
     # Token first: an anonymous API request gets 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "papreview.accounts.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
+        "papreview.accounts.permissions.HasRole",
         "papreview.accounts.permissions.ReadOnlyForViewers",
     ],
     "DEFAULT_PAGINATION_CLASS": "papreview.core.pagination.PageNumberPagination",

@@ -109,3 +109,94 @@ def test_weak_passwords_are_refused_everywhere(capsys, monkeypatch) -> None:
     assert len(password) >= 16 and User.objects.get(username="viewer").check_password(password)
     call_command("demo_data", "--slides", "0")
     assert password not in capsys.readouterr().out  # shown once
+
+
+def _token_client(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    response = client.post(
+        "/api/auth/token/", {"username": user.username, "password": "a-long-passphrase-42"}
+    )
+    assert response.status_code == 200, response.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    return client, response.json()["token"]
+
+
+@pytest.fixture
+def reviewer():
+    from papreview.accounts.roles import Role
+    from papreview.accounts.services import user_create
+
+    return user_create(username="tok", password="a-long-passphrase-42", role=Role.PATHOLOGIST)
+
+
+def test_api_tokens_expire_and_rotate(reviewer, settings) -> None:
+    """Row 1: a token older than API_TOKEN_TTL_S is refused (401) and a new one is issued."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rest_framework.authtoken.models import Token
+
+    client, key = _token_client(reviewer)
+    assert client.get("/api/patients/").status_code == 200
+    Token.objects.filter(key=key).update(created=timezone.now() - timedelta(hours=13))
+    refused = client.get("/api/patients/")
+    assert refused.status_code == 401 and "expired" in refused.json()["detail"]
+    _, fresh = _token_client(reviewer)
+    assert fresh != key
+
+
+@pytest.mark.parametrize("change", ["password", "deactivate", "no_role", "one_role_less"])
+def test_api_tokens_are_revoked_when_the_account_changes(reviewer, change) -> None:
+    """Row 1: a password change, a deactivation or a role taken away ends the API tokens."""
+    from papreview.accounts.roles import Role
+    from papreview.accounts.services import user_set_roles
+
+    if change == "one_role_less":
+        user_set_roles(user=reviewer, roles=[Role.PATHOLOGIST, Role.ADMIN])
+    client, _ = _token_client(reviewer)
+    assert client.get("/api/patients/").status_code == 200
+    if change == "password":
+        reviewer.set_password("another-long-passphrase-7")
+        reviewer.save()
+    elif change == "deactivate":
+        reviewer.is_active = False
+        reviewer.save()
+    elif change == "no_role":
+        user_set_roles(user=reviewer, roles=[])
+    else:
+        user_set_roles(user=reviewer, roles=[Role.PATHOLOGIST])
+    assert client.get("/api/patients/").status_code == 401
+
+
+def test_an_account_without_a_role_sees_no_patient_data(client: Client) -> None:
+    """Row 1: no role = no patients, slides or cells, in the API and on the pages; it may still
+    ask who it is and sign out."""
+    from django.contrib.auth.models import User
+    from rest_framework.test import APIClient
+
+    from papreview.accounts.middleware import OPEN_TO_NO_ROLE
+    from tests.factories import PatientFactory, SlideFactory
+    from tests.test_login_required import ENDPOINTS
+
+    SlideFactory.create(patient=PatientFactory.create(identifier="SECRET-1"))
+    nobody = User.objects.create_user("nobody", password="a-long-passphrase-42")
+    api = APIClient()
+    api.force_authenticate(nobody)
+    refused = api.get("/api/patients/")
+    assert refused.status_code == 403 and refused.json()["code"] == "no_role"
+    assert api.get("/api/auth/me/").json()["roles"] == []
+    client.force_login(nobody)
+    page = client.get("/")
+    assert page.status_code == 403 and "no role yet" in page.content.decode()
+    assert "SECRET-1" not in page.content.decode()
+    opened = []
+    for endpoint in ENDPOINTS:
+        if endpoint.path.startswith("/admin/") or endpoint.name in OPEN_TO_NO_ROLE:
+            continue
+        response = client.get(endpoint.path)
+        if response.status_code not in (401, 403, 404, 405):
+            opened.append((endpoint.name, response.status_code))
+    assert not opened, opened
+    assert client.post("/accounts/logout/").status_code in (200, 302)

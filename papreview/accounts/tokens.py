@@ -1,0 +1,77 @@
+"""API tokens that expire and are revoked when the account changes.
+
+DRF's tokens (one per user, `Authorization: Token <key>`) never expired and outlived a password
+change or the loss of every role. Here:
+
+* `ExpiringTokenAuthentication` refuses a token older than API_TOKEN_TTL_S (401, "expired": ask
+  for a new one), and deletes it;
+* `auth_token_obtain` (services) hands out a fresh token when the old one expired (rotation);
+* `api_tokens_revoke` deletes a user's tokens; the signals below call it when the password
+  changes, the account is deactivated, or a role is taken away (re-granting needs a new login).
+
+A maintained library (django-rest-knox) would add several tokens per user and hashing; we keep
+DRF's single token table (no new dependency, no migration of the clients' header format) and add
+the two rules the probe found missing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.db.models.signals import m2m_changed, pre_save
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.authtoken.models import Token
+
+
+def token_expired(token: Token) -> bool:
+    return token.created < timezone.now() - timedelta(seconds=settings.API_TOKEN_TTL_S)
+
+
+class ExpiringTokenAuthentication(TokenAuthentication):
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        user, token = super().authenticate_credentials(key)
+        if token_expired(token):
+            token.delete()
+            raise exceptions.AuthenticationFailed(
+                "Your API token has expired; ask for a new one (POST /api/auth/token/)."
+            )
+        return user, token
+
+
+def api_tokens_revoke(*, user: User) -> int:
+    """Delete the user's API tokens (they must ask for a new one). Returns how many."""
+    deleted, _ = Token.objects.filter(user=user).delete()
+    return deleted
+
+
+def _revoke_on_password_or_deactivation(sender: Any, instance: User, **kwargs: Any) -> None:
+    if instance.pk is None or kwargs.get("raw"):
+        return
+    before = User.objects.filter(pk=instance.pk).values("password", "is_active").first()
+    if before is None:
+        return
+    if before["password"] != instance.password or (before["is_active"] and not instance.is_active):
+        api_tokens_revoke(user=instance)
+
+
+def _revoke_on_role_removal(sender: Any, instance: Any, action: str, **kwargs: Any) -> None:
+    if action not in ("post_remove", "post_clear"):
+        return
+    if isinstance(instance, User):
+        api_tokens_revoke(user=instance)
+    elif isinstance(instance, Group) and kwargs.get("pk_set"):  # users removed from a group
+        Token.objects.filter(user_id__in=kwargs["pk_set"]).delete()
+
+
+def connect_token_revocation() -> None:
+    pre_save.connect(
+        _revoke_on_password_or_deactivation, sender=User, dispatch_uid="papreview-token-user"
+    )
+    m2m_changed.connect(
+        _revoke_on_role_removal, sender=User.groups.through, dispatch_uid="papreview-token-role"
+    )
