@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from papreview.accounts.lockout import LockoutAuthenticationForm
 from papreview.analysis import urls as analysis_urls
@@ -27,7 +27,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("papreview.datasets.urls")),  # exports, model dashboard
     path("", include("papreview.registry.urls")),  # model versions, evaluations, retraining
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
 urlpatterns = [

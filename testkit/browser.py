@@ -53,14 +53,25 @@ def browser() -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def browser_page(browser: Any) -> Iterator[Any]:
-    """A page in its own browser context (own cookies: one person); fails on JavaScript errors."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
+def browser_page(browser: Any, *, enforce_csp: bool = False) -> Iterator[Any]:
+    """A page in its own browser context (own cookies: one person); fails on JavaScript errors.
+
+    The app's Content-Security-Policy forbids evaluating strings, which Playwright's
+    `wait_for_function("...")` does in the page: tests bypass it, except those that check the
+    policy itself (`enforce_csp`, where every violation is recorded in `page.csp_violations`)."""
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, device_scale_factor=1, bypass_csp=not enforce_csp
+    )
     page = context.new_page()
     page.set_default_timeout(20_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
+    page.csp_violations = violations = []
+    page.on(
+        "console",
+        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     try:
         yield page
     finally:

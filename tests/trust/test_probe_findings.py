@@ -200,3 +200,34 @@ def test_an_account_without_a_role_sees_no_patient_data(client: Client) -> None:
             opened.append((endpoint.name, response.status_code))
     assert not opened, opened
     assert client.post("/accounts/logout/").status_code in (200, 302)
+
+
+def test_security_headers_and_no_inline_script(client: Client, pathologist) -> None:
+    """Row 8: a CSP without inline script and a Permissions-Policy on pages; patient data from
+    the API is never stored by a cache; no page carries an inline script or handler."""
+    import re
+
+    from tests.factories import PatientFactory, SlideFactory
+
+    slide = SlideFactory.create(patient=PatientFactory.create())
+    client.force_login(pathologist)
+    for path in ("/", f"/slides/{slide.pk}/", f"/slides/{slide.pk}/report/", "/upload/",
+                 "/datasets/", "/models/", "/api/docs/"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 200, path
+        csp = response["Content-Security-Policy"]
+        assert (
+            "script-src 'self'" in csp
+            and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        )
+        assert "camera=()" in response["Permissions-Policy"]
+        html = response.content.decode()
+        inline = [
+            s
+            for s in re.findall(r"<script\b[^>]*>", html)
+            if "src=" not in s and "application/json" not in s
+        ]
+        assert not inline, (path, inline)
+        assert not re.search(r"\son[a-z]+=\"", html), path
+    api = client.get("/api/patients/")
+    assert api["Cache-Control"] == "no-store"
