@@ -1,6 +1,7 @@
 """Security headers on every response: a Content-Security-Policy without inline script, a
 Permissions-Policy that turns off what the app never uses, and `Cache-Control: no-store` on API
-answers (patient data) unless a view chose its own caching (tiles).
+answers (patient data) unless a view chose its own caching (tiles: private, one hour), and
+`Clear-Site-Data: "cache"` on logout so that no patient image stays in the browser's cache.
 
 Hand-written rather than django-csp: one fixed policy, no nonces (the pages have no inline
 script), and Django 6.0 brings CSP itself, which will replace this on upgrade.
@@ -26,6 +27,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
+LOGOUT_PATH = "/accounts/logout/"
 PERMISSIONS_POLICY = (
     "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), bluetooth=(), "
     "interest-cohort=()"
@@ -42,4 +44,7 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         if request.path_info.startswith("/api/") and "Cache-Control" not in response.headers:
             response.headers["Cache-Control"] = "no-store"
+        if request.method == "POST" and request.path_info == LOGOUT_PATH:
+            # the tiles and crops the browser kept (patient images) go with the session
+            response.headers["Clear-Site-Data"] = '"cache"'
         return response

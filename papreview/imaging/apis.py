@@ -21,7 +21,9 @@ from papreview.core.exceptions import NotFoundError
 from papreview.imaging.selectors import TILE_FORMATS, cell_crop, deepzoom_dzi, deepzoom_tile
 from papreview.review.selectors import cell_get
 
-TILE_MAX_AGE = 7 * 24 * 3600
+# Tiles and crops are patient data: kept by the browser for one working hour at most (private,
+# never by a shared cache), and cleared on logout (Clear-Site-Data, papreview.core.headers).
+TILE_MAX_AGE = 3600
 
 
 def _slide(slide_id: int) -> Slide:

@@ -231,3 +231,18 @@ def test_security_headers_and_no_inline_script(client: Client, pathologist) -> N
         assert not re.search(r"\son[a-z]+=\"", html), path
     api = client.get("/api/patients/")
     assert api["Cache-Control"] == "no-store"
+
+
+def test_tiles_are_cached_briefly_and_cleared_on_logout(
+    client: Client, pathologist, stored_slide
+) -> None:
+    """Row 8: tiles are private and short-lived in the browser's cache, and logging out clears
+    that cache."""
+    slide = stored_slide(cells=0)
+    client.force_login(pathologist)
+    tile = client.get(f"/api/slides/{slide.pk}/deepzoom_files/0/0_0.jpeg")  # the 1-px level
+    assert tile.status_code == 200, tile.status_code
+    cache = tile["Cache-Control"]
+    assert "private" in cache and "max-age=3600" in cache
+    logout = client.post("/accounts/logout/")
+    assert logout["Clear-Site-Data"] == '"cache"'
