@@ -302,9 +302,13 @@ ANALYSIS_MAX_ATTEMPTS: int = env.int("ANALYSIS_MAX_ATTEMPTS", default=3)
 # re-sends (or fails) runs without a heartbeat for ANALYSIS_STALE_AFTER_S whose worker is dead.
 ANALYSIS_SWEEP_INTERVAL_S: float = env.float("ANALYSIS_SWEEP_INTERVAL_S", default=60.0)
 ANALYSIS_PUBLISH_GRACE_S: int = env.int("ANALYSIS_PUBLISH_GRACE_S", default=30)
-ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=15 * 60)
-# Queued runs published this long ago and never started are sent again (lost broker messages).
-ANALYSIS_REQUEUE_AFTER_S: int = env.int("ANALYSIS_REQUEUE_AFTER_S", default=15 * 60)
+# A running analysis beats `heartbeat_at` every ANALYSIS_HEARTBEAT_INTERVAL_S from a thread, so a
+# run whose worker was killed is re-sent ANALYSIS_STALE_AFTER_S after its last beat (2 minutes).
+ANALYSIS_HEARTBEAT_INTERVAL_S: float = env.float("ANALYSIS_HEARTBEAT_INTERVAL_S", default=30.0)
+ANALYSIS_STALE_AFTER_S: int = env.int("ANALYSIS_STALE_AFTER_S", default=120)
+# Queued runs published this long ago and never started are sent again (messages lost in a broker
+# restart); a duplicate is harmless (a run executes once), so this only bounds the wait.
+ANALYSIS_REQUEUE_AFTER_S: int = env.int("ANALYSIS_REQUEUE_AFTER_S", default=5 * 60)
 # --- Retraining (the `training` queue): extra `python -m inference train-*` arguments per stage,
 # e.g. {"detector": ["--max-minutes", "60"], "classifier": ["--max-minutes", "30"]}.
 RETRAIN_TRAINING_ARGS: dict[str, list[str]] = {}

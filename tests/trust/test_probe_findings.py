@@ -246,3 +246,30 @@ def test_tiles_are_cached_briefly_and_cleared_on_logout(
     assert "private" in cache and "max-age=3600" in cache
     logout = client.post("/accounts/logout/")
     assert logout["Clear-Site-Data"] == '"cache"'
+
+
+def test_a_running_analysis_beats_while_the_models_work(transactional_db, settings) -> None:
+    """Row 12: the heartbeat goes on during a long step that writes no progress, so only a dead
+    worker's run goes stale, and stale means 2 minutes, not 15."""
+    import time
+
+    from papreview.analysis.models import AnalysisRun, RunStatus
+    from papreview.analysis.services.run import run_heartbeat
+    from tests.factories import SlideFactory
+
+    assert settings.ANALYSIS_STALE_AFTER_S <= 120 < 4 * settings.ANALYSIS_HEARTBEAT_INTERVAL_S + 1
+    run = AnalysisRun.objects.create(slide=SlideFactory.create(), status=RunStatus.RUNNING)
+    assert run.heartbeat_at is None
+    with run_heartbeat(run_id=run.pk, interval_s=0.05):
+        time.sleep(0.3)  # a long batch: no progress written
+        run.refresh_from_db()
+        first = run.heartbeat_at
+        assert first is not None
+        time.sleep(0.2)
+        run.refresh_from_db()
+        assert run.heartbeat_at > first
+    run.refresh_from_db()
+    stopped = run.heartbeat_at
+    time.sleep(0.2)
+    run.refresh_from_db()
+    assert run.heartbeat_at == stopped  # the beat ends with the run

@@ -8,13 +8,14 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from inference.errors import InputError
@@ -218,6 +219,34 @@ def _run_commit(
     return RunOutcome.SUCCEEDED
 
 
+@contextlib.contextmanager
+def run_heartbeat(*, run_id: int, interval_s: float) -> Iterator[None]:
+    """Beat `heartbeat_at` every `interval_s` from a thread while the block runs, whatever the
+    models are doing (a long batch writes no progress): the sweeper re-sends a run only when its
+    worker stopped beating for ANALYSIS_STALE_AFTER_S, i.e. when the worker is gone."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval_s):
+                try:
+                    AnalysisRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:  # the next beat tries again; the run itself goes on
+                    logger.warning("run %s: heartbeat not written", run_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
     """Analyse the slide's unfinished run. Idempotent: safe to deliver any number of times.
 
@@ -255,7 +284,10 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
                 device=pipeline.device_name,
             )
             slide = Slide.objects.get(pk=slide_id)
-            with adapter.slide_local_path(slide) as path:
+            with (
+                run_heartbeat(run_id=run.pk, interval_s=settings.ANALYSIS_HEARTBEAT_INTERVAL_S),
+                adapter.slide_local_path(slide) as path,
+            ):
                 result = adapter.slide_analyse(
                     pipeline, path, progress=_run_progress_writer(run_id=run.pk, attempt=attempt)
                 )
