@@ -8,6 +8,7 @@ error into JSON `{"detail": "<a message a person can act on>", "code": "<machine
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.conf import settings
@@ -76,7 +77,52 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
         return lines
     if isinstance(detail, list):
         return [line for item in detail for line in _flatten(item, prefix)]
-    return [f"{prefix}: {detail}" if prefix else str(detail)]
+    return [_for_a_person(prefix, detail)]
+
+
+# DRF's stock phrasing ("Ensure this value is greater than or equal to 1.") rewritten for a
+# person, the field named first; messages of our own serializers and services pass unchanged.
+_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), text)
+    for pattern, text in (
+        (r"^Ensure this value is greater than or equal to (.+)\.$", "must be at least {0}"),
+        (r"^Ensure this value is less than or equal to (.+)\.$", "must be at most {0}"),
+        (
+            r"^Ensure this field has no more than (\d+) characters\.$",
+            "is too long: at most {0} characters",
+        ),
+        (
+            r"^Ensure this field has at least (\d+) characters\.$",
+            "is too short: at least {0} characters",
+        ),
+        (
+            r"^Ensure this field has no more than (\d+) elements\.$",
+            "has too many items: at most {0}",
+        ),
+        (r"^This field is required\.$", "is missing"),
+        (r"^This field may not be null\.$", "is missing"),
+        (r"^This field may not be blank\.$", "is empty"),
+        (r"^A valid integer is required\.$", "must be a whole number"),
+        (r"^A valid number is required\.$", "must be a number"),
+        (r"^Must be a valid boolean\.$", "must be true or false"),
+        (r"^Not a valid string\.$", "must be text"),
+        (r'^Expected a list of items but got type "(\w+)"\.$', "must be a list, not {0}"),
+        (r'^Expected a dictionary of items but got type "(\w+)"\.$', "must be an object, not {0}"),
+        (r"^Null characters are not allowed\.$", "contains a NUL character, which is not allowed"),
+        (r"^Datetime has wrong format\..*$", "must be a date and time like 2026-12-07T09:30:00Z"),
+        (r"^Date has wrong format\..*$", "must be a date like 2026-12-07"),
+    )
+)
+
+
+def _for_a_person(field: str, detail: Any) -> str:
+    text = str(detail)
+    for pattern, phrase in _PHRASES:
+        match = pattern.match(text)
+        if match:
+            said = phrase.format(*match.groups())
+            return f"{field.replace('_', ' ') or 'The request'} {said}."
+    return f"{field}: {text}" if field else text
 
 
 def _view_name(context: dict[str, Any]) -> str:
@@ -149,6 +195,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, drf_exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         message = "; ".join(_flatten(exc.detail)) or "Invalid input."
+        logger.info("input refused in %s: %s", _view_name(context), exc.detail)  # the original
         response.data = error_body(message, "invalid", fields=fields)
     else:
         codes = exc.get_codes()

@@ -273,3 +273,21 @@ def test_a_running_analysis_beats_while_the_models_work(transactional_db, settin
     time.sleep(0.2)
     run.refresh_from_db()
     assert run.heartbeat_at == stopped  # the beat ends with the run
+
+
+def test_refusals_are_phrased_for_a_person_with_the_field_named(api, pathologist) -> None:
+    """Row 13: DRF's stock phrases become sentences a person reads, naming the field; the
+    per-field detail stays for programs."""
+    from tests.factories import PatientFactory
+
+    patient = PatientFactory.create()
+    response = api(pathologist).post(
+        "/api/uploads/", {"patient": patient.pk, "filename": "a.png", "size": 0}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert "Ensure this value" not in body["detail"]
+    assert "size" in body["detail"] and "size" in body["fields"]
+    missing = api(pathologist).post("/api/patients/", {}, format="json").json()
+    assert "This field is required" not in missing["detail"]
+    assert "identifier is missing." in missing["detail"]
