@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PIP := PIP_CONFIG_FILE=/dev/null $(BIN)/pip
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help run test lint typecheck pytest deps dev-deps node browser clean
+.PHONY: help run test lint typecheck pytest deps dev-deps node browser nginx clean
 
 help:
 	@echo "make run   - set up and start web server + worker on http://127.0.0.1:8000"
@@ -57,7 +57,16 @@ lint: $(VENV)/.dev-deps
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy
 
-pytest: dev-deps browser
+# The slow-client test runs docker/nginx.conf with Debian's nginx in front of gunicorn.
+NGINX ?= /usr/sbin/nginx
+nginx:
+	@test -x $(NGINX) || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else echo "nginx is missing: sudo apt-get install nginx" >&2; exit 1; fi; }
+
+pytest: dev-deps browser nginx
 	$(BIN)/pytest
 
 test: lint typecheck pytest
