@@ -109,3 +109,43 @@ def audit_slide_opened(*, slide: models.Model, user: Any, via: str) -> AuditEven
     return audit_record(
         action=AuditAction.SLIDE_OPENED, actor=user, target=slide, data={"via": via}
     )
+
+
+# The pages' own polling (the queue's progress, the review page's look for others' changes) sends
+# this header: a poll is not a person reading, and is not audited.
+POLL_HEADER = "HTTP_X_PAPREVIEW_POLL"
+READ_DEDUPE_S = 60
+
+
+def audit_read(
+    *, request: HttpRequest, what: str, target: models.Model | None = None
+) -> AuditEvent | None:
+    """Record a read of patient data (who, what, which slide or patient, when, from where), once
+    per user, `what` and target in a minute; none for the pages' polling (POLL_HEADER)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    user = getattr(request, "user", None)
+    if request.META.get(POLL_HEADER) == "1" or not (
+        isinstance(user, User) and user.is_authenticated
+    ):
+        return None
+    kind, target_id, _, _ = _ids_of(target)
+    recent = AuditEvent.objects.filter(
+        action=AuditAction.PATIENT_DATA_READ,
+        actor=user,
+        target_type=kind,
+        target_id=target_id,
+        data__what=what,
+        at__gte=timezone.now() - timedelta(seconds=READ_DEDUPE_S),
+    ).exists()
+    if recent:
+        return None
+    return audit_record(
+        action=AuditAction.PATIENT_DATA_READ,
+        actor=user,
+        target=target,
+        data={"what": what},
+        request=request,
+    )

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from papreview.audit.services import audit_slide_opened
+from papreview.audit.services import audit_read
 from papreview.cases.models import (
     SLIDE_FILE_FIELDS,
     Interpretation,
@@ -164,6 +164,7 @@ class PatientListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         patients = patient_list(**filters.validated_data)
+        audit_read(request=request, what="patient_list")
         return paginated_response(
             queryset=patients, serializer_class=PatientOutputSerializer, request=request, view=self
         )
@@ -182,12 +183,14 @@ class PatientListApi(APIView):
 class PatientDetailApi(APIView):
     @extend_schema(responses={200: PatientOutputSerializer, **ERROR_RESPONSES})
     def get(self, request: Request, patient_id: int) -> Response:
-        return Response(PatientOutputSerializer(patient_get(patient_id=patient_id)).data)
+        patient = patient_get(patient_id=patient_id)
+        audit_read(request=request, what="patient", target=patient)
+        return Response(PatientOutputSerializer(patient).data)
 
 
 class SlideDetailApi(APIView):
     @extend_schema(responses={200: SlideOutputSerializer, **ERROR_RESPONSES})
     def get(self, request: Request, slide_id: int) -> Response:
         slide = slide_get(slide_id=slide_id)
-        audit_slide_opened(slide=slide, user=request.user, via="api")
+        audit_read(request=request, what="slide", target=slide)  # not the pages' polling
         return Response(SlideOutputSerializer(slide).data)

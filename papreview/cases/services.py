@@ -62,6 +62,7 @@ def patient_create(
     try:
         with transaction.atomic():
             patient.save()
+            audit_record(action=AuditAction.PATIENT_CREATED, actor=created_by, target=patient)
     except IntegrityError as exc:  # a concurrent create of the same identifier
         raise DuplicatePatientError(
             f"A patient with identifier {identifier!r} already exists."

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from papreview.audit.services import audit_read
 from papreview.cases.models import Slide
 from papreview.core.api import ERROR_RESPONSES
 from papreview.core.exceptions import NotFoundError
@@ -106,6 +107,7 @@ class CellCropApi(APIView):
         slide = _slide(cell.slide_id)
         pad = filters.validated_data["pad"]
         data = cell_crop(cell=cell, slide=slide, pad=pad)
+        audit_read(request=request, what="cell_crops", target=slide)  # once a minute per slide
         # The URL names the version when the page asks for it: then the crop never changes.
         versioned = filters.validated_data.get("v") == cell.version
         return _image_response(

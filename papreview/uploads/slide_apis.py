@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from papreview.audit.services import audit_read
 from papreview.cases.apis import SlideOutputSerializer
 from papreview.cases.filters import SlideFilter
 from papreview.cases.models import Patient
@@ -72,6 +73,7 @@ class SlideListApi(APIView):
         if not filters.is_valid():
             raise ValidationError(filters.errors)
         slides = filters.qs
+        audit_read(request=request, what="slide_list")
         return paginated_response(
             queryset=slides, serializer_class=SlideOutputSerializer, request=request, view=self
         )

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.accounts.roles import Role
+from papreview.audit.services import audit_read
 from papreview.cases.apis import (
     InterpretationOutputSerializer,
     SlideOutputSerializer,
@@ -82,6 +83,7 @@ class SlideCellLayerApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         slide = slide_get(slide_id=slide_id)
+        audit_read(request=request, what="cells", target=slide)
         as_of = timezone.now()
         rows = slide_cell_layer(slide_id=slide.pk, since=filters.validated_data.get("since"))
         body = {"fields": list(CELL_LAYER_FIELDS), "rows": rows, "as_of": as_of.isoformat()}
@@ -197,7 +199,9 @@ class SlideInterpretationApi(APIView):
 
     @extend_schema(responses={200: InterpretationStateSerializer, **ERROR_RESPONSES})
     def get(self, request: Request, slide_id: int) -> Response:
-        return Response(_interpretation_state(slide_id))
+        state = _interpretation_state(slide_id)
+        audit_read(request=request, what="interpretation", target=slide_get(slide_id=slide_id))
+        return Response(state)
 
     @extend_schema(
         request=InputSerializer, responses={200: InterpretationStateSerializer, **ERROR_RESPONSES}

@@ -151,6 +151,12 @@ def slide_assign(*, slide: Slide, reviewer: User | None, by: User) -> Slide:
         before={"assigned_reviewer": before},
         after={"assigned_reviewer": after},
     )
+    audit_record(
+        action=AuditAction.SLIDE_ASSIGNED,
+        actor=by,
+        target=locked,
+        data={"from": before, "to": after},
+    )
     slide.assigned_reviewer = reviewer
     return slide
 

@@ -16,8 +16,11 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(url, { method = "GET", body, headers = {}, raw = false, signal } = {}) {
+// `poll: true` marks the pages' own repeated reads (progress, others' changes): the server does
+// not put them in the audit trail as a person reading patient data.
+export async function api(url, { method = "GET", body, headers = {}, raw = false, signal, poll = false } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin", signal };
+  if (poll) init.headers["X-PapReview-Poll"] = "1";
   if (method !== "GET" && method !== "HEAD") init.headers["X-CSRFToken"] = csrfToken();
   if (body !== undefined) {
     if (raw) {

@@ -52,7 +52,7 @@ async function poll() {
   const pending = rows().filter((tr) => IN_PROGRESS.has(tr.dataset.status));
   await Promise.all(pending.map(async (tr) => {
     try {
-      renderRow(tr, await api(`/api/slides/${tr.dataset.slide}/`));
+      renderRow(tr, await api(`/api/slides/${tr.dataset.slide}/`, { poll: true }));
     } catch (err) {
       /* a transient error: try again on the next round */
     }

@@ -291,3 +291,53 @@ def test_refusals_are_phrased_for_a_person_with_the_field_named(api, pathologist
     missing = api(pathologist).post("/api/patients/", {}, format="json").json()
     assert "This field is required" not in missing["detail"]
     assert "identifier is missing." in missing["detail"]
+
+
+def test_reads_of_patient_data_are_audited_once_a_minute_and_polls_not_at_all(
+    api, pathologist, stored_slide
+) -> None:
+    """Row 4: reads of patient data leave a trace (who, what, which slide or patient, from
+    where), once per user, kind and target a minute; the pages' polling leaves none; creating a
+    patient and assigning a slide are audited."""
+    from papreview.audit.models import AuditAction, AuditEvent
+    from papreview.review.models import Cell
+
+    slide = stored_slide(cells=3)
+    cell = Cell.objects.filter(slide=slide).first()
+    assert cell is not None
+    client = api(pathologist)
+    reads = [
+        ("/api/patients/", "patient_list"),
+        (f"/api/patients/{slide.patient_id}/", "patient"),
+        ("/api/slides/", "slide_list"),
+        (f"/api/slides/{slide.pk}/", "slide"),
+        (f"/api/slides/{slide.pk}/cell-layer/", "cells"),
+        (f"/api/slides/{slide.pk}/interpretation/", "interpretation"),
+        (f"/api/cells/{cell.pk}/crop/", "cell_crops"),
+    ]
+    for url, _ in reads:
+        for _ in range(3):  # three reads in the same minute: one event
+            assert client.get(url).status_code == 200, url
+    events = AuditEvent.objects.filter(action=AuditAction.PATIENT_DATA_READ, actor=pathologist)
+    assert sorted(e.data["what"] for e in events) == sorted(what for _, what in reads)
+    by_what = {e.data["what"]: e for e in events}
+    assert by_what["cells"].slide_id == slide.pk and by_what["cells"].patient_id == slide.patient_id
+    assert by_what["patient"].patient_id == slide.patient_id
+    assert all(e.address for e in events)  # from where
+
+    before = AuditEvent.objects.count()
+    for _ in range(5):  # the queue's progress poll and the review page's look for changes
+        client.get(f"/api/slides/{slide.pk}/", HTTP_X_PAPREVIEW_POLL="1")
+        client.get(f"/api/slides/{slide.pk}/cell-layer/?since=2026-01-01T00:00:00Z",
+                   HTTP_X_PAPREVIEW_POLL="1")  # fmt: skip
+    assert AuditEvent.objects.count() == before
+
+    created = client.post("/api/patients/", {"identifier": "AUD-1"}, format="json")
+    assert created.status_code == 201, created.content
+    assert AuditEvent.objects.filter(
+        action=AuditAction.PATIENT_CREATED, actor=pathologist, patient_id=created.json()["id"]
+    ).exists()
+    assigned = client.post(f"/api/slides/{slide.pk}/assign/", {"reviewer": pathologist.pk})
+    assert assigned.status_code == 200, assigned.content
+    event = AuditEvent.objects.get(action=AuditAction.SLIDE_ASSIGNED, slide_id=slide.pk)
+    assert event.actor == pathologist and event.data["to"] == pathologist.pk

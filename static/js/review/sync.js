@@ -30,7 +30,7 @@ export function createSync(page) {
     try {
       if (state.cellsLoaded && !state.inFlight && !state.drag && document.visibilityState === "visible") {
         const since = new Date(new Date(state.layerAsOf).getTime() - 5000).toISOString();
-        const layer = await api(`${config.urls.cellLayer}?since=${encodeURIComponent(since)}`);
+        const layer = await api(`${config.urls.cellLayer}?since=${encodeURIComponent(since)}`, { poll: true });
         state.layerAsOf = layer.as_of;
         if (!state.inFlight) {
           const changed = store.merge(layer);
@@ -49,7 +49,7 @@ export function createSync(page) {
 
   async function refreshSlide() {
     try {
-      const slide = await api(config.urls.slide);
+      const slide = await api(config.urls.slide, { poll: true });
       const progress = $("analysis-progress");
       const running = IN_PROGRESS.has(slide.status);
       progress.hidden = !running;
