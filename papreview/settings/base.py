@@ -138,10 +138,15 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Refuses logins of a locked username or address (see papreview.accounts.lockout).
 AUTHENTICATION_BACKENDS = ["papreview.accounts.lockout.LockoutModelBackend"]
-# Lockout: this many failed logins within LOGIN_LOCKOUT_SECONDS lock the username (or the client
-# address) for LOGIN_LOCKOUT_SECONDS after the last failure; the login page and the token API.
+# Lockout (papreview.accounts.lockout): a username with this many failed logins from one address
+# within LOGIN_LOCKOUT_SECONDS, or LOGIN_LOCKOUT_USERNAME_FAILURES from anywhere, is locked for
+# LOGIN_LOCKOUT_SECONDS after its last failure. An address is never locked (a proxy or a NAT would
+# lock everyone behind it): after LOGIN_SLOWDOWN_ADDRESS_FAILURES failures each try waits 1 s,
+# doubling per failure, at most LOGIN_SLOWDOWN_MAX_S.
 LOGIN_LOCKOUT_FAILURES: int = env.int("LOGIN_LOCKOUT_FAILURES", default=5)
-LOGIN_LOCKOUT_ADDRESS_FAILURES: int = env.int("LOGIN_LOCKOUT_ADDRESS_FAILURES", default=10)
+LOGIN_LOCKOUT_USERNAME_FAILURES: int = env.int("LOGIN_LOCKOUT_USERNAME_FAILURES", default=20)
+LOGIN_SLOWDOWN_ADDRESS_FAILURES: int = env.int("LOGIN_SLOWDOWN_ADDRESS_FAILURES", default=10)
+LOGIN_SLOWDOWN_MAX_S: int = env.int("LOGIN_SLOWDOWN_MAX_S", default=60)
 LOGIN_LOCKOUT_SECONDS: int = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 # Reverse proxies whose X-Forwarded-For is believed for the client address (audit, lockout).
 AUDIT_TRUSTED_PROXIES: list[str] = env.list("AUDIT_TRUSTED_PROXIES", default=[])

@@ -341,3 +341,30 @@ def test_reads_of_patient_data_are_audited_once_a_minute_and_polls_not_at_all(
     assert assigned.status_code == 200, assigned.content
     event = AuditEvent.objects.get(action=AuditAction.SLIDE_ASSIGNED, slide_id=slide.pk)
     assert event.actor == pathologist and event.data["to"] == pathologist.pk
+
+
+def test_lockout_is_by_username_and_refusals_are_audited(api, settings) -> None:
+    """Row 2: one username guessed from many addresses is locked; a refused login, locked or
+    slowed, is an audit event with the username, the address and why."""
+    from papreview.accounts.roles import Role
+    from papreview.accounts.services import user_create
+    from papreview.audit.models import AuditAction, AuditEvent
+
+    settings.LOGIN_LOCKOUT_USERNAME_FAILURES = 6
+    user = user_create(username="spread", password="a-long-passphrase-42", role=Role.VIEWER)
+    client = api(None)
+
+    def token(password: str, addr: str):
+        return client.post(
+            "/api/auth/token/",
+            {"username": user.username, "password": password},
+            REMOTE_ADDR=addr,
+        )
+
+    for i in range(6):  # one failure from each of six addresses: no address-user pair hits 5
+        assert token("bad", f"10.9.0.{i}").status_code == 400
+    refused = token("a-long-passphrase-42", "10.9.0.99")
+    assert refused.status_code == 429 and "locked for 15 more minutes" in refused.json()["detail"]
+    event = AuditEvent.objects.get(action=AuditAction.LOGIN_LOCKED)
+    assert event.actor_username == "spread" and event.address == "10.9.0.99"
+    assert event.data == {"username": "spread", "why": "locked"}
