@@ -3,6 +3,8 @@ on the behaviour the probe found."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.test import Client
 
@@ -368,3 +370,45 @@ def test_lockout_is_by_username_and_refusals_are_audited(api, settings) -> None:
     event = AuditEvent.objects.get(action=AuditAction.LOGIN_LOCKED)
     assert event.actor_username == "spread" and event.address == "10.9.0.99"
     assert event.data == {"username": "spread", "why": "locked"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_runtime_database_role_only_inserts_into_the_audit_table(settings) -> None:
+    """Row 4: the role the app runs as may read and write the app's tables but only INSERT into
+    the audit table: UPDATE, DELETE and TRUNCATE are refused by PostgreSQL itself."""
+    import uuid
+
+    import psycopg
+    from django.core.management import call_command
+    from django.db import connection
+
+    from papreview.audit.models import AuditAction, AuditEvent
+
+    AuditEvent.objects.create(action=AuditAction.LOGIN, actor_username="someone")
+    before = AuditEvent.objects.count()
+    role = f"papreview_app_{uuid.uuid4().hex[:8]}"
+    os.environ["TEST_APP_DB_PASSWORD"] = "a-long-runtime-password"
+    call_command("db_runtime_role", "--role", role, "--password-env", "TEST_APP_DB_PASSWORD")
+    params = connection.get_connection_params()
+    conninfo = {k: params[k] for k in ("host", "port", "dbname") if params.get(k)}
+    try:
+        with psycopg.connect(**conninfo, user=role, password="a-long-runtime-password",
+                             autocommit=True) as app:  # fmt: skip
+            app.execute(
+                "INSERT INTO audit_auditevent (at, action, actor_username, address, target_type,"
+                " target_id, data) VALUES (now(), 'login', 'app', NULL, '', '', '{}')"
+            )
+            assert app.execute("SELECT count(*) FROM cases_patient").fetchone() is not None
+            for statement in (
+                "UPDATE audit_auditevent SET actor_username = 'forged'",
+                "DELETE FROM audit_auditevent",
+                "TRUNCATE audit_auditevent",
+                "DROP TRIGGER audit_event_append_only ON audit_auditevent",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute(statement)
+        assert AuditEvent.objects.count() == before + 1  # its insert, nothing lost
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP OWNED BY "{role}"')
+            cursor.execute(f'DROP ROLE "{role}"')
