@@ -127,8 +127,11 @@ def _probe_openslide(path: Path, vendor: str) -> SlideInfo:
     try:
         slide = openslide.OpenSlide(str(path))
     except Exception as exc:
+        # the library's own words ("list index out of range") stay in the chained exception
         raise UnreadableSlideError(
-            f"{path.name}: looks like a {vendor} whole-slide image but cannot be read ({exc})."
+            f"{path.name}: looks like a {vendor} whole-slide image but cannot be read (damaged, "
+            "incomplete, or a variant the reader does not know). Export it again from the "
+            "scanner's software."
         ) from exc
     try:
         width, height = (int(v) for v in slide.dimensions)
@@ -185,7 +188,9 @@ def _tiff_header(path: Path) -> tuple[int, int, int]:
             axes = series.axes
             levels = len(getattr(series, "levels", [series]))
     except Exception as exc:
-        raise UnreadableSlideError(f"{path.name}: not a readable TIFF image ({exc}).") from exc
+        raise UnreadableSlideError(  # the reader's own words stay in the chained exception
+            f"{path.name}: not a readable TIFF image (damaged or incomplete header)."
+        ) from exc
     try:
         height = int(shape[axes.index("Y")])
         width = int(shape[axes.index("X")])

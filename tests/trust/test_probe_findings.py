@@ -412,3 +412,19 @@ def test_the_runtime_database_role_only_inserts_into_the_audit_table(settings) -
         with connection.cursor() as cursor:
             cursor.execute(f'DROP OWNED BY "{role}"')
             cursor.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_broken_tiff_is_refused_in_words_for_a_person(tmp_path) -> None:
+    """Row 13: "list index out of range" came from the TIFF reader through the refusal's text; the
+    refusal names the file and what is wrong, the reader's words stay in the chained exception."""
+    from inference.errors import UnreadableSlideError
+    from inference.slides import probe_slide
+
+    broken = tmp_path / "scan.tif"
+    broken.write_bytes(b"II*\x00\xff\xff\xff\x00")  # its first directory is past the end
+    with pytest.raises(UnreadableSlideError) as refused:
+        probe_slide(broken, max_pixels=10**9)
+    message = str(refused.value)
+    assert message.startswith("scan.tif: not a readable TIFF image")
+    assert "index" not in message and "Error" not in message
+    assert isinstance(refused.value.__cause__, IndexError)  # what the probe was shown
