@@ -1,5 +1,5 @@
-"""Schemathesis against the OpenAPI schema, with a logged-in pathologist: no request it makes
-gets a 5xx.
+"""Schemathesis against the OpenAPI schema, signed in as each role and as an account with no
+role: no request it makes gets a 5xx (every answer counted, per role, in the last test).
 
 The schema is generated in-process (drf-spectacular, as /api/schema/ serves it) and the calls go
 to the WSGI application in-process, inside the test's transaction. Each operation gets a bounded
@@ -28,6 +28,9 @@ from tests.factories import CellFactory, PatientFactory, SlideFactory, UserFacto
 
 MAX_EXAMPLES = 15
 STATUSES: Counter[int] = Counter()  # every answer of the run, for the last test
+BY_ROLE: dict[str, Counter[int]] = {}
+NO_ROLE_ANSWERED: set[str] = set()  # paths that answered 2xx to an account with no role
+ROLES = ["pathologist", "cytotechnologist", "viewer", "admin", "none"]
 
 
 def _schema() -> dict[str, Any]:
@@ -45,9 +48,9 @@ schema.app = application
 
 
 @pytest.fixture
-def auth_headers(db: None) -> dict[str, str]:
-    """A pathologist (may write, may sign out) and a few objects for the ids to hit."""
-    user = UserFactory.create(role=Role.PATHOLOGIST)
+def auth_headers(db: None, role: str) -> dict[str, str]:
+    """A user of the role (or none) and a few objects for the ids to hit."""
+    user = UserFactory.create(role=None if role == "none" else Role(role))
     patient = PatientFactory.create()
     for _ in range(2):
         CellFactory.create(slide=SlideFactory.create(patient=patient))
@@ -69,6 +72,7 @@ def keep_the_test_transaction() -> Iterator[None]:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,
@@ -76,9 +80,12 @@ def keep_the_test_transaction() -> Iterator[None]:
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_server_errors(case: Any, auth_headers: dict[str, str]) -> None:
+def test_no_server_errors(case: Any, role: str, auth_headers: dict[str, str]) -> None:
     response = case.call(headers=auth_headers)
     STATUSES[response.status_code] += 1
+    BY_ROLE.setdefault(role, Counter())[response.status_code] += 1
+    if role == "none" and 200 <= response.status_code < 300:
+        NO_ROLE_ANSWERED.add(case.path)
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} -> {response.status_code}\n"
         f"{case.as_curl_command()}\n{response.text[:2000]}"
@@ -91,3 +98,9 @@ def test_the_fuzzing_was_logged_in_and_reached_the_views() -> None:
     assert STATUSES[401] == 0, STATUSES
     assert sum(n for code, n in STATUSES.items() if 200 <= code < 300) > 30, STATUSES
     assert all(code < 500 for code in STATUSES), STATUSES
+    assert set(BY_ROLE) == set(ROLES), BY_ROLE
+    for role, answers in sorted(BY_ROLE.items()):
+        errors = sum(n for code, n in answers.items() if code >= 500)
+        print(f"{role}: {sum(answers.values())} requests, {errors} server errors, {dict(answers)}")
+    # an account with no role is answered only where it asks who it is, or for a token
+    assert {"/api/auth/me/", "/api/auth/token/"} >= NO_ROLE_ANSWERED, NO_ROLE_ANSWERED

@@ -195,7 +195,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, drf_exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         message = "; ".join(_flatten(exc.detail)) or "Invalid input."
-        logger.info("input refused in %s: %s", _view_name(context), exc.detail)  # the original
+        # the fields and DRF's codes, not the messages: those may repeat what was typed
+        logger.info("input refused in %s: %s", _view_name(context), exc.get_codes())
         response.data = error_body(message, "invalid", fields=fields)
     else:
         codes = exc.get_codes()
