@@ -12,6 +12,7 @@ Prints requests, acknowledged edits, throughput, p50/p95/p99 latency of acknowle
 errors and lost edits; exits 1 when there is any error or lost edit.
 
     .venv/bin/python benchmarks/load_review.py [--reviewers 50] [--seconds 60] [--workers 4]
+        [--proxy]   # through nginx with docker/nginx.conf, as deployed
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import requests  # noqa: E402
 from testkit.reviewers import EditLog, lost_edits, percentile, run_reviewers  # noqa: E402
 from testkit.stack import (  # noqa: E402
     AppServer,
+    NginxProxy,
     PrivatePostgres,
     PrivateRedis,
     app_env,
@@ -44,12 +46,18 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=20, help="cells per reviewer")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="send the reviewers through nginx with docker/nginx.conf, as deployed",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     pg = PrivatePostgres(fsync=True)
     redis = PrivateRedis()
     server: AppServer | None = None
+    proxy: NginxProxy | None = None
     try:
         subprocess.run(
             ["createdb", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "papreview"],
@@ -65,17 +73,20 @@ def main() -> int:
         server = AppServer(env, workers=args.workers, threads=args.threads)
         for _ in range(args.workers * 2):  # load the app in every worker before timing
             requests.get(f"{server.base_url}/healthz", timeout=60)
+        base_url = server.base_url
+        if args.proxy:
+            proxy = NginxProxy(server.port)
+            base_url = proxy.base_url
         print(
             f"setup {time.monotonic() - started:.0f}s: PostgreSQL :{pg.port} (fsync on), "
             f"gunicorn {args.workers} workers x {args.threads} threads on {server.base_url}, "
+            f"{'through nginx ' + base_url + ', ' if proxy else ''}"
             f"{args.reviewers} reviewers x {args.cells} cells"
         )
 
         log = EditLog()
         t0 = time.monotonic()
-        threads = run_reviewers(
-            base_url=server.base_url, seeded=seeded, seconds=args.seconds, log=log
-        )
+        threads = run_reviewers(base_url=base_url, seeded=seeded, seconds=args.seconds, log=log)
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - t0
@@ -101,6 +112,8 @@ def main() -> int:
             print("server log (end):\n" + server.output()[-6000:])
         return 0 if errors == 0 and not lost else 1
     finally:
+        if proxy is not None:
+            proxy.close()
         if server is not None:
             server.close()
         redis.close()

@@ -156,6 +156,40 @@ class PrivateRedis:
         self.stop()
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+class NginxProxy:
+    """Debian's nginx with the deployment's own config (docker/nginx.conf) in front of an app on
+    127.0.0.1:`upstream_port` (its upstream and port substituted, nothing else changed)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        if not Path(NGINX).exists():
+            raise RuntimeError(f"{NGINX} is missing: apt-get install nginx (make nginx)")
+        self.port = free_port()
+        self.prefix = Path(tempfile.mkdtemp(prefix="papreview-nginx-"))
+        conf = (ROOT / "docker" / "nginx.conf").read_text()
+        conf = conf.replace("server web:8000;", f"server 127.0.0.1:{upstream_port};")
+        conf = conf.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        (self.prefix / "nginx.conf").write_text(conf)
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-e", "stderr",
+             "-g", f"daemon off; pid {self.prefix / 'nginx.pid'};"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port, timeout=30)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
 class AppServer:
     """`gunicorn papreview.wsgi` on 127.0.0.1 with the given environment."""
 

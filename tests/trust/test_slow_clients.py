@@ -6,7 +6,6 @@ and more get nowhere and /healthz answers at once."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,24 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from testkit.stack import NginxProxy, free_port, wait_port
+
 REPO = Path(__file__).resolve().parents[2]
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def slow_clients(port: int, n: int) -> list[socket.socket]:
@@ -79,8 +63,7 @@ def gunicorn(tmp_path: Path) -> Iterator[int]:
         proc.wait(timeout=30)
 
 
-def test_slow_clients_starve_bare_gunicorn_but_not_the_proxy(gunicorn: int, tmp_path: Path) -> None:
-    assert Path(NGINX).exists(), "nginx is missing: make test installs it (apt)"
+def test_slow_clients_starve_bare_gunicorn_but_not_the_proxy(gunicorn: int) -> None:
     held = slow_clients(gunicorn, 3)
     try:
         assert not answers(gunicorn), "bare gunicorn answered: the probe's finding is gone?"
@@ -90,29 +73,16 @@ def test_slow_clients_starve_bare_gunicorn_but_not_the_proxy(gunicorn: int, tmp_
     time.sleep(0.5)
     assert answers(gunicorn)
 
-    proxy_port = free_port()
-    conf = (REPO / "docker" / "nginx.conf").read_text()
-    conf = conf.replace("server web:8000;", f"server 127.0.0.1:{gunicorn};")
-    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{proxy_port};")
-    (tmp_path / "nginx").mkdir()
-    (tmp_path / "nginx" / "nginx.conf").write_text(conf)
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(tmp_path / "nginx"), "-c", "nginx.conf", "-e", "stderr",
-         "-g", f"daemon off; pid {tmp_path / 'nginx' / 'nginx.pid'};"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proxy = NginxProxy(gunicorn)  # the very config of docker/compose.yaml
     try:
-        wait_port(proxy_port)
-        held = slow_clients(proxy_port, 20)
+        held = slow_clients(proxy.port, 20)
         try:
             started = time.monotonic()
-            assert answers(proxy_port), "the proxy let slow clients hold the app"
-            print(
-                f"/healthz through nginx with 20 slow clients: {time.monotonic() - started:.2f} s"
-            )
+            assert answers(proxy.port), "the proxy let slow clients hold the app"
+            took = time.monotonic() - started
+            print(f"/healthz through nginx beside 20 slow clients: {took:.2f} s")
         finally:
             for s in held:
                 s.close()
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=30)
+        proxy.close()
