@@ -266,6 +266,14 @@ def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
     )
 
 
+def _model_splits(pipeline: Any) -> list[dict[str, list[str]]]:
+    """The train/val/test image names each checkpoint of the pipeline recorded."""
+    return [
+        m.get("data", {}).get("split", {})
+        for m in (pipeline.detector_meta, pipeline.classifier_meta)
+    ]
+
+
 def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .data.cric import AnnotatedImage, CellsTable
     from .data.fields import field_split, read_field_labels
@@ -278,10 +286,7 @@ def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
     pipeline = _pipeline(args)
     if args.cells is not None:  # far from every marked cell, on the models' training fields
         table = CellsTable.read(args.images, args.cells)
-        splits = [
-            m.get("data", {}).get("split", {})
-            for m in (pipeline.detector_meta, pipeline.classifier_meta)
-        ]
+        splits = _model_splits(pipeline)
         names, _ = split_filter(sorted(table.images), "train", splits)
     else:  # every abnormal call on a NILM field of the train part
         labels = read_field_labels(args.fields)
@@ -459,10 +464,7 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(
                 f"none of the images named in {args.cells or args.fields} is in {images_dir}"
             )
-        splits = [
-            m.get("data", {}).get("split", {})
-            for m in (pipeline.detector_meta, pipeline.classifier_meta)
-        ]
+        splits = _model_splits(pipeline)
         if args.cells is None and args.split in ("train", "val", "test"):
             from .data.fields import field_split  # fields without marks: split by image
 

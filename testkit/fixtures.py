@@ -30,10 +30,15 @@ def upload_temp_dir(settings, tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_slide_cache():
-    """Slide ids repeat across tests (each test's database starts empty): drop opened slides."""
+    """Ids repeat across tests (each test's database starts empty): drop opened slides and the
+    cache (the audit's once-a-minute keys name users and slides by id)."""
+    from django.core.cache import cache
+
     slide_cache_clear()
+    cache.clear()
     yield
     slide_cache_clear()
+    cache.clear()
 
 
 def make_cells(slide: Slide, n: int, *, seed: int = 0) -> list[Cell]:

@@ -14,14 +14,10 @@ from django.template.response import TemplateResponse
 from django.urls import resolve
 from django.urls.exceptions import Resolver404
 
-from papreview.accounts.roles import user_roles
+from papreview.accounts.roles import NO_ROLE_MESSAGE, user_roles
 
 # What an account without a role may open: signing in and out, who it is, the health check.
 OPEN_TO_NO_ROLE = {"login", "logout", "healthz", "api-token", "api-me", "admin:login"}
-NO_ROLE_MESSAGE = (
-    "Your account has no role yet, so it cannot see patients or slides. "
-    "Ask an administrator for a role."
-)
 
 
 class RoleRequiredMiddleware:

@@ -3,7 +3,7 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from papreview.accounts.roles import user_can_write, user_roles
+from papreview.accounts.roles import NO_ROLE_MESSAGE, user_can_write, user_roles
 
 
 class ReadOnlyForViewers(BasePermission):
@@ -24,10 +24,7 @@ class ReadOnlyForViewers(BasePermission):
 class HasRole(BasePermission):
     """An account without any role sees no patient data (it exists, but nobody gave it work)."""
 
-    message = (
-        "Your account has no role yet, so it cannot see patients or slides. "
-        "Ask an administrator for a role."
-    )
+    message = NO_ROLE_MESSAGE
     code = "no_role"
 
     def has_permission(self, request: Request, view: Any) -> bool:

@@ -89,3 +89,11 @@ def user_primary_role(user: Any) -> Role | None:
     """The most capable role, for display."""
     roles = user_roles(user)
     return next((r for r in Role if r in roles), None)
+
+
+# What an account without any role is told, by the API (permissions.HasRole) and the pages
+# (middleware.RoleRequiredMiddleware).
+NO_ROLE_MESSAGE = (
+    "Your account has no role yet, so it cannot see patients or slides. "
+    "Ask an administrator for a role."
+)

@@ -50,8 +50,11 @@ def api_tokens_revoke(*, user: User) -> int:
 
 
 def _revoke_on_password_or_deactivation(sender: Any, instance: User, **kwargs: Any) -> None:
+    fields = kwargs.get("update_fields")
     if instance.pk is None or kwargs.get("raw"):
         return
+    if fields is not None and not {"password", "is_active"} & set(fields):
+        return  # e.g. last_login at every sign-in
     before = User.objects.filter(pk=instance.pk).values("password", "is_active").first()
     if before is None:
         return

@@ -89,25 +89,52 @@ def audit_record(
 SLIDE_OPENED_DEDUPE_S = 60
 
 
-def audit_slide_opened(*, slide: models.Model, user: Any, via: str) -> AuditEvent | None:
-    """Record that `user` opened the slide (review page or slide API), once per minute."""
+def _record_once(
+    *,
+    action: AuditAction,
+    user: Any,
+    target: models.Model | None,
+    data: dict[str, str],
+    within_s: int,
+    request: HttpRequest | None = None,
+) -> AuditEvent | None:
+    """`audit_record` unless the same user already has this event (action, target, data) within
+    `within_s`. The cache answers repeats without a query (a gallery asks for many crops); the
+    table decides across processes."""
     from datetime import timedelta
 
+    from django.core.cache import cache
     from django.utils import timezone
 
     if not (isinstance(user, User) and user.is_authenticated):
         return None
+    kind, target_id, _, _ = _ids_of(target)
+    key = "audit-once:" + ":".join(
+        [str(action), str(user.pk), kind, target_id, *(f"{k}={v}" for k, v in data.items())]
+    )
+    if not cache.add(key, 1, timeout=within_s):
+        return None
     recent = AuditEvent.objects.filter(
-        action=AuditAction.SLIDE_OPENED,
+        action=action,
         actor=user,
-        slide_id=slide.pk,
-        data__via=via,
-        at__gte=timezone.now() - timedelta(seconds=SLIDE_OPENED_DEDUPE_S),
+        target_type=kind,
+        target_id=target_id,
+        at__gte=timezone.now() - timedelta(seconds=within_s),
+        **{f"data__{k}": v for k, v in data.items()},
     ).exists()
     if recent:
         return None
-    return audit_record(
-        action=AuditAction.SLIDE_OPENED, actor=user, target=slide, data={"via": via}
+    return audit_record(action=action, actor=user, target=target, data=data, request=request)
+
+
+def audit_slide_opened(*, slide: models.Model, user: Any, via: str) -> AuditEvent | None:
+    """Record that `user` opened the slide (review page or report), once per minute."""
+    return _record_once(
+        action=AuditAction.SLIDE_OPENED,
+        user=user,
+        target=slide,
+        data={"via": via},
+        within_s=SLIDE_OPENED_DEDUPE_S,
     )
 
 
@@ -122,30 +149,13 @@ def audit_read(
 ) -> AuditEvent | None:
     """Record a read of patient data (who, what, which slide or patient, when, from where), once
     per user, `what` and target in a minute; none for the pages' polling (POLL_HEADER)."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    user = getattr(request, "user", None)
-    if request.META.get(POLL_HEADER) == "1" or not (
-        isinstance(user, User) and user.is_authenticated
-    ):
+    if request.META.get(POLL_HEADER) == "1":
         return None
-    kind, target_id, _, _ = _ids_of(target)
-    recent = AuditEvent.objects.filter(
+    return _record_once(
         action=AuditAction.PATIENT_DATA_READ,
-        actor=user,
-        target_type=kind,
-        target_id=target_id,
-        data__what=what,
-        at__gte=timezone.now() - timedelta(seconds=READ_DEDUPE_S),
-    ).exists()
-    if recent:
-        return None
-    return audit_record(
-        action=AuditAction.PATIENT_DATA_READ,
-        actor=user,
+        user=getattr(request, "user", None),
         target=target,
         data={"what": what},
+        within_s=READ_DEDUPE_S,
         request=request,
     )

@@ -27,7 +27,6 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-LOGOUT_PATH = "/accounts/logout/"
 PERMISSIONS_POLICY = (
     "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), bluetooth=(), "
     "interest-cohort=()"
@@ -44,7 +43,8 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         if request.path_info.startswith("/api/") and "Cache-Control" not in response.headers:
             response.headers["Cache-Control"] = "no-store"
-        if request.method == "POST" and request.path_info == LOGOUT_PATH:
+        match = request.resolver_match
+        if request.method == "POST" and match is not None and match.view_name == "logout":
             # the tiles and crops the browser kept (patient images) go with the session
             response.headers["Clear-Site-Data"] = '"cache"'
         return response

@@ -22,7 +22,7 @@ from papreview.cases.apis import (
     SlideOutputSerializer,
     slide_action_response,
 )
-from papreview.cases.models import Interpretation, SpecimenAdequacy, SpecimenType
+from papreview.cases.models import Interpretation, Slide, SpecimenAdequacy, SpecimenType
 from papreview.cases.selectors import slide_get
 from papreview.core.api import ERROR_RESPONSES, request_user
 from papreview.core.choices import BETHESDA_CHOICES
@@ -141,8 +141,7 @@ class InterpretationStateSerializer(serializers.Serializer):
         ref_name = "InterpretationState"
 
 
-def _interpretation_state(slide_id: int) -> dict[str, Any]:
-    slide = slide_get(slide_id=slide_id)
+def _interpretation_state(slide: Slide) -> dict[str, Any]:
     draft = InterpretationDraft.objects.select_related("updated_by").filter(slide=slide).first()
     interpretation: Interpretation | None = getattr(slide, "interpretation", None)
     suggestion = interpretation_suggestion(slide_id=slide.pk)
@@ -199,9 +198,9 @@ class SlideInterpretationApi(APIView):
 
     @extend_schema(responses={200: InterpretationStateSerializer, **ERROR_RESPONSES})
     def get(self, request: Request, slide_id: int) -> Response:
-        state = _interpretation_state(slide_id)
-        audit_read(request=request, what="interpretation", target=slide_get(slide_id=slide_id))
-        return Response(state)
+        slide = slide_get(slide_id=slide_id)
+        audit_read(request=request, what="interpretation", target=slide)
+        return Response(_interpretation_state(slide))
 
     @extend_schema(
         request=InputSerializer, responses={200: InterpretationStateSerializer, **ERROR_RESPONSES}
@@ -213,7 +212,7 @@ class SlideInterpretationApi(APIView):
         interpretation_draft_save(
             slide=slide, by=request_user(request), **serializer.validated_data
         )
-        return Response(_interpretation_state(slide_id))
+        return Response(_interpretation_state(slide_get(slide_id=slide_id)))
 
 
 class SlideAssignApi(APIView):
