@@ -4,7 +4,15 @@ set -euo pipefail
 role="${1:-web}"
 case "$role" in
   web)
-    python manage.py migrate --noinput
+    # The owner role migrates and (re)grants the runtime role; the app itself then runs as that
+    # runtime role (DATABASE_URL), which may only INSERT into the audit table (SECURITY.md).
+    if [ -n "${OWNER_DATABASE_URL:-}" ]; then
+      DATABASE_URL="$OWNER_DATABASE_URL" python manage.py migrate --noinput
+      DATABASE_URL="$OWNER_DATABASE_URL" python manage.py db_runtime_role \
+        --role "${APP_DB_ROLE:-papreview_app}" --password-env APP_DB_PASSWORD
+    else
+      python manage.py migrate --noinput
+    fi
     exec gunicorn papreview.wsgi:application --bind 0.0.0.0:8000 \
       --workers "${WEB_CONCURRENCY:-3}" --timeout 120 --access-logfile -
     ;;

@@ -75,6 +75,8 @@ class SlideDeepZoomTileApi(APIView):
             raise NotFoundError(f"Tiles are served as {' or '.join(TILE_FORMATS)}, not {fmt}.")
         slide = _slide(slide_id)
         data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt)
+        # A viewer asks for hundreds of tiles: the cache answers all but one a minute per slide.
+        audit_read(request=request, what="slide_tiles", target=slide)
         return _image_response(
             data,
             TILE_FORMATS[fmt],

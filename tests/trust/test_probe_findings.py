@@ -316,6 +316,7 @@ def test_reads_of_patient_data_are_audited_once_a_minute_and_polls_not_at_all(
         (f"/api/slides/{slide.pk}/cell-layer/", "cells"),
         (f"/api/slides/{slide.pk}/interpretation/", "interpretation"),
         (f"/api/cells/{cell.pk}/crop/", "cell_crops"),
+        (f"/api/slides/{slide.pk}/deepzoom_files/0/0_0.jpeg", "slide_tiles"),
     ]
     for url, _ in reads:
         for _ in range(3):  # three reads in the same minute: one event
