@@ -46,3 +46,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_urlpatterns)),
 ]
+
+handler404 = "papreview.core.views.not_found"

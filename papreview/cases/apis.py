@@ -24,7 +24,13 @@ from papreview.cases.selectors import (
     slide_get,
 )
 from papreview.cases.services import patient_create
-from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
+from papreview.core.api import (
+    ERROR_RESPONSES,
+    StrictCharField,
+    not_blank_text,
+    paginated_response,
+    request_user,
+)
 from papreview.core.pagination import PageNumberPagination
 
 
@@ -46,7 +52,7 @@ class PatientOutputSerializer(serializers.ModelSerializer[Patient]):
 
 
 class InterpretationOutputSerializer(serializers.ModelSerializer[Interpretation]):
-    signed_out_by = serializers.CharField(source="signed_out_by.username", read_only=True)
+    signed_out_by = StrictCharField(source="signed_out_by.username", read_only=True)
 
     class Meta:
         model = Interpretation
@@ -63,12 +69,12 @@ class InterpretationOutputSerializer(serializers.ModelSerializer[Interpretation]
 
 
 class SlideOutputSerializer(serializers.ModelSerializer[Slide]):
-    patient_identifier = serializers.CharField(source="patient.identifier", read_only=True)
+    patient_identifier = StrictCharField(source="patient.identifier", read_only=True)
     progress = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="Percent done of the latest analysis run."
     )
     latest_run = serializers.IntegerField(source="latest_run_id", read_only=True, allow_null=True)
-    run_status = serializers.CharField(
+    run_status = StrictCharField(
         source="latest_run_status",
         read_only=True,
         allow_null=True,
@@ -141,17 +147,17 @@ class PatientListApi(APIView):
     pagination_class = PageNumberPagination
 
     class FilterSerializer(serializers.Serializer):
-        search = serializers.CharField(required=False, allow_blank=True)
+        search = StrictCharField(required=False, allow_blank=True)
 
         class Meta:
             ref_name = "PatientFilter"
 
     class InputSerializer(serializers.Serializer):
-        identifier = serializers.CharField(max_length=64)
+        identifier = not_blank_text("identifier", max_length=64)
         birth_year = serializers.IntegerField(
             required=False, allow_null=True, min_value=1900, max_value=2100
         )
-        notes = serializers.CharField(required=False, allow_blank=True, default="")
+        notes = StrictCharField(required=False, allow_blank=True, default="")
 
         class Meta:
             ref_name = "PatientCreateInput"

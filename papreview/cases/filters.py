@@ -48,6 +48,35 @@ class StatusField(forms.CharField):
         return statuses
 
 
+class CheckboxOrBoolean(forms.CheckboxInput):
+    """A checkbox on the queue page ("on"), true/false (or 1/0) in the API; any other value is
+    passed on as it came, for the field to refuse (a checkbox would read it as ticked)."""
+
+    READS = {"true": True, "on": True, "1": True, "false": False, "0": False, "": False}
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        raw = data.get(name)
+        if raw is None:
+            return False
+        return self.READS.get(str(raw).lower(), raw)
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    widget = CheckboxOrBoolean
+
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]  # None: not given
+        if value is None or isinstance(value, bool):
+            return value
+        raise forms.ValidationError("Give true or false.", code="invalid")
+
+    def validate(self, value: Any) -> None:
+        pass
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 class StatusFilter(django_filters.Filter):
     field_class = StatusField
 
@@ -64,9 +93,7 @@ class SlideFilter(django_filters.FilterSet):
     triage_class = django_filters.ChoiceFilter(
         choices=BETHESDA_CHOICES, empty_label="Any class", label="Most severe class"
     )
-    mine = django_filters.BooleanFilter(
-        method="filter_mine", widget=forms.CheckboxInput, label="Assigned to me"
-    )
+    mine = StrictBooleanFilter(method="filter_mine", label="Assigned to me")
     date_from = django_filters.DateFilter(
         field_name="created_at", lookup_expr="date__gte", label="From"
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.validators import RegexValidator
 from django.db.models import Model, QuerySet
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
@@ -14,6 +15,30 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.core.pagination import PageNumberPagination
+
+
+class StrictCharField(serializers.CharField):
+    """A text input that is text: DRF's CharField turns a number into its digits, which hides a
+    client's mistake (the schema says string)."""
+
+    default_error_messages = {"invalid": "Give text here, not a number."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# Some text that is not all blank, without NUL (in the schema too: PostgreSQL refuses NUL).
+NOT_BLANK_PATTERN = r"^[^\x00]*\S[^\x00]*$"
+
+
+def not_blank_text(name: str, **kwargs: Any) -> StrictCharField:
+    """A required text input with something in it: the schema says so (pattern), as the API
+    refuses a blank one."""
+    return StrictCharField(
+        validators=[RegexValidator(NOT_BLANK_PATTERN, f"{name} is empty.")], **kwargs
+    )
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -26,12 +51,26 @@ class ErrorSerializer(serializers.Serializer):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # "fields" cannot be a class attribute: it would hide Serializer.fields.
         fields = super().get_fields()
-        fields["fields"] = serializers.DictField(
-            child=serializers.ListField(child=serializers.CharField()),
+        fields["fields"] = FieldErrorsField(
             required=False,
-            help_text="Validation errors per input field.",
+            help_text=(
+                "Validation errors per input field: a list of messages, or for a list or nested"
+                " input the same by position or name."
+            ),
         )
         return fields
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}]
+        },
+    }
+)
+class FieldErrorsField(serializers.DictField):
+    """DRF's errors per field: messages, or nested by position ({"cells": {"0": [...]}})."""
 
 
 def request_user(request: Request) -> User:

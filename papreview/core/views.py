@@ -1,8 +1,9 @@
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+from django.views.defaults import page_not_found
 
 from papreview.core.health import health_report
 
@@ -24,3 +25,14 @@ def _is_staff(request: HttpRequest) -> bool:
         return bool(request.user.is_authenticated and request.user.is_staff)
     except DatabaseError:  # the database is down: nobody can be recognised
         return False
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """An address nothing answers: JSON under /api/ (what an API client reads, as the API's
+    own 404s), the site's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"detail": f"Nothing in the API answers at {request.path}.", "code": "not_found"},
+            status=404,
+        )
+    return page_not_found(request, exception or Http404())

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
-from papreview.core.api import ERROR_RESPONSES, request_user
+from papreview.core.api import ERROR_RESPONSES, StrictCharField, not_blank_text, request_user
 from papreview.core.exceptions import ConflictError, NotFoundError
 from papreview.datasets.dashboard import model_dashboard
 from papreview.datasets.models import DatasetExport, ExportStatus
@@ -23,7 +23,7 @@ from papreview.datasets.services import dataset_export_create
 
 
 class DatasetExportOutputSerializer(serializers.ModelSerializer[DatasetExport]):
-    created_by = serializers.CharField(
+    created_by = StrictCharField(
         source="created_by.username", read_only=True, allow_null=True, default=None
     )
     download_url = serializers.SerializerMethodField()
@@ -71,7 +71,7 @@ class DatasetExportListApi(APIView):
     """
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+        name = not_blank_text("name", max_length=100)
         filters = ExportFiltersSerializer(required=False)
         params = ExportParamsSerializer(required=False)
 

@@ -307,7 +307,8 @@ def _zip(root: Path, target: Path) -> None:
 
 
 def _storage_name(export: DatasetExport) -> str:
-    return f"exports/{slugify(export.name)}-v{export.version}-{export.pk}.zip"
+    # the name in any script is kept in the database; the file name needs ASCII
+    return f"exports/{slugify(export.name) or 'export'}-v{export.version}-{export.pk}.zip"
 
 
 def _place(local_zip: Path, name: str) -> str:

@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
@@ -36,6 +37,16 @@ PARAM_LIMITS: dict[str, tuple[float, float]] = {
     "empty_tile_ratio": (0.0, 1.0),
     "crop_size": (16, 1024),
     "split": (0.0, 1.0),  # each fraction, before the three are normalised by their sum
+}
+_LIM = PARAM_LIMITS
+PARAM_MESSAGES: dict[str, str] = {
+    "tile_size": f"Choose a tile size between {_LIM['tile_size'][0]:g} and "
+    f"{_LIM['tile_size'][1]:g} px.",
+    "tile_overlap": "The overlap must be at least 0 and under half a tile.",
+    "empty_tile_ratio": "Choose a share between 0 and 1.",
+    "crop_size": f"Choose a crop size between {_LIM['crop_size'][0]:g} and "
+    f"{_LIM['crop_size'][1]:g} px.",
+    "split": "Give three train/val/test fractions between 0 and 1.",
 }
 # A split by patient with val and test needs one patient in each, and one for train.
 MIN_SPLIT_PATIENTS = 3
@@ -69,29 +80,19 @@ class ExportParams:
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
-        lim = PARAM_LIMITS
-        if not _within("tile_size", self.tile_size):
-            errors["tile_size"] = (
-                f"Choose a tile size between {lim['tile_size'][0]:g} and "
-                f"{lim['tile_size'][1]:g} px."
-            )
+        for name in ("tile_size", "empty_tile_ratio", "crop_size"):
+            if not _within(name, getattr(self, name)):
+                errors[name] = PARAM_MESSAGES[name]
         if not (
             _within("tile_overlap", self.tile_overlap) and self.tile_overlap < self.tile_size // 2
         ):
-            errors["tile_overlap"] = "The overlap must be at least 0 and under half a tile."
-        if not _within("empty_tile_ratio", self.empty_tile_ratio):
-            errors["empty_tile_ratio"] = "Choose a share between 0 and 1."
-        if not _within("crop_size", self.crop_size):
-            errors["crop_size"] = (
-                f"Choose a crop size between {lim['crop_size'][0]:g} and "
-                f"{lim['crop_size'][1]:g} px."
-            )
+            errors["tile_overlap"] = PARAM_MESSAGES["tile_overlap"]
         if (
             len(self.split) != 3
             or not all(_within("split", f) for f in self.split)
             or sum(self.split) <= 0
         ):
-            errors["split"] = "Give three train/val/test fractions between 0 and 1."
+            errors["split"] = PARAM_MESSAGES["split"]
         elif self.train_only:
             object.__setattr__(self, "split", (1.0, 0.0, 0.0))
         elif self.split[1] <= 0 or self.split[2] <= 0:
@@ -174,8 +175,33 @@ class _ClosedSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class ClosedSerializerSchema(OpenApiSerializerExtension):
+    """In the API schema, a closed serializer admits no other keys (additionalProperties)."""
+
+    target_class = _ClosedSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        schema["additionalProperties"] = False
+        return schema
+
+
 def _whole_number() -> serializers.IntegerField:
     return serializers.IntegerField(required=False, min_value=-_INT32, max_value=_INT32)
+
+
+def _bounded(name: str, field_class: Any = serializers.IntegerField, **kwargs: Any) -> Any:
+    """A number field within PARAM_LIMITS (so the API schema shows them), refused in the same
+    words as ExportParams uses."""
+    low, high = PARAM_LIMITS[name]
+    message = PARAM_MESSAGES[name]
+    return field_class(
+        min_value=low,
+        max_value=high,
+        error_messages={"min_value": message, "max_value": message},
+        **kwargs,
+    )
 
 
 def _id_list() -> serializers.ListField:
@@ -190,12 +216,12 @@ class ExportParamsSerializer(_ClosedSerializer):
     unknown_message = "Unknown parameter(s): {names}."
     _three = "Give three train/val/test fractions, e.g. [0.7, 0.15, 0.15]."
 
-    tile_size = _whole_number()
-    tile_overlap = _whole_number()
-    empty_tile_ratio = serializers.FloatField(required=False)
-    crop_size = _whole_number()
+    tile_size = _bounded("tile_size", required=False)
+    tile_overlap = _bounded("tile_overlap", required=False)
+    empty_tile_ratio = _bounded("empty_tile_ratio", serializers.FloatField, required=False)
+    crop_size = _bounded("crop_size", required=False)
     split = serializers.ListField(
-        child=serializers.FloatField(),
+        child=_bounded("split", serializers.FloatField),
         min_length=3,
         max_length=3,
         required=False,
@@ -209,9 +235,18 @@ class ExportParamsSerializer(_ClosedSerializer):
         ref_name = "ExportParams"
 
     def validate(self, attrs: dict[str, Any]) -> ExportParams:
+        if "tile_size" in attrs and "tile_overlap" not in attrs:
+            # the default overlap, made to fit a small tile rather than refused for it
+            default = ExportParams.tile_overlap
+            attrs["tile_overlap"] = max(0, min(default, attrs["tile_size"] // 2 - 1))
         if "split" in attrs:
             attrs["split"] = tuple(attrs["split"])
         return ExportParams(**attrs)
+
+
+_CLASS_ERRORS: dict[str, Any] = {
+    "invalid_choice": "Unknown class {input}; the classes are " + ", ".join(BETHESDA_CLASSES) + "."
+}
 
 
 class ExportFiltersSerializer(_ClosedSerializer):
@@ -223,7 +258,9 @@ class ExportFiltersSerializer(_ClosedSerializer):
     signed_out_from = serializers.DateField(required=False, allow_null=True)
     signed_out_to = serializers.DateField(required=False, allow_null=True)
     categories = serializers.ListField(
-        child=serializers.CharField(), required=False, allow_null=True
+        child=serializers.ChoiceField(choices=BETHESDA_CLASSES, error_messages=_CLASS_ERRORS),
+        required=False,
+        allow_null=True,
     )
     patients = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True)
     slide_ids = _id_list()

@@ -23,7 +23,6 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from papreview.accounts.roles import user_can_write
 from papreview.audit.models import AuditAction
@@ -55,8 +54,8 @@ def dataset_export_create(
     if not user_can_write(created_by):
         raise PermissionDeniedError("Your role can read exports but not make them.")
     name = name.strip()
-    if not name or slugify(name) == "":
-        raise ValidationError({"name": "Give the export a name (letters or digits)."})
+    if not name:
+        raise ValidationError({"name": "Give the export a name."})
     if len(name) > 100:
         raise ValidationError({"name": "At most 100 characters."})
     # Dicts (pages, commands, tests) go through the API's serializers: the same errors.

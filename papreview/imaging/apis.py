@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -96,7 +96,7 @@ class CellCropApi(APIView):
             ref_name = "CellCropFilter"
 
     @extend_schema(
-        parameters=[OpenApiParameter("pad", OpenApiTypes.INT), OpenApiParameter("v", int)],
+        parameters=[FilterSerializer],
         responses={
             (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY, description="Crop."),
             **ERROR_RESPONSES,

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from papreview.accounts.roles import user_is_admin
 from papreview.analysis.models import ModelStage, ModelVersion
-from papreview.core.api import ERROR_RESPONSES, request_user
+from papreview.core.api import ERROR_RESPONSES, StrictCharField, request_user
 from papreview.core.exceptions import PermissionDeniedError
 from papreview.datasets.selectors import dataset_export_get
 from papreview.registry.activation import model_version_activate_by, model_version_rollback_by
@@ -30,7 +30,7 @@ from papreview.registry.services import model_evaluation_request
 class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
     # The export's "name vN"; null for a version not trained on an export.
     training_export = serializers.SerializerMethodField()
-    previous = serializers.CharField(
+    previous = StrictCharField(
         source="previous.name", read_only=True, allow_null=True, default=None
     )
 
@@ -51,7 +51,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer[ModelVersion]):
             "created_at",
         )
 
-    @extend_schema_field(serializers.CharField(allow_null=True))
+    @extend_schema_field(StrictCharField(allow_null=True))
     def get_training_export(self, mv: ModelVersion) -> str | None:
         training = getattr(mv, "training", None)  # none recorded: RelatedObjectDoesNotExist
         return str(training.export) if training is not None and training.export else None
@@ -75,7 +75,7 @@ class ModelVersionActivateApi(APIView):
     are kept in the audit log."""
 
     class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+        reason = StrictCharField(required=False, allow_blank=True, max_length=1000)
 
         class Meta:
             ref_name = "ModelVersionActivateInput"

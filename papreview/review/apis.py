@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.cases.selectors import slide_get
-from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
+from papreview.core.api import ERROR_RESPONSES, StrictCharField, paginated_response, request_user
 from papreview.core.choices import BETHESDA_CHOICES
 from papreview.core.exceptions import error_body
 from papreview.core.pagination import PageNumberPagination
@@ -51,8 +51,8 @@ class CellOutputSerializer(serializers.ModelSerializer[Cell]):
 
 
 class StaleCellSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
+    detail = StrictCharField()
+    code = StrictCharField()
     current = CellOutputSerializer(help_text="The cell as it is now.")
 
     class Meta:
@@ -159,7 +159,7 @@ class CellRevisionListApi(APIView):
     pagination_class = PageNumberPagination
 
     class OutputSerializer(serializers.ModelSerializer[CellRevision]):
-        changed_by = serializers.CharField(source="changed_by.username")
+        changed_by = StrictCharField(source="changed_by.username")
 
         class Meta:
             model = CellRevision
@@ -181,6 +181,7 @@ def _cell_id_list() -> serializers.ListField:
     return serializers.ListField(
         child=serializers.IntegerField(min_value=1),
         allow_empty=False,
+        min_length=1,  # documents allow_empty=False in the schema
         max_length=MAX_CELLS_PER_REQUEST,
     )
 

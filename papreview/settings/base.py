@@ -389,6 +389,13 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # PATCH bodies are documented as their serializers require them (a cell edit needs the
+    # version it read), not with every field made optional.
+    "COMPONENT_SPLIT_PATCH": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "papreview.core.schema.document_refusals_and_bodies",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "BethesdaEnum": "papreview.core.choices.BETHESDA_CHOICES",
         "SlideStatusEnum": "papreview.cases.models.SlideStatus",

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.cases.models import Patient
-from papreview.core.api import ERROR_RESPONSES, request_user
+from papreview.core.api import ERROR_RESPONSES, StrictCharField, request_user
 from papreview.core.exceptions import error_body
 from papreview.uploads.models import Upload, UploadStatus
 from papreview.uploads.selectors import upload_get
@@ -84,7 +84,7 @@ class UploadListApi(APIView):
                 "incorrect_type": "Give the patient's numeric id.",
             },
         )
-        filename = serializers.CharField(max_length=255)
+        filename = StrictCharField(max_length=255)
         size = serializers.IntegerField(min_value=1, help_text="The whole file's size in bytes.")
 
         class Meta:

@@ -14,13 +14,18 @@ from rest_framework.views import APIView
 
 from papreview.audit.services import audit_read
 from papreview.cases.apis import SlideOutputSerializer
-from papreview.cases.filters import SlideFilter
-from papreview.cases.models import Patient
+from papreview.cases.filters import ALL, OPEN, SlideFilter
+from papreview.cases.models import Patient, SlideStatus
 from papreview.cases.selectors import SLIDE_ORDERINGS, slide_get, slide_list
 from papreview.core.api import ERROR_RESPONSES, paginated_response, request_user
+from papreview.core.choices import BETHESDA_CHOICES
 from papreview.core.pagination import PageNumberPagination
 from papreview.core.parsers import StrictMultiPartParser
 from papreview.uploads.services import slide_upload, upload_size_check
+
+_ONE_STATUS = "|".join(SlideStatus.values)
+STATUS_PATTERN = rf"^({OPEN}|{ALL}|({_ONE_STATUS})(,({_ONE_STATUS}))*)$"
+BETHESDA_VALUES = [value for value, _ in BETHESDA_CHOICES]
 
 
 class SlideListApi(APIView):
@@ -54,11 +59,13 @@ class SlideListApi(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "status", OpenApiTypes.STR, description="open, all, or comma-separated statuses."
+                "status",
+                {"type": "string", "pattern": STATUS_PATTERN},
+                description="open, all, or comma-separated statuses.",
             ),
-            OpenApiParameter("patient", OpenApiTypes.INT),
+            OpenApiParameter("patient", {"type": "integer", "minimum": 1}),
             OpenApiParameter("q", OpenApiTypes.STR, description="Part of the patient identifier."),
-            OpenApiParameter("triage_class", OpenApiTypes.STR),
+            OpenApiParameter("triage_class", OpenApiTypes.STR, enum=list(BETHESDA_VALUES)),
             OpenApiParameter("mine", OpenApiTypes.BOOL, description="Assigned to me."),
             OpenApiParameter("date_from", OpenApiTypes.DATE),
             OpenApiParameter("date_to", OpenApiTypes.DATE),

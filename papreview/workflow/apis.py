@@ -24,7 +24,7 @@ from papreview.cases.apis import (
 )
 from papreview.cases.models import Interpretation, Slide, SpecimenAdequacy, SpecimenType
 from papreview.cases.selectors import slide_get
-from papreview.core.api import ERROR_RESPONSES, request_user
+from papreview.core.api import ERROR_RESPONSES, StrictCharField, request_user
 from papreview.core.choices import BETHESDA_CHOICES
 from papreview.workflow.models import InterpretationDraft, SlideEvent
 from papreview.workflow.selectors import (
@@ -54,7 +54,7 @@ class CellLayerOutputSerializer(serializers.Serializer):
         # "fields" cannot be a class attribute: it would hide Serializer.fields.
         fields = super().get_fields()
         fields["fields"] = serializers.ListField(
-            child=serializers.CharField(), help_text="Names of the row items."
+            child=StrictCharField(), help_text="Names of the row items."
         )
         fields["as_of"] = serializers.DateTimeField(help_text="Server time of the answer.")
         return fields
@@ -96,7 +96,7 @@ class SlideCellLayerApi(APIView):
 
 
 class DraftOutputSerializer(serializers.ModelSerializer[InterpretationDraft]):
-    updated_by = serializers.CharField(source="updated_by.username", default=None)
+    updated_by = StrictCharField(source="updated_by.username", default=None)
 
     class Meta:
         model = InterpretationDraft
@@ -114,7 +114,7 @@ class DraftOutputSerializer(serializers.ModelSerializer[InterpretationDraft]):
 
 
 class SlideEventOutputSerializer(serializers.ModelSerializer[SlideEvent]):
-    by = serializers.CharField(source="by.username")
+    by = StrictCharField(source="by.username")
 
     class Meta:
         model = SlideEvent
@@ -123,7 +123,7 @@ class SlideEventOutputSerializer(serializers.ModelSerializer[SlideEvent]):
 
 
 class SuggestionOutputSerializer(serializers.Serializer):
-    bethesda_category = serializers.CharField(allow_blank=True)
+    bethesda_category = StrictCharField(allow_blank=True)
     reviewed_counts = serializers.DictField(child=serializers.IntegerField())
 
     class Meta:
@@ -131,7 +131,7 @@ class SuggestionOutputSerializer(serializers.Serializer):
 
 
 class InterpretationStateSerializer(serializers.Serializer):
-    status = serializers.CharField()
+    status = StrictCharField()
     suggestion = SuggestionOutputSerializer()
     draft = DraftOutputSerializer(allow_null=True)
     interpretation = InterpretationOutputSerializer(allow_null=True)
@@ -169,8 +169,8 @@ class InterpretationInputSerializer(serializers.Serializer):
     specimen_type = serializers.ChoiceField(
         choices=SpecimenType.choices, allow_blank=True, required=False, default=""
     )
-    report = serializers.JSONField(required=False, default=dict)
-    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    report = serializers.JSONField(required=False, default=dict, allow_null=True)  # null: none
+    comment = StrictCharField(required=False, allow_blank=True, default="", max_length=5000)
 
     class Meta:
         ref_name = "InterpretationInput"
@@ -289,7 +289,7 @@ class SlideReferApi(APIView):
     user id, or null for any pathologist."""
 
     class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=MAX_REASON)
+        reason = StrictCharField(max_length=MAX_REASON)
         pathologist = serializers.PrimaryKeyRelatedField(
             queryset=User.objects.filter(is_active=True, groups__name=Role.PATHOLOGIST.value),
             allow_null=True,
@@ -315,7 +315,7 @@ class SlideReopenApi(APIView):
     as a slide event (its interpretation stays until the slide is signed out again)."""
 
     class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=MAX_REASON)
+        reason = StrictCharField(max_length=MAX_REASON)
 
         class Meta:
             ref_name = "SlideReopenInput"

@@ -66,8 +66,8 @@ def test_the_web_start_migrates_as_owner_and_serves_as_the_insert_only_role(tmp_
     owner = params.get("user") or "postgres"
     suffix = uuid.uuid4().hex[:8]
     database, role = f"compose_{suffix}", f"papreview_app_{suffix}"
-    admin = {"host": host, "port": port, "user": owner, "dbname": "postgres", "autocommit": True}
-    with psycopg.connect(**admin) as server:
+    server_url = f"postgres://{owner}@{host}:{port}/postgres"
+    with psycopg.connect(server_url, autocommit=True) as server:
         server.execute(f'CREATE DATABASE "{database}"')
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -96,6 +96,6 @@ def test_the_web_start_migrates_as_owner_and_serves_as_the_insert_only_role(tmp_
         assert f"connected-as {role}" in started.stdout, started.stdout
         assert "audit-update refused" in started.stdout, started.stdout
     finally:
-        with psycopg.connect(**admin) as server:
+        with psycopg.connect(server_url, autocommit=True) as server:
             server.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             server.execute(f'DROP ROLE IF EXISTS "{role}"')
