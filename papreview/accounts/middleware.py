@@ -68,7 +68,7 @@ class TwoFactorRequiredMiddleware:
         user = request.user
         if (
             user.is_authenticated
-            and not user.is_verified()  # type: ignore[union-attr]
+            and not user.is_verified()  # type: ignore[attr-defined]
             and request.session.get(SIGNED_IN_VIA_KEY) != "oidc"
             and two_factor_required(user)
             and not _open(request.path_info, OPEN_BEFORE_TWO_FACTOR)

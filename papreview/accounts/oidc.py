@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
-from papreview.accounts.roles import Role
+from papreview.accounts.roles import ROLE_NAMES, Role
 
 SIGNED_IN_VIA_KEY = "signed_in_via"
 
@@ -37,12 +37,12 @@ def roles_from_claims(claims: dict[str, Any]) -> list[Role]:
     roles: list[Role] = []
     for value in values:
         name = mapping.get(str(value), str(value))
-        if name in Role.__members__.values() and Role(name) not in roles:
+        if name in ROLE_NAMES and Role(name) not in roles:
             roles.append(Role(name))
     return roles
 
 
-class RoleClaimOIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
+class RoleClaimOIDCBackend(OIDCAuthenticationBackend):
     def create_user(self, claims: dict[str, Any]) -> User:
         from papreview.accounts.services import user_create
 
@@ -91,7 +91,8 @@ def _oidc_view(view_class_path: str) -> Any:
         if not oidc_enabled():
             raise Http404("Single sign-on is not set up.")
         view_class = import_string(view_class_path)
-        return view_class.as_view()(request)  # type: ignore[no-any-return]
+        response: HttpResponse = view_class.as_view()(request)
+        return response
 
     return view
 

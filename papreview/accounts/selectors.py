@@ -5,6 +5,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from papreview.accounts.roles import ROLE_NAMES, Role
+from papreview.audit.models import AuditEvent
 
 
 def user_list(*, role: Role | None = None, active_only: bool = True) -> QuerySet[User]:
@@ -59,11 +60,9 @@ def user_roles_of(user: User) -> list[Role]:
     return [r for r in Role if r.value in names]
 
 
-def user_audit_events(*, user: User, limit: int = 20) -> list:  # type: ignore[type-arg]
+def user_audit_events(*, user: User, limit: int = 20) -> list[AuditEvent]:
     """The latest audit events about or by the user, for their page."""
     from django.db.models import Q
-
-    from papreview.audit.models import AuditEvent
 
     qs = AuditEvent.objects.filter(
         Q(target_type="auth.user", target_id=str(user.pk)) | Q(actor_id=user.pk)

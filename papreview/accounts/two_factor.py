@@ -24,7 +24,7 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from papreview.accounts.roles import Role, user_roles
+from papreview.accounts.roles import ROLE_NAMES, Role, user_roles
 
 RECOVERY_CODES = 10
 TOTP_NAME = "Authenticator app"
@@ -32,7 +32,7 @@ RECOVERY_NAME = "Recovery codes"
 
 
 def two_factor_required(user: Any) -> bool:
-    required = {Role(r) for r in settings.TWO_FACTOR_REQUIRED_ROLES if r in Role}
+    required = {Role(r) for r in settings.TWO_FACTOR_REQUIRED_ROLES if r in ROLE_NAMES}
     return bool(user_roles(user) & required)
 
 

@@ -230,8 +230,10 @@ def answer(response: Any, name: str, method: str, role: Role) -> str:
     if response.status_code == 302 and location == "/admin/" and role != A:
         # The admin index, which sends anyone but an admin to the admin login.
         return "denied"
-    if response.status_code == 302 and location == "/admin/" and name.startswith(
-        SUPERUSER_ONLY_PREFIXES
+    if (
+        response.status_code == 302
+        and location == "/admin/"
+        and name.startswith(SUPERUSER_ONLY_PREFIXES)
     ):
         return "denied"  # an object's history the admin cannot show: back to the index
     if response.status_code == 405:

@@ -16,8 +16,8 @@ from papreview.accounts.links import invite_tokens
 from papreview.accounts.roles import Role, user_roles
 from papreview.audit.models import AuditAction, AuditEvent
 from papreview.core.mail import email_backend_description
-from tests.factories import UserFactory
 from testkit.mail import Mailbox
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -147,8 +147,14 @@ def test_only_admins_open_the_users_page(pathologist: User, viewer: User) -> Non
     for user in (pathologist, viewer):
         client = signed_in(user)
         assert client.get("/users/").status_code == 403
-        assert client.post("/users/", {"email": "x@lab.example", "roles": ["admin"]}).status_code == 403
-        assert client.post(f"/users/{user.pk}/", {"action": "roles", "roles": ["admin"]}).status_code == 403
+        assert (
+            client.post("/users/", {"email": "x@lab.example", "roles": ["admin"]}).status_code
+            == 403
+        )
+        assert (
+            client.post(f"/users/{user.pk}/", {"action": "roles", "roles": ["admin"]}).status_code
+            == 403
+        )
     assert user_roles(viewer) == {Role.VIEWER}
 
 
@@ -223,7 +229,9 @@ def test_a_forced_reset_stops_the_password_and_emails_a_link(
     admin = signed_in(admin_user)
     page = admin.post(f"/users/{viewer.pk}/", {"action": "reset_password"}, follow=True)
     assert b"no longer works" in page.content
-    assert session.get("/").status_code == 302 and token_client.get("/api/auth/me/").status_code == 401
+    assert (
+        session.get("/").status_code == 302 and token_client.get("/api/auth/me/").status_code == 401
+    )
     assert not signed_in_ok(viewer)
     [message] = smtp_mail.wait(1)
     assert message["Subject"] == "Reset your PapReview password" and message["To"] == viewer.email
