@@ -67,4 +67,11 @@ def user_audit_events(*, user: User, limit: int = 20) -> list[AuditEvent]:
     qs = AuditEvent.objects.filter(
         Q(target_type="auth.user", target_id=str(user.pk)) | Q(actor_id=user.pk)
     ).order_by("-at", "-id")
-    return list(qs[:limit])
+    events = list(qs[:limit])
+    for event in events:
+        event.details = "; ".join(  # type: ignore[attr-defined]
+            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in event.data.items()
+            if k not in ("user", "relation", "username")
+        )
+    return events
