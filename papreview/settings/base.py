@@ -196,6 +196,7 @@ OIDC_OP_TOKEN_ENDPOINT: str = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
 OIDC_OP_USER_ENDPOINT: str = env.str("OIDC_OP_USER_ENDPOINT", default="")
 OIDC_OP_JWKS_ENDPOINT: str = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
 OIDC_PROVIDER_NAME: str = env.str("OIDC_PROVIDER_NAME", default="your organisation")
+OIDC_USE_PKCE = True  # S256 code challenge, on top of state and nonce
 # The claim that lists the user's groups or roles, and how its values map to our roles
 # ("idp-value=role,..."; a value that is a role's own name maps to it). Roles are set at each
 # sign-on from the claim; no mapped value: no role.
