@@ -68,9 +68,9 @@ class TwoFactorRequiredMiddleware:
         user = request.user
         if (
             user.is_authenticated
-            and not user.is_verified()  # type: ignore[attr-defined]
+            and two_factor_required(user)  # roles: cached for the request, no new query
             and request.session.get(SIGNED_IN_VIA_KEY) != "oidc"
-            and two_factor_required(user)
+            and not user.is_verified()  # type: ignore[attr-defined]
             and not _open(request.path_info, OPEN_BEFORE_TWO_FACTOR)
         ):
             message = "Your role needs two-factor sign-in: set it up on the two-factor page first."

@@ -8,7 +8,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STATE = Path(os.environ.get("OIDC_PROVIDER_DIR", "/tmp/papreview-oidc-provider"))
 
-SECRET_KEY = "test-identity-provider-not-for-production"
+SECRET_KEY = "django-insecure-test-identity-provider"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = [
