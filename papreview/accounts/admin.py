@@ -6,6 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Registered first (this app comes before them in INSTALLED_APPS), then replaced below.
+import django.contrib.auth.admin  # noqa: F401
+import django_otp.plugins.otp_static.admin
+import django_otp.plugins.otp_totp.admin  # noqa: F401
+import rest_framework.authtoken.admin  # noqa: F401
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.http import HttpRequest

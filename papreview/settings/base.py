@@ -44,6 +44,8 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "papreview.accounts.admin_config.PapReviewAdminConfig",
+    # Before django.contrib.auth: its createsuperuser checks the password rules with --noinput too.
+    "papreview.accounts",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -57,7 +59,6 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",  # recovery codes
     "papreview.core",
-    "papreview.accounts",
     "papreview.cases",
     "papreview.analysis",
     "papreview.review",

@@ -258,3 +258,34 @@ def test_django_admin_users_and_groups_are_for_superusers_only(admin_user: User)
     assert b"/admin/auth/user/" not in admin.get("/admin/").content
     superuser = UserFactory.create(is_superuser=True, is_staff=True)
     assert signed_in(superuser).get("/admin/auth/user/").status_code == 200
+
+
+@pytest.mark.parametrize("password", ["1234", "weakling-admin", "password1"])
+def test_createsuperuser_without_input_applies_the_password_rules(
+    password: str, monkeypatch: Any
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", password)
+    with pytest.raises(CommandError, match="DJANGO_SUPERUSER_PASSWORD"):
+        call_command(
+            "createsuperuser", interactive=False, username="weakling", email="w@lab.example"
+        )
+    assert not User.objects.filter(username="weakling").exists()
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", NEW_PASSWORD)
+    call_command("createsuperuser", interactive=False, username="weakling", email="w@lab.example")
+    assert User.objects.get(username="weakling").check_password(NEW_PASSWORD)
+
+
+def test_single_sign_on_roles_come_from_the_claim(settings: Any) -> None:
+    from papreview.accounts.oidc import roles_from_claims
+
+    settings.OIDC_ROLES_CLAIM = "groups"
+    settings.OIDC_ROLE_MAP = {"cyto-path": "pathologist", "cyto-screen": "cytotechnologist"}
+    assert roles_from_claims({"groups": ["cyto-path", "all-staff", "viewer"]}) == [
+        Role.PATHOLOGIST,
+        Role.VIEWER,
+    ]
+    assert roles_from_claims({"groups": "cyto-screen"}) == [Role.CYTOTECHNOLOGIST]
+    assert roles_from_claims({"roles": ["admin"]}) == []  # another claim: ignored
+    assert roles_from_claims({}) == []
