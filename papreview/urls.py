@@ -1,9 +1,7 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from papreview.accounts.lockout import LockoutAuthenticationForm
 from papreview.analysis import urls as analysis_urls
 from papreview.cases.urls import patient_urlpatterns, slide_urlpatterns
 from papreview.core import views as core_views
@@ -35,14 +33,8 @@ urlpatterns = [
     path("", include("papreview.datasets.web_urls")),  # exports, dashboard, QC
     path("", include("papreview.registry.web_urls")),  # models: compare, activate, retrain
     path("healthz", core_views.healthz, name="healthz"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(
-            redirect_authenticated_user=True, authentication_form=LockoutAuthenticationForm
-        ),
-        name="login",
-    ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Sign-in (password, two-factor code, SSO), set-password links, the users page.
+    path("", include("papreview.accounts.web_urls")),
     path("admin/", admin.site.urls),
     path("api/", include(api_urlpatterns)),
 ]

@@ -14,7 +14,7 @@ from tests.factories import UserFactory
 
 # One Chromium for the whole session, whichever package's browser tests run first.
 # Shared fixtures: the browser (Chromium through Playwright) and stored slides with cells.
-pytest_plugins = ["testkit.browser", "testkit.fixtures"]
+pytest_plugins = ["testkit.browser", "testkit.fixtures", "testkit.mail"]
 
 
 @pytest.fixture(autouse=True)

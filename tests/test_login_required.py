@@ -23,6 +23,10 @@ pytestmark = pytest.mark.django_db
 PUBLIC = {"login", "healthz", "api-token", "admin:login"}
 # Logging out needs no login either (it just ends a session, if any).
 PUBLIC |= {"logout", "admin:logout"}
+# The second step of signing in, the one-time links of invitations and password resets, and
+# single sign-on (404 while it is not set up) come before any login.
+PUBLIC |= {"login-code", "account-invite", "account-reset"}
+PUBLIC |= {"oidc_authentication_init", "oidc_authentication_callback"}
 
 SAMPLE_VALUES = ("1", "auth", "x", str(uuid.UUID(int=1)), "a/b")
 _GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>(?:[^()]|\([^()]*\))*)\)")

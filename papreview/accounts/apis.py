@@ -21,6 +21,13 @@ class TokenObtainApi(APIView):
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField()
         password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+        code = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=32,
+            help_text="The two-factor code (authenticator app or a recovery code), when the "
+            "account has two-factor sign-in.",
+        )
 
         class Meta:
             ref_name = "TokenObtainInput"

@@ -182,3 +182,11 @@ class LockoutAdminAuthenticationForm(LockoutAuthenticationForm):
                 code="invalid_login",
                 params={"username": self.username_field.verbose_name},
             )
+        from papreview.accounts.two_factor import two_factor_enabled
+
+        if two_factor_enabled(user):  # this form has no code: the app's sign-in page asks for it
+            raise ValidationError(
+                "Your account has two-factor sign-in: sign in on the PapReview sign-in page, "
+                "then open the admin.",
+                code="two_factor",
+            )

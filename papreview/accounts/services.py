@@ -75,13 +75,32 @@ def user_create(
     return user_set_roles(user=user, roles=[role])
 
 
-def auth_token_obtain(*, username: str, password: str, request: HttpRequest | None = None) -> Token:
+class TwoFactorCodeError(ApplicationError):
+    status_code = 400
+    code = "two_factor_code"
+
+
+class TwoFactorSetupRequiredError(ApplicationError):
+    status_code = 403
+    code = "two_factor_required"
+
+
+def auth_token_obtain(
+    *, username: str, password: str, code: str = "", request: HttpRequest | None = None
+) -> Token:
     """Check the credentials and return the user's API token (created on first use).
 
     A locked username or address (too many failures, see papreview.accounts.lockout) gets
-    LoginLockedError before the password is checked. Success and failure are audit events.
+    LoginLockedError before the password is checked. An account with two-factor must send its
+    code (a wrong one is a failed login); one whose role needs two-factor but has not set it up
+    is refused until it has (in the browser). Success and failure are audit events.
     """
     from papreview.accounts.lockout import login_lockout_check
+    from papreview.accounts.two_factor import (
+        two_factor_enabled,
+        two_factor_required,
+        two_factor_verify,
+    )
     from papreview.audit.models import AuditAction
     from papreview.audit.services import audit_record
 
@@ -90,6 +109,26 @@ def auth_token_obtain(*, username: str, password: str, request: HttpRequest | No
     if user is None or not user.is_active:
         raise InvalidCredentialsError(
             "Unknown username or wrong password. Check both and try again."
+        )
+    if two_factor_enabled(user):
+        if not code.strip():
+            raise TwoFactorCodeError(
+                "This account has two-factor sign-in: send the code of your authenticator app "
+                "(or a recovery code) as `code`."
+            )
+        if two_factor_verify(user=user, code=code) is None:
+            audit_record(
+                action=AuditAction.LOGIN_FAILED,
+                actor=None,
+                username=user.username,
+                request=request,
+                data={"username": user.username[:150], "why": "two_factor_code"},
+            )
+            raise TwoFactorCodeError("The two-factor code is not right (or was already used).")
+    elif two_factor_required(user):
+        raise TwoFactorSetupRequiredError(
+            "Your role needs two-factor sign-in: set it up in the browser (two-factor page), "
+            "then ask for a token with your code."
         )
     token, _ = Token.objects.get_or_create(user=user)
     if token_expired(token):  # rotation: a fresh key once the old one expired

@@ -22,6 +22,12 @@ ADMIN_MANAGED_APPS = (
 def grant_admin_group_permissions(sender: Any, **kwargs: Any) -> None:
     """After migrate (when permissions exist), give the admin group every model permission."""
     using = kwargs.get("using", "default")
+    if kwargs.get("app_config") is not None:
+        # This app comes before django.contrib.auth (its createsuperuser), so this receiver runs
+        # before auth's: make the migrated app's permissions first (idempotent).
+        from django.contrib.auth.management import create_permissions
+
+        create_permissions(kwargs["app_config"], verbosity=0, using=using)
     group = Group.objects.using(using).filter(name=Role.ADMIN.value).first()
     if group is None:
         return

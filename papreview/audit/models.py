@@ -39,6 +39,13 @@ class AuditAction(models.TextChoices):
     USER_CHANGED = "user_changed", "User changed"
     USER_DELETED = "user_deleted", "User deleted"
     ROLES_CHANGED = "roles_changed", "User roles changed"
+    USER_INVITED = "user_invited", "User invited"
+    PASSWORD_RESET_SENT = "password_reset_sent", "Password reset sent"
+    PASSWORD_SET = "password_set", "Password set from a link"
+    SESSIONS_ENDED = "sessions_ended", "Sessions ended"
+    TWO_FACTOR_ENROLLED = "two_factor_enrolled", "Two-factor sign-in set up"
+    TWO_FACTOR_RESET = "two_factor_reset", "Two-factor sign-in removed"
+    RECOVERY_CODES_NEW = "recovery_codes_new", "New recovery codes"
 
 
 class AppendOnlyQuerySet(models.QuerySet["AuditEvent"]):

@@ -44,6 +44,8 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "papreview.accounts.admin_config.PapReviewAdminConfig",
+    # Before django.contrib.auth: its createsuperuser checks the password rules with --noinput too.
+    "papreview.accounts",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,8 +55,10 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, never from a CDN
+    "django_otp",  # two-factor sign-in (papreview.accounts.two_factor)
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",  # recovery codes
     "papreview.core",
-    "papreview.accounts",
     "papreview.cases",
     "papreview.analysis",
     "papreview.review",
@@ -76,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): second factor given
     # The request being served, for the address (and user) of audit events.
     "papreview.audit.context.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -85,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     # A signed-in account without a role sees no page but signing out (403 otherwise).
     "papreview.accounts.middleware.RoleRequiredMiddleware",
+    # Admins and pathologists (TWO_FACTOR_REQUIRED_ROLES) set up two-factor before anything else.
+    "papreview.accounts.middleware.TwoFactorRequiredMiddleware",
 ]
 
 ROOT_URLCONF = "papreview.urls"
@@ -153,6 +160,55 @@ AUDIT_TRUSTED_PROXIES: list[str] = env.list("AUDIT_TRUSTED_PROXIES", default=[])
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Two-factor sign-in (TOTP apps, recovery codes): required for these roles; anyone may enrol.
+TWO_FACTOR_REQUIRED_ROLES: list[str] = env.list(
+    "TWO_FACTOR_REQUIRED_ROLES", default=["admin", "pathologist"]
+)
+OTP_TOTP_ISSUER: str = env.str("OTP_TOTP_ISSUER", default="PapReview")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no secret or QR code of anyone's device in the admin
+# Invitation links (set your password) and password-reset links: one use, then expired after this.
+ACCOUNT_INVITE_TTL_S: int = env.int("ACCOUNT_INVITE_TTL_S", default=3 * 24 * 3600)
+PASSWORD_RESET_TIMEOUT: int = env.int("PASSWORD_RESET_TTL_S", default=24 * 3600)
+# The address in links sent by email; empty: taken from the administrator's request.
+PAPREVIEW_BASE_URL: str = env.str("PAPREVIEW_BASE_URL", default="")
+
+# --- Email ----------------------------------------------------------------------------------------
+# EMAIL_URL: smtp://user:password@host:25, smtp+tls://...:587, smtp+ssl://...:465. Unset: the
+# console backend (messages are printed by the web process, not sent; `runstack` says so).
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND: str = _email["EMAIL_BACKEND"]
+EMAIL_HOST: str = _email.get("EMAIL_HOST", "localhost") or "localhost"
+EMAIL_PORT: int = int(_email.get("EMAIL_PORT") or 25)
+EMAIL_HOST_USER: str = _email.get("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD: str = _email.get("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS: bool = bool(_email.get("EMAIL_USE_TLS", False))
+EMAIL_USE_SSL: bool = bool(_email.get("EMAIL_USE_SSL", False))
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=20)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="PapReview <papreview@localhost>")
+
+# --- Single sign-on (OpenID Connect, mozilla-django-oidc; papreview.accounts.oidc) ----------------
+# On when OIDC_RP_CLIENT_ID is set. Endpoints from the provider's discovery document.
+OIDC_RP_CLIENT_ID: str = env.str("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET: str = env.str("OIDC_RP_CLIENT_SECRET", default="")
+OIDC_RP_SIGN_ALGO: str = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES: str = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_OP_AUTHORIZATION_ENDPOINT: str = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT: str = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT: str = env.str("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT: str = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+OIDC_PROVIDER_NAME: str = env.str("OIDC_PROVIDER_NAME", default="your organisation")
+OIDC_USE_PKCE = True  # S256 code challenge, on top of state and nonce
+# The claim that lists the user's groups or roles, and how its values map to our roles
+# ("idp-value=role,..."; a value that is a role's own name maps to it). Roles are set at each
+# sign-on from the claim; no mapped value: no role.
+OIDC_ROLES_CLAIM: str = env.str("OIDC_ROLES_CLAIM", default="roles")
+OIDC_ROLE_MAP: dict[str, str] = env.dict("OIDC_ROLE_MAP", default={})
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+if OIDC_RP_CLIENT_ID:
+    AUTHENTICATION_BACKENDS = [
+        *AUTHENTICATION_BACKENDS,
+        "papreview.accounts.oidc.RoleClaimOIDCBackend",
+    ]
 
 # --- Internationalisation -------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"

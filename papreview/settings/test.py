@@ -15,3 +15,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = VAR_DIR / "test-media"
 WHITENOISE_AUTOREFRESH = True
 PAPREVIEW_TEST_HOOKS = True  # the browser tests read the review page's state (window.__review)
+# Two-factor is required of no role here, so the other tests sign in with a password alone; the
+# two-factor tests (tests/accounts/) turn the default (admin, pathologist) back on.
+TWO_FACTOR_REQUIRED_ROLES = []

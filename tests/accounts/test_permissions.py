@@ -114,6 +114,17 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "evaluation-list": {"GET": ALL, "POST": ADMIN},
     "retrain-job-list": {"GET": ALL, "POST": ADMIN},
     "model-dashboard-api": READ,
+    # Accounts (issue 18). The code step sends a signed-in user home, like the login page.
+    "login-code": dict.fromkeys(METHODS, ALL),
+    "two-factor": {"GET": ALL, "POST": ALL},  # one's own two-factor
+    # One-time links: open to anyone who has one (here a broken link: "no longer works").
+    "account-invite": {"GET": ALL, "POST": ALL},
+    "account-reset": {"GET": ALL, "POST": ALL},
+    # Single sign-on: 404 while it is not set up (as here).
+    "oidc_authentication_init": dict.fromkeys(METHODS, ALL),
+    "oidc_authentication_callback": dict.fromkeys(METHODS, ALL),
+    "users": ADMIN_ONLY,
+    "user-detail": ADMIN_ONLY,
 }
 # The admin site: admins only, but for its login and logout pages.
 # URLs whose objects belong to one user: to the others they answer 404 (a refusal).
@@ -141,7 +152,14 @@ ADMIN_SITE_READ_ONLY = {
 }
 
 
+# Users, groups, API tokens and two-factor devices in the Django admin: superusers only (issue
+# 18); the admin role manages users on the users page (a role is not a superuser).
+SUPERUSER_ONLY_PREFIXES = ("admin:auth_", "admin:authtoken_", "admin:otp_")
+
+
 def rule_for(endpoint: Endpoint) -> dict[str, frozenset[Role]] | None:
+    if endpoint.name.startswith(SUPERUSER_ONLY_PREFIXES):
+        return {"GET": NOBODY, "POST": NOBODY}
     if endpoint.name in ADMIN_SITE_PUBLIC:
         return ADMIN_SITE_PUBLIC[endpoint.name]
     if endpoint.name in ADMIN_SITE_READ_ONLY:
@@ -212,6 +230,12 @@ def answer(response: Any, name: str, method: str, role: Role) -> str:
     if response.status_code == 302 and location == "/admin/" and role != A:
         # The admin index, which sends anyone but an admin to the admin login.
         return "denied"
+    if (
+        response.status_code == 302
+        and location == "/admin/"
+        and name.startswith(SUPERUSER_ONLY_PREFIXES)
+    ):
+        return "denied"  # an object's history the admin cannot show: back to the index
     if response.status_code == 405:
         return "no_method"
     assert response.status_code < 500, (response.status_code, response.content[:500])

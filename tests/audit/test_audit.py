@@ -183,7 +183,10 @@ def test_user_and_role_changes_are_recorded(client, admin_user) -> None:
     assert changed.data["password_changed"] is True and "pbkdf2" not in str(changed.data)
     assert "md5" not in str(changed.data)
 
-    # Through the admin pages: the actor is the admin who did it, with the address.
+    # Through the admin pages: the actor is the admin who did it, with the address. (Users in
+    # the Django admin are for superusers; lab admins use the users page, issue 18.)
+    admin_user.is_superuser = True
+    admin_user.save(update_fields=["is_superuser"])
     response = client.post(
         f"/admin/auth/user/{user.pk}/change/",
         {

@@ -74,8 +74,7 @@ def test_wrong_password_shows_a_message(client, pathologist) -> None:
     "url",
     [
         "/admin/",
-        "/admin/auth/user/",
-        "/admin/auth/group/",
+        "/users/",  # users and roles: the users page (the Django admin's are for superusers)
         "/admin/cases/patient/",
         "/admin/cases/slide/",
         "/admin/analysis/modelversion/",

@@ -21,7 +21,14 @@ def test_the_pages_run_under_the_content_security_policy(
         page.keyboard.press("n")  # the page's own scripts answer the keyboard
         page.wait_for_selector("#cell-detail:not([hidden])")
         screenshot(page, "csp-review.png")
-        for path in ("/", "/upload/", f"/slides/{slide.pk}/report/", "/models/", "/api/docs/"):
+        pages = (
+            "/",
+            "/upload/",
+            f"/slides/{slide.pk}/report/",
+            "/models/",
+            "/accounts/two-factor/",
+        )
+        for path in (*pages, "/api/docs/"):
             page.goto(f"{live_server.url}{path}")
             page.wait_for_load_state("networkidle")
         page.wait_for_selector("#swagger-ui .information-container")  # the docs rendered

@@ -21,6 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from papreview.core.mail import email_backend_description
+
 STOP_TIMEOUT_S = 20
 
 
@@ -74,6 +76,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Starting Celery worker (broker: {broker}) ...")
                 procs["worker"] = subprocess.Popen(worker_cmd, env=env, cwd=settings.ROOT_DIR)
             self.stdout.write(f"Starting web server ({options['server']}) ...")
+            self.stdout.write(email_backend_description())
             procs["web"] = subprocess.Popen(web_cmd, env=env, cwd=settings.ROOT_DIR)
             pids = ", ".join(f"{name} pid {p.pid}" for name, p in procs.items())
             self.stdout.write(f"Started: {pids}")

@@ -62,6 +62,11 @@ class Command(BaseCommand):
         self.stdout.write("Log in with (shown once; change them outside a demo):")
         for line in lines:
             self.stdout.write(f"  {line}")
+        if settings.TWO_FACTOR_REQUIRED_ROLES:
+            self.stdout.write(
+                f"Roles {', '.join(settings.TWO_FACTOR_REQUIRED_ROLES)} set up two-factor sign-in "
+                "(an authenticator app) at their first sign-in."
+            )
         total = patient.slides.count()
         self.stdout.write(
             f"Patient {patient.identifier}: {total} slide(s), {added} new, from {source}."
