@@ -32,7 +32,6 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from inference.checkpoints import load_checkpoint
 from inference.data.leaks import file_sha256
 from inference.errors import CheckpointError, UnreadableSlideError
 from inference.interface import CellAnalyser, open_analyser
@@ -64,6 +63,8 @@ def checkpoint_describe(path: Path, *, stage: str) -> CheckpointDescription:
 
     Raises `CheckpointError` (an InputError) when the file is missing, corrupt or of another stage.
     """
+    from inference.checkpoints import load_checkpoint  # torch: only where a checkpoint is read
+
     ckpt = load_checkpoint(Path(path), stage=stage)
     meta = {k: v for k, v in ckpt.meta.items() if k != "config"}
     return CheckpointDescription(
