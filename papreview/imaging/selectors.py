@@ -1,9 +1,11 @@
 """Reading pixels of stored slides for the viewer: Deep Zoom tiles and cell crops.
 
 One code path for both kinds of slide: an OpenSlide object (`openslide.OpenSlide` for whole-slide
-images, `openslide.ImageSlide` over the decoded RGB field image) wrapped in OpenSlide's
-`DeepZoomGenerator`. Opened slides are cached per process (a small LRU keyed by slide id and
-checksum), so a viewer's hundreds of tile requests open the file once. Coordinates are level-0
+images, `regions.PyramidImage` over the decoded RGB field image and its reduced levels) wrapped
+in OpenSlide's `DeepZoomGenerator` for the tile geometry. Pixels are read by `regions.read_scaled`:
+only the tile's or crop's region, at the level that serves it, in bounded chunks. Opened slides
+are cached per process (a small LRU keyed by slide id and checksum), so a viewer's hundreds of
+tile requests open the file once. Coordinates are level-0
 pixels; `limit_bounds=False` keeps Deep Zoom's full-resolution level aligned with them.
 """
 
@@ -26,6 +28,8 @@ from inference.slides import read_image
 from inference.types import SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
+from papreview.imaging.regions import PyramidImage, read_scaled
+from papreview.review.boxes import cell_box_max_px
 from papreview.review.models import Cell
 
 TILE_SIZE = 254
@@ -72,8 +76,7 @@ def _open(slide: Slide) -> OpenedSlide:
         if slide.kind == SlideKind.WHOLE_SLIDE:
             osr: Any = openslide.OpenSlide(str(path))
         else:
-            rgb = read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS)
-            osr = openslide.ImageSlide(Image.fromarray(rgb, mode="RGB"))
+            osr = PyramidImage(read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS))
     except (InputError, openslide.OpenSlideError, OSError) as exc:
         raise SlideImageUnavailableError(
             f"The image of slide {slide.pk} cannot be read ({exc})."
@@ -130,9 +133,11 @@ def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "j
     cols, rows = dz.level_tiles[level]
     if not (0 <= col < cols and 0 <= row < rows):
         raise NotFoundError(f"No tile {col}_{row} at level {level} ({cols} x {rows} tiles).")
+    location, slide_level, size = dz.get_tile_coordinates(level, (col, row))
+    out_size = dz.get_tile_dimensions(level, (col, row))
     try:
         with opened.lock:
-            tile = dz.get_tile(level, (col, row))
+            tile = read_scaled(opened.slide, location, slide_level, size, out_size)
     except openslide.OpenSlideError as exc:  # a damaged region of the file
         raise SlideImageUnavailableError(
             f"Tile {col}_{row} at level {level} of slide {slide.pk} cannot be read ({exc})."
@@ -141,13 +146,18 @@ def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "j
 
 
 def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
-    """A JPEG of the cell's box at full resolution (level 0), with `pad` pixels of context.
+    """A JPEG of the cell's box with `pad` pixels of context, read at the level that serves it.
 
-    Boxes larger than CROP_MAX_SIDE are scaled down to it; areas outside the slide are white.
+    The box is capped to a cell's physical size (`cell_box_max_px`) around its centre, so a box
+    as large as the slide reads a cell's worth of pixels. Crops larger than CROP_MAX_SIDE are
+    read at the pyramid level nearest to that size and scaled down; outside the slide is white.
     """
     pad = max(0, min(pad, 512))
-    x, y = cell.x - pad, cell.y - pad
-    w, h = cell.width + 2 * pad, cell.height + 2 * pad
+    cap = cell_box_max_px(slide.mpp)
+    bw, bh = min(cell.width, cap), min(cell.height, cap)
+    x = cell.x + (cell.width - bw) // 2 - pad
+    y = cell.y + (cell.height - bh) // 2 - pad
+    w, h = bw + 2 * pad, bh + 2 * pad
     opened = opened_slide(slide)
     downsample = max(w, h) / CROP_MAX_SIDE
     level = 0
@@ -155,15 +165,13 @@ def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
         level = opened.slide.get_best_level_for_downsample(downsample)
     scale = float(opened.slide.level_downsamples[level])
     size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    out_scale = min(1.0, CROP_MAX_SIDE / max(w, h))
+    out_size = (max(1, round(w * out_scale)), max(1, round(h * out_scale)))
     try:
         with opened.lock:
-            region = opened.slide.read_region((x, y), level, size)
+            region = read_scaled(opened.slide, (x, y), level, size, out_size)
     except openslide.OpenSlideError as exc:
         raise SlideImageUnavailableError(
             f"The region of cell {cell.pk} cannot be read from slide {slide.pk} ({exc})."
         ) from exc
-    background = Image.new("RGB", region.size, (255, 255, 255))
-    background.paste(region, mask=region.split()[3])
-    if max(background.size) > CROP_MAX_SIDE:
-        background.thumbnail((CROP_MAX_SIDE, CROP_MAX_SIDE))
-    return _encode(background, "jpeg")
+    return _encode(region, "jpeg")
