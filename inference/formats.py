@@ -54,6 +54,22 @@ VENDOR_NAMES = {
 }
 
 
+# Formats whose slide is a file plus a folder of data files: one uploaded file cannot hold them.
+MULTI_FILE_SUFFIXES = {".mrxs": "3DHistech MRXS", ".vms": "Hamamatsu VMS", ".vmu": "Hamamatsu VMU"}
+
+
+def refuse_multi_file(path: Path) -> None:
+    """A .mrxs (or .vms) file is only the index of a slide whose pixels lie in a folder beside it
+    (OpenSlide reads it there, `openslide_vendor` says "mirax"); uploaded alone it is refused."""
+    name = MULTI_FILE_SUFFIXES.get(Path(path).suffix.lower())
+    if name is not None:
+        raise UnreadableSlideError(
+            f"{Path(path).name}: a {name} slide is this file plus a folder of data files beside "
+            "it, which one upload cannot carry. Export the slide from the scanner's software as "
+            "one file (DICOM WSI, SVS or pyramidal TIFF) and upload that."
+        )
+
+
 class DeclaredSizeError(UnreadableSlideError):
     """The file declares far more pixels than its bytes can hold (hostile or broken)."""
 

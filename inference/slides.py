@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -37,7 +37,9 @@ from .formats import (
     openslide_vendor,
     probe_openslide,
     read_head,
+    refuse_multi_file,
     sniff_format,
+    tiff_flavour,
     tiff_mpp,
 )
 from .types import SlideInfo, SlideKind
@@ -232,27 +234,51 @@ def _verify_field(path: Path, fmt: str) -> None:
 @dataclass(frozen=True)
 class _Probe:
     info: SlideInfo
-    backend: str  # "pil", "tifffile" or "openslide"
+    backend: str  # "pil", "tifffile" (field), "tiffpyramid" (tiffreader) or "openslide"
 
 
 def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
     path = Path(path)
+    refuse_multi_file(path)
     head = read_head(path)
     if not head:
         raise UnreadableSlideError(f"{path.name}: the file is empty.")
     fmt = sniff_format(head)
 
+    single_level_tiff: SlideInfo | None = None
     if fmt in (None, "tiff", "dicom"):
         vendor = openslide_vendor(path)
         if vendor is not None:
             info = probe_openslide(path, vendor)
             check_declared_size(path, info.width, info.height)
-            if info.level_count == 1:
-                # no pyramid: every zoom reads level 0, so the pixel limit holds, tiled or not
-                _check_dims(path, info.width, info.height, max_pixels)
-            is_plain_tiff = vendor == "generic-tiff" and info.level_count == 1
-            if not is_plain_tiff or info.width * info.height > _FIELD_TIFF_MAX_PIXELS:
+            if info.level_count > 1 or vendor != "generic-tiff":
+                if info.level_count == 1:
+                    # no pyramid: every zoom reads level 0, so the pixel limit holds
+                    _check_dims(path, info.width, info.height, max_pixels)
                 return _Probe(info, "openslide")
+            single_level_tiff = info  # a field, or a pyramid OpenSlide does not see (OME)
+    if fmt == "tiff":
+        from .tiffreader import tiff_pyramid_levels
+
+        levels, _planes = tiff_pyramid_levels(path)
+        if levels > 1:
+            width, height, _ = _tiff_header(path)
+            check_declared_size(path, width, height)
+            name = "ome-tiff" if tiff_flavour(path) == "ome" else "pyramidal-tiff"
+            info = SlideInfo(
+                format=name,
+                kind=SlideKind.WHOLE_SLIDE,
+                width=width,
+                height=height,
+                mpp=tiff_mpp(path),
+                level_count=levels,
+            )
+            return _Probe(info, "tiffpyramid")
+        if single_level_tiff is not None:
+            # tiled or not, a single level is read whole at low zoom: the pixel limit holds
+            _check_dims(path, single_level_tiff.width, single_level_tiff.height, max_pixels)
+            if single_level_tiff.width * single_level_tiff.height > _FIELD_TIFF_MAX_PIXELS:
+                return _Probe(replace(single_level_tiff, mpp=tiff_mpp(path)), "openslide")
     if fmt == "dicom":
         raise UnreadableSlideError(
             f"{path.name}: a DICOM file that is not a whole-slide image this reader can open "
@@ -416,6 +442,10 @@ def open_slide(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SlideRead
     probe = _probe(path, max_pixels, verify=False)
     if probe.backend == "openslide":
         return OpenSlideReader(path, probe.info)
+    if probe.backend == "tiffpyramid":
+        from .tiffreader import TiffPyramidReader
+
+        return TiffPyramidReader(path, probe.info)
     image = _decode_field(path, probe.info.format, max_pixels)
     return FieldReader(image, probe.info)
 
@@ -424,7 +454,7 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     """Decode a field image file into HxWx3 uint8 RGB (typed errors as in `probe_slide`)."""
     path = Path(path)
     probe = _probe(path, max_pixels, verify=False)
-    if probe.backend == "openslide":
+    if probe.backend in ("openslide", "tiffpyramid"):
         raise UnreadableSlideError(
             f"{path.name}: is a whole-slide image; open it with open_slide() and read regions."
         )

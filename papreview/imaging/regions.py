@@ -20,6 +20,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
+from inference.slides import SlideReader
 from papreview.core.exceptions import ApplicationError
 
 # Side of a region read in one call (2048 x 2048 RGBA = 16 MB).
@@ -98,6 +99,51 @@ class PyramidImage(openslide.AbstractSlide):
         if x1 > x0 and y1 > y0:
             out.paste(image.crop((x0, y0, x1, y1)), (x0 - x, y0 - y))
         return out
+
+
+class ReaderSlide(openslide.AbstractSlide):
+    """An `inference.slides.SlideReader` (RGB arrays, white outside) seen as an OpenSlide slide:
+    the tiled TIFF pyramids OpenSlide does not read (OME-TIFF) go through tifffile this way."""
+
+    def __init__(self, reader: SlideReader) -> None:
+        super().__init__()
+        self.reader = reader
+
+    @classmethod
+    def detect_format(cls, filename: Any) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self.reader.close()
+
+    @property
+    def level_count(self) -> int:
+        return self.reader.level_count
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self.reader.level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self.reader.level_downsamples
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        mpp = self.reader.info.mpp
+        return {openslide.PROPERTY_NAME_MPP_X: str(mpp)} if mpp else {}
+
+    @property
+    def associated_images(self) -> Mapping[str, Image.Image]:
+        return {}
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return self.reader.best_level_for_downsample(downsample)
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> Image.Image:
+        return Image.fromarray(self.reader.read_region(location, level, size), mode="RGB")
 
 
 def _on_white(region: Image.Image) -> Image.Image:

@@ -25,10 +25,11 @@ from PIL import Image
 
 from inference.errors import InputError
 from inference.slides import read_image
-from inference.types import SlideKind
+from inference.tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
+from inference.types import SlideInfo, SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
-from papreview.imaging.regions import PyramidImage, read_scaled
+from papreview.imaging.regions import PyramidImage, ReaderSlide, read_scaled
 from papreview.review.boxes import cell_box_max_px
 from papreview.review.models import Cell
 
@@ -68,13 +69,26 @@ def _local_path(slide: Slide) -> Path:
         ) from exc
 
 
+def _info(slide: Slide) -> SlideInfo:
+    return SlideInfo(
+        format=slide.format,
+        kind=SlideKind(slide.kind),
+        width=slide.width,
+        height=slide.height,
+        mpp=slide.mpp,
+        level_count=slide.level_count,
+    )
+
+
 def _open(slide: Slide) -> OpenedSlide:
     path = _local_path(slide)
     if not path.is_file():
         raise SlideImageUnavailableError(f"The image file of slide {slide.pk} is missing.")
     try:
-        if slide.kind == SlideKind.WHOLE_SLIDE:
-            osr: Any = openslide.OpenSlide(str(path))
+        if slide.kind == SlideKind.WHOLE_SLIDE and slide.format in TIFFFILE_FORMATS:
+            osr: Any = ReaderSlide(TiffPyramidReader(path, _info(slide)))
+        elif slide.kind == SlideKind.WHOLE_SLIDE:
+            osr = openslide.OpenSlide(str(path))
         else:
             osr = PyramidImage(read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS))
     except (InputError, openslide.OpenSlideError, OSError) as exc:
