@@ -100,3 +100,73 @@ def write_ome_tiff(
             reduced = np.ascontiguousarray(stack[..., ::f, ::f, :])
             tif.write(reduced, subfiletype=1, metadata=None, **options)  # type: ignore[arg-type]
     return path
+
+
+def write_dicom_wsi(
+    path: Path,
+    image: np.ndarray,
+    *,
+    mpp: float = 0.25,
+    tile: int = 256,
+    series_uid: str | None = None,
+    downsample: int = 1,
+) -> Path:
+    """One level of a DICOM WSI (VL Whole Slide Microscopy Image, TILED_FULL, JPEG baseline
+    frames), written with pydicom. Levels of one slide share `series_uid` and lie in one folder,
+    where OpenSlide 4 finds them from any one of the files."""
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+    level = _reduced(image, downsample) if downsample > 1 else image
+    h, w = level.shape[:2]
+    frames = []
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            frame = np.full((tile, tile, 3), 255, np.uint8)
+            part = level[y : y + tile, x : x + tile]
+            frame[: part.shape[0], : part.shape[1]] = part
+            buffer = io.BytesIO()
+            Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
+            frames.append(buffer.getvalue())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.Modality = "SM"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.PatientName, ds.PatientID = "Test^Slide", "T1"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = tile, tile, len(frames)
+    ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = w, h
+    ds.TotalPixelMatrixFocalPlanes = ds.NumberOfFocalPlanes = ds.NumberOfOpticalPaths = 1
+    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    spacing_mm = mpp * downsample / 1000
+    ds.ImagedVolumeWidth, ds.ImagedVolumeHeight = w * spacing_mm, h * spacing_mm
+    ds.ImagedVolumeDepth = 0.001
+    measures = Dataset()
+    measures.PixelSpacing = [spacing_mm, spacing_mm]
+    measures.SliceThickness = 0.001
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    optical = Dataset()
+    optical.OpticalPathIdentifier = "1"
+    ds.OpticalPathSequence = [optical]
+    ds.LossyImageCompression = "01"
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path

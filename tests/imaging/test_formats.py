@@ -17,12 +17,12 @@ from PIL import Image
 
 from inference.errors import UnreadableSlideError
 from inference.formats import openslide_vendor, sniff_format, tiff_flavour
-from inference.slides import probe_slide
+from inference.slides import open_slide, probe_slide
 from papreview.cases.models import Slide
 from papreview.cases.services import slide_create
 from papreview.imaging import selectors as imaging
 from testkit.images import field_image
-from testkit.slidefiles import write_ndpi, write_ome_tiff, write_svs
+from testkit.slidefiles import write_dicom_wsi, write_ndpi, write_ome_tiff, write_svs
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -166,9 +166,7 @@ def test_mrxs_and_ndpi_detection(image: np.ndarray, tmp_path: Path) -> None:
     # an .mrxs alone is the index (often JPEG bytes) of a slide whose data lies in a folder
     mrxs = tmp_path / "scan.mrxs"
     Image.fromarray(image[:64, :64]).save(mrxs, format="JPEG")
-    with pytest.raises(
-        UnreadableSlideError, match="MRXS slide is this file plus a folder"
-    ):
+    with pytest.raises(UnreadableSlideError, match="MRXS slide is this file plus a folder"):
         probe_slide(mrxs)
 
 
@@ -183,3 +181,52 @@ def test_an_mrxs_upload_is_refused_in_words(api, pathologist, image, tmp_path: P
     )
     assert response.status_code == 400
     assert "folder of data files" in response.json()["detail"]
+
+
+def test_dicom_wsi_through_openslide_4(image: np.ndarray, tmp_path: Path, api, pathologist):
+    """A DICOM WSI made with pydicom: OpenSlide 4 reads it (openslide-bin ships 4.0), with its
+    PixelSpacing as microns per pixel; an uploaded file is one level of it."""
+    import openslide
+
+    assert int(openslide.__library_version__.split(".")[0]) >= 4
+    path = write_dicom_wsi(tmp_path / "level0.dcm", image, mpp=0.25)
+    assert sniff_format(path.read_bytes()[:132]) == "dicom"
+    slide = _upload(path)
+    assert (slide.kind, slide.format, slide.width, slide.height) == ("wsi", "dicom", W, H)
+    assert slide.mpp == pytest.approx(0.25)
+    top = math.ceil(math.log2(W))
+    tile = _tile(api(pathologist), slide, top)
+    assert np.abs(tile - image[:255, :255]).mean() < 8
+
+
+def test_dicom_wsi_levels_in_one_folder_are_one_pyramid(image: np.ndarray, tmp_path: Path):
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    first = write_dicom_wsi(tmp_path / "a.dcm", image, series_uid=series)
+    write_dicom_wsi(tmp_path / "b.dcm", image, series_uid=series, downsample=4)
+    info = probe_slide(first, max_pixels=1000)  # a pyramid: the field pixel limit does not apply
+    assert (info.format, info.level_count, info.mpp) == ("dicom", 2, pytest.approx(0.25))
+    with open_slide(first) as reader:
+        assert reader.level_downsamples == pytest.approx((1.0, 4.0))
+        low = reader.read_region((0, 0), 1, (128, 128)).astype(float)
+        assert np.abs(low - image[::4, ::4][:128, :128]).mean() < 10
+
+
+def test_a_dicom_file_that_is_no_slide_is_refused(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+    ds.PatientID = "X"
+    path = tmp_path / "other.dcm"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    with pytest.raises(UnreadableSlideError, match="DICOM file that is not a whole-slide image"):
+        probe_slide(path)
