@@ -120,7 +120,7 @@ def write_dicom_wsi(
     from PIL import Image
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+    from pydicom.uid import UID, JPEGBaseline8Bit, generate_uid
 
     level = _reduced(image, downsample) if downsample > 1 else image
     h, w = level.shape[:2]
@@ -134,7 +134,7 @@ def write_dicom_wsi(
             Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
             frames.append(buffer.getvalue())
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.77.1.6")  # VL WSI
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds = Dataset()
