@@ -26,12 +26,14 @@ export function startViewer(page, mouse) {
     timeout: 60000,
   });
   const overlay = new Overlay(viewer, $("overlay"), store, config.colours);
+  overlay.mpp = config.slide.mpp || null;
   page.overlay = overlay;
   page.viewer = viewer;
   state.overlay = overlay;
   state.viewer = viewer;
-  overlay.onDrawn = (n, scale) => {
-    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%`;
+  overlay.onDrawn = (n, scale, mode) => {
+    const density = mode === "density" ? " · counts per square (zoom in for boxes)" : "";
+    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}`;
     if (state.cellsLoaded && state.cellsDrawnAt === undefined) {
       state.cellsDrawnAt = performance.now();
       performance.mark("cells-drawn");

@@ -1,0 +1,66 @@
+"""The overlay is readable at every zoom (issue 15, item 5), in real Chromium: with thousands of
+cells in view, or cells a few pixels wide, a density map of counts per square replaces the boxes;
+zoomed in, boxes come back; a scale bar in micrometres follows the zoom when the slide says its
+microns per pixel, and there is none when it does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from papreview.cases.models import Slide
+from testkit.browser import log_in, screenshot, wait_viewer_still
+from testkit.fixtures import make_cells
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+STATE = """() => {
+  const o = window.__review.overlay;
+  const t = o.transform();
+  return {mode: o.mode, n: o.drawnCount, bins: o.densityBins, scale: t.s, bar: o.scaleBar,
+          hud: document.getElementById('hud').textContent};
+}"""
+
+
+def _drawn(page) -> dict:
+    page.wait_for_timeout(300)
+    wait_viewer_still(page)
+    return page.evaluate(STATE)
+
+
+def test_density_map_far_out_boxes_close_in_and_a_scale_bar(
+    live_server, page, pathologist, stored_slide
+) -> None:
+    slide = stored_slide(cells=0, seed=5)
+    make_cells(slide, 6000, seed=5)
+    Slide.objects.filter(pk=slide.pk).update(mpp=0.25)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+
+    far = _drawn(page)
+    assert far["n"] > 4000 and far["mode"] == "density"  # (the home view may clip an edge)
+    assert 0 < far["bins"] < 6000  # squares with counts, not one mark per cell
+    assert "counts per square" in far["hud"]
+    bar = far["bar"]
+    assert bar is not None and 50 <= bar["px"] <= 120
+    assert bar["um"] == pytest.approx(bar["px"] / far["scale"] * 0.25)
+    assert bar["label"].endswith("µm")
+    screenshot(page, "overlay-density.png")
+
+    page.evaluate("window.__review.viewer.viewport.zoomBy(12)")
+    near = _drawn(page)
+    assert near["mode"] == "boxes" and 0 < near["n"] < 4000
+    assert "counts per square" not in near["hud"]
+    assert near["bar"]["um"] < bar["um"]  # the bar follows the zoom
+    assert near["bar"]["um"] == pytest.approx(near["bar"]["px"] / near["scale"] * 0.25)
+    screenshot(page, "overlay-boxes.png")
+
+
+def test_no_scale_bar_without_microns_per_pixel(live_server, page, pathologist, stored_slide):
+    slide = stored_slide(cells=50, seed=6)
+    assert slide.mpp is None
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    state = _drawn(page)
+    assert state["mode"] == "boxes" and state["bar"] is None
