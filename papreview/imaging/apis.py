@@ -19,7 +19,13 @@ from papreview.audit.services import audit_read
 from papreview.cases.models import Slide
 from papreview.core.api import ERROR_RESPONSES
 from papreview.core.exceptions import NotFoundError
-from papreview.imaging.selectors import TILE_FORMATS, cell_crop, deepzoom_dzi, deepzoom_tile
+from papreview.imaging.selectors import (
+    TILE_FORMATS,
+    cell_crop,
+    cell_crop_at_magnification,
+    deepzoom_dzi,
+    deepzoom_tile,
+)
 from papreview.review.selectors import cell_get
 
 # Tiles and crops are patient data: kept by the browser for one working hour at most (private,
@@ -84,17 +90,31 @@ class SlideDeepZoomTileApi(APIView):
 
 
 class CellCropApi(APIView):
-    """The cell's box at full resolution (JPEG), with some context around it."""
+    """The cell's box at full resolution (JPEG), with some context around it; or, with `fov`, a
+    square crop of `fov` micrometres at `size` px (one physical magnification for a gallery)."""
 
     class FilterSerializer(serializers.Serializer):
         pad = serializers.IntegerField(required=False, default=16, min_value=0, max_value=512)
         v = serializers.IntegerField(required=False, help_text="Cell version (cache key).")
+        fov = serializers.FloatField(
+            required=False,
+            min_value=5,
+            max_value=400,
+            help_text="Micrometres across a square crop centred on the cell (with `size`): "
+            "every crop at one physical magnification; `pad` is then ignored.",
+        )
+        size = serializers.IntegerField(required=False, default=160, min_value=32, max_value=512)
 
         class Meta:
             ref_name = "CellCropFilter"
 
     @extend_schema(
-        parameters=[OpenApiParameter("pad", OpenApiTypes.INT), OpenApiParameter("v", int)],
+        parameters=[
+            OpenApiParameter("pad", OpenApiTypes.INT),
+            OpenApiParameter("v", int),
+            OpenApiParameter("fov", OpenApiTypes.FLOAT),
+            OpenApiParameter("size", OpenApiTypes.INT),
+        ],
         responses={
             (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY, description="Crop."),
             **ERROR_RESPONSES,
@@ -106,13 +126,20 @@ class CellCropApi(APIView):
         cell = cell_get(cell_id=cell_id)
         slide = _slide(cell.slide_id)
         pad = filters.validated_data["pad"]
-        data = cell_crop(cell=cell, slide=slide, pad=pad)
+        fov = filters.validated_data.get("fov")
+        size = filters.validated_data["size"]
+        if fov is not None:
+            data = cell_crop_at_magnification(cell=cell, slide=slide, fov_um=fov, size=size)
+            variant = f"f{fov:g}-s{size}"
+        else:
+            data = cell_crop(cell=cell, slide=slide, pad=pad)
+            variant = f"p{pad}"
         audit_read(request=request, what="cell_crops", target=slide)  # once a minute per slide
         # The URL names the version when the page asks for it: then the crop never changes.
         versioned = filters.validated_data.get("v") == cell.version
         return _image_response(
             data,
             "image/jpeg",
-            etag=f"cell-{cell.pk}-v{cell.version}-p{pad}",
+            etag=f"cell-{cell.pk}-v{cell.version}-{variant}",
             max_age=TILE_MAX_AGE if versioned else 0,
         )

@@ -30,7 +30,7 @@ from inference.types import SlideInfo, SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
 from papreview.imaging.regions import PyramidImage, ReaderSlide, read_scaled
-from papreview.review.boxes import cell_box_max_px
+from papreview.review.boxes import ASSUMED_MPP, cell_box_max_px
 from papreview.review.models import Cell
 
 TILE_SIZE = 254
@@ -184,6 +184,29 @@ def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
     try:
         with opened.lock:
             region = read_scaled(opened.slide, (x, y), level, size, out_size)
+    except openslide.OpenSlideError as exc:
+        raise SlideImageUnavailableError(
+            f"The region of cell {cell.pk} cannot be read from slide {slide.pk} ({exc})."
+        ) from exc
+    return _encode(region, "jpeg")
+
+
+def cell_crop_at_magnification(*, cell: Cell, slide: Slide, fov_um: float, size: int) -> bytes:
+    """A square JPEG of `size` px showing `fov_um` micrometres around the cell's centre: every
+    crop at one physical magnification (the gallery). Read at the pyramid level nearest to that
+    scale (never from a thumbnail), scaled down from it; slides without mpp are taken at
+    ASSUMED_MPP."""
+    mpp = slide.mpp if slide.mpp and slide.mpp > 0 else ASSUMED_MPP
+    side = max(1, round(fov_um / mpp))
+    x = cell.x + min(cell.width, cell_box_max_px(slide.mpp)) // 2 - side // 2
+    y = cell.y + min(cell.height, cell_box_max_px(slide.mpp)) // 2 - side // 2
+    opened = opened_slide(slide)
+    level = opened.slide.get_best_level_for_downsample(max(1.0, side / size))
+    scale = float(opened.slide.level_downsamples[level])
+    read = max(1, round(side / scale))
+    try:
+        with opened.lock:
+            region = read_scaled(opened.slide, (x, y), level, (read, read), (size, size))
     except openslide.OpenSlideError as exc:
         raise SlideImageUnavailableError(
             f"The region of cell {cell.pk} cannot be read from slide {slide.pk} ({exc})."

@@ -64,3 +64,36 @@ def test_no_scale_bar_without_microns_per_pixel(live_server, page, pathologist, 
     page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
     state = _drawn(page)
     assert state["mode"] == "boxes" and state["bar"] is None
+
+
+def test_gallery_crops_at_one_magnification_with_a_scale(
+    live_server, page, pathologist, stored_slide
+) -> None:
+    """The gallery (issue 15, item 6): 48 crops by default, 24/96/192 on demand, each 80 µm
+    across at 144 px (its own pixels, never enlarged), with a 20 µm bar beside the count."""
+    slide = stored_slide(cells=300, seed=8)
+    Slide.objects.filter(pk=slide.pk).update(mpp=0.5)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 48")
+    page.wait_for_function(
+        """[...document.querySelectorAll('#gallery .thumb img')].slice(0, 6)
+        .every((i) => i.complete && i.naturalWidth)"""
+    )
+    sizes = page.evaluate(
+        """[...document.querySelectorAll('#gallery .thumb img')].slice(0, 6).map(
+        (i) => [i.naturalWidth, i.naturalHeight, i.clientWidth, new URL(i.src).search])"""
+    )
+    assert all(s[:3] == [144, 144, 144] and "fov=80&size=144" in s[3] for s in sizes), sizes
+    scale = page.locator("#gallery-scale").inner_text()
+    assert "80 µm across" in scale and "20 µm" in scale and "assumed" not in scale
+    bar = page.evaluate(
+        "document.querySelector('#gallery-scale .bar').getBoundingClientRect().width"
+    )
+    assert bar == pytest.approx(144 * 20 / 80, abs=1)
+    screenshot(page, "gallery-magnification.png")
+    page.locator("#gallery-n").select_option("24")
+    page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 24")
+    page.get_by_role("button", name="Show 24 more").click()
+    page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 48")
