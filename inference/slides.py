@@ -260,7 +260,7 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
     if fmt == "tiff":
         from .tiffreader import tiff_pyramid_levels
 
-        levels, _planes = tiff_pyramid_levels(path)
+        levels, planes = tiff_pyramid_levels(path)
         if levels > 1:
             width, height, _ = _tiff_header(path)
             check_declared_size(path, width, height)
@@ -272,6 +272,7 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
                 height=height,
                 mpp=tiff_mpp(path),
                 level_count=levels,
+                planes=planes,
             )
             return _Probe(info, "tiffpyramid")
         if single_level_tiff is not None:
@@ -335,6 +336,7 @@ class SlideReader:
     info: SlideInfo
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
+    plane_count: int = 1
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -348,6 +350,12 @@ class SlideReader:
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         raise NotImplementedError
+
+    def read_region_plane(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> tuple[np.ndarray, int]:
+        """`read_region` and the focal plane it came from (0 unless a Z stack picks one)."""
+        return self.read_region(location, level, size), 0
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The level with the largest downsample not above `downsample` (level 0 at least)."""
@@ -445,7 +453,8 @@ def open_slide(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SlideRead
     if probe.backend == "tiffpyramid":
         from .tiffreader import TiffPyramidReader
 
-        return TiffPyramidReader(path, probe.info)
+        # analysis reads the sharpest focal plane of each region of a Z stack
+        return TiffPyramidReader(path, probe.info, plane=None)
     image = _decode_field(path, probe.info.format, max_pixels)
     return FieldReader(image, probe.info)
 

@@ -253,6 +253,7 @@ def cells_from_result(
                 current_class=pred.label,
                 probabilities={k: round(float(v), 6) for k, v in pred.probabilities.items()},
                 detection_score=min(1.0, max(0.0, float(pred.detection_score))),
+                focal_plane=max(0, int(pred.plane)),
                 review_status=ReviewStatus.PREDICTED,
             )
         )

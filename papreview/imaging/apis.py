@@ -49,18 +49,34 @@ def _image_response(data: bytes, content_type: str, *, etag: str, max_age: int) 
     return response
 
 
+def _plane(request: Request) -> int:
+    """The focal plane asked for (`?z=`, 0 by default); a plane the slide lacks is a 404."""
+    raw = request.query_params.get("z", "0")
+    if not raw.isdigit() or len(raw) > 3:
+        raise NotFoundError(f"No focal plane {raw!r}: z is a plane number (0, 1, ...).")
+    return int(raw)
+
+
+Z_PARAMETER = OpenApiParameter(
+    "z", OpenApiTypes.INT, description="Focal plane of a Z stack (0 by default)."
+)
+
+
 class SlideDeepZoomApi(APIView):
-    """The Deep Zoom descriptor (DZI XML) of a slide; tiles are under `deepzoom_files/`."""
+    """The Deep Zoom descriptor (DZI XML) of a slide; tiles are under `deepzoom_files/` (the
+    viewer adds the descriptor's `?z=` to every tile, so one plane's tiles come with it)."""
 
     @extend_schema(
+        parameters=[Z_PARAMETER],
         responses={(200, "application/xml"): OpenApiTypes.STR, **ERROR_RESPONSES},
     )
     def get(self, request: Request, slide_id: int) -> HttpResponse:
         slide = _slide(slide_id)
+        plane = _plane(request)
         return _image_response(
-            deepzoom_dzi(slide=slide).encode(),
+            deepzoom_dzi(slide=slide, plane=plane).encode(),
             "application/xml",
-            etag=f"{slide.sha256[:32]}-dzi",
+            etag=f"{slide.sha256[:32]}-dzi-z{plane}",
             max_age=TILE_MAX_AGE,
         )
 
@@ -69,6 +85,7 @@ class SlideDeepZoomTileApi(APIView):
     """One Deep Zoom tile: level, column and row as in the Deep Zoom file layout."""
 
     @extend_schema(
+        parameters=[Z_PARAMETER],
         responses={
             (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY, description="Tile."),
             **ERROR_RESPONSES,
@@ -80,11 +97,12 @@ class SlideDeepZoomTileApi(APIView):
         if fmt not in TILE_FORMATS:
             raise NotFoundError(f"Tiles are served as {' or '.join(TILE_FORMATS)}, not {fmt}.")
         slide = _slide(slide_id)
-        data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt)
+        plane = _plane(request)
+        data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt, plane=plane)
         return _image_response(
             data,
             TILE_FORMATS[fmt],
-            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}",
+            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}-z{plane}",
             max_age=TILE_MAX_AGE,
         )
 

@@ -56,7 +56,7 @@ class OpenedSlide:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_cache: OrderedDict[tuple[int, str], OpenedSlide] = OrderedDict()
+_cache: OrderedDict[tuple[int, str, int], OpenedSlide] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -80,13 +80,13 @@ def _info(slide: Slide) -> SlideInfo:
     )
 
 
-def _open(slide: Slide) -> OpenedSlide:
+def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
     path = _local_path(slide)
     if not path.is_file():
         raise SlideImageUnavailableError(f"The image file of slide {slide.pk} is missing.")
     try:
         if slide.kind == SlideKind.WHOLE_SLIDE and slide.format in TIFFFILE_FORMATS:
-            osr: Any = ReaderSlide(TiffPyramidReader(path, _info(slide)))
+            osr: Any = ReaderSlide(TiffPyramidReader(path, _info(slide), plane=plane))
         elif slide.kind == SlideKind.WHOLE_SLIDE:
             osr = openslide.OpenSlide(str(path))
         else:
@@ -99,15 +99,18 @@ def _open(slide: Slide) -> OpenedSlide:
     return OpenedSlide(slide=osr, deepzoom=dz)
 
 
-def opened_slide(slide: Slide) -> OpenedSlide:
-    """The cached opened slide and its Deep Zoom generator (opened on first use)."""
-    key = (slide.pk, slide.sha256)
+def opened_slide(slide: Slide, plane: int = 0) -> OpenedSlide:
+    """The cached opened slide (focal `plane` of a Z stack) and its Deep Zoom generator (opened
+    on first use); NotFoundError for a plane the slide does not have."""
+    if not 0 <= plane < max(1, slide.focal_planes):
+        raise NotFoundError(f"No focal plane {plane} (the slide has {slide.focal_planes}).")
+    key = (slide.pk, slide.sha256, plane)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    opened = _open(slide)
+    opened = _open(slide, plane)
     with _cache_lock:
         _cache[key] = opened
         _cache.move_to_end(key)
@@ -124,9 +127,9 @@ def slide_cache_clear() -> None:
         _cache.clear()
 
 
-def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg") -> str:
-    """The Deep Zoom descriptor (XML) of a slide."""
-    return str(opened_slide(slide).deepzoom.get_dzi(fmt))
+def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg", plane: int = 0) -> str:
+    """The Deep Zoom descriptor (XML) of a slide (of one focal plane)."""
+    return str(opened_slide(slide, plane).deepzoom.get_dzi(fmt))
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -138,9 +141,11 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "jpeg") -> bytes:
-    """One encoded Deep Zoom tile, or NotFoundError outside the pyramid."""
-    opened = opened_slide(slide)
+def deepzoom_tile(
+    *, slide: Slide, level: int, col: int, row: int, fmt: str = "jpeg", plane: int = 0
+) -> bytes:
+    """One encoded Deep Zoom tile (of focal `plane`), or NotFoundError outside the pyramid."""
+    opened = opened_slide(slide, plane)
     dz = opened.deepzoom
     if not 0 <= level < dz.level_count:
         raise NotFoundError(f"No Deep Zoom level {level} (the slide has {dz.level_count}).")
@@ -159,6 +164,10 @@ def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "j
     return _encode(tile, fmt)
 
 
+def _cell_plane(cell: Cell, slide: Slide) -> int:
+    return min(max(0, cell.focal_plane), max(1, slide.focal_planes) - 1)
+
+
 def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
     """A JPEG of the cell's box with `pad` pixels of context, read at the level that serves it.
 
@@ -172,7 +181,7 @@ def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
     x = cell.x + (cell.width - bw) // 2 - pad
     y = cell.y + (cell.height - bh) // 2 - pad
     w, h = bw + 2 * pad, bh + 2 * pad
-    opened = opened_slide(slide)
+    opened = opened_slide(slide, _cell_plane(cell, slide))  # the plane it was classified in
     downsample = max(w, h) / CROP_MAX_SIDE
     level = 0
     if downsample > 1:
@@ -200,7 +209,7 @@ def cell_crop_at_magnification(*, cell: Cell, slide: Slide, fov_um: float, size:
     side = max(1, round(fov_um / mpp))
     x = cell.x + min(cell.width, cell_box_max_px(slide.mpp)) // 2 - side // 2
     y = cell.y + min(cell.height, cell_box_max_px(slide.mpp)) // 2 - side // 2
-    opened = opened_slide(slide)
+    opened = opened_slide(slide, _cell_plane(cell, slide))  # the plane it was classified in
     level = opened.slide.get_best_level_for_downsample(max(1.0, side / size))
     scale = float(opened.slide.level_downsamples[level])
     read = max(1, round(side / scale))

@@ -97,3 +97,54 @@ def test_gallery_crops_at_one_magnification_with_a_scale(
     page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 24")
     page.get_by_role("button", name="Show 24 more").click()
     page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 48")
+
+
+def test_focus_keys_step_through_the_planes_of_a_z_stack(
+    live_server, page, pathologist, tmp_path
+) -> None:
+    """Issue 15, item 2: ] and [ (or PageDown / PageUp) show the next / previous focal plane,
+    whose tiles come with ?z=; the view stays where it was."""
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from papreview.cases.models import SlideStatus
+    from papreview.cases.services import slide_create
+    from testkit.images import field_image
+    from testkit.slidefiles import write_ome_tiff
+    from tests.factories import PatientFactory
+
+    img = field_image(1024, 768, seed=13)
+    planes = [img, 255 - img, (img // 2).astype(np.uint8)]
+    path = write_ome_tiff(tmp_path / "z.ome.tif", img, mpp=0.5, levels=2, planes=planes)
+    slide = slide_create(
+        patient=PatientFactory.create(),
+        file=SimpleUploadedFile(path.name, path.read_bytes()),
+        original_filename=path.name,
+    )
+    Slide.objects.filter(pk=slide.pk).update(status=SlideStatus.ANALYSED)
+    make_cells(slide, 20, seed=1)
+    tiles: list[str] = []
+    page.on("request", lambda r: tiles.append(r.url) if "deepzoom_files" in r.url else None)
+    log_in(page, live_server.url, pathologist.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    assert page.locator("#focus").inner_text().startswith("Focus 1 / 3")
+    wait_viewer_still(page)
+    zoom = page.evaluate("window.__review.viewer.viewport.getZoom()")
+    page.keyboard.press("]")
+    page.wait_for_function("window.__review.plane === 1")
+    for _ in range(100):  # the new plane's descriptor, then its tiles
+        if any(u.endswith("?z=1") for u in tiles):
+            break
+        page.wait_for_timeout(100)
+    assert any(u.endswith("?z=1") for u in tiles), tiles[-5:]
+    assert page.locator("#focus").inner_text().startswith("Focus 2 / 3")
+    wait_viewer_still(page)
+    after = page.evaluate("window.__review.viewer.viewport.getZoom()")
+    assert after == pytest.approx(zoom, rel=1e-3)
+    page.keyboard.press("PageDown")
+    page.wait_for_function("window.__review.plane === 2")
+    page.keyboard.press("]")  # no plane below the last
+    page.keyboard.press("[")
+    page.wait_for_function("window.__review.plane === 1")
+    screenshot(page, "focus-plane.png")

@@ -68,6 +68,23 @@ export function panTo(viewer, cell, zoomIn = false) {
   }
 }
 
+/** Focus: show focal plane `z` of a Z stack (its tiles: the descriptor's ?z= goes to each), the
+ * view kept where it is; the cells stay (each was classified in its own sharpest plane). */
+export function setPlane(page, z) {
+  const { config, state, viewer } = page;
+  const planes = config.slide.planes || 1;
+  const next = Math.min(planes - 1, Math.max(0, z));
+  if (!viewer || planes < 2 || next === (state.plane || 0)) return;
+  state.plane = next;
+  const view = viewer.viewport.getBounds(true); // replacing the image resets the world: keep the view
+  viewer.addTiledImage({
+    tileSource: `${config.urls.dzi}?z=${next}`, index: 0, replace: true,
+    success: () => viewer.viewport.fitBounds(view, true),
+  });
+  const focus = document.getElementById("focus");
+  if (focus) focus.firstChild.textContent = `Focus ${next + 1} / ${planes} · `;
+}
+
 /** The zoom keys: in, out, the whole slide. */
 export function zoomBy(viewer, factor) { viewer?.viewport.zoomBy(factor); }
 export function goHome(viewer) { viewer?.viewport.goHome(); }
