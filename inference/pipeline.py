@@ -498,33 +498,36 @@ class Pipeline:
         out: list[tuple[CellPrediction, int]] = []
         for chunk in _chunks(candidates, self.crop_batch_size):
             t = time.perf_counter()
-            crops = np.stack([self._crop(readers[src], gx, gy) for gx, gy, _, src in chunk])
+            cut = [self._crop(readers[src], gx, gy) for gx, gy, _, src in chunk]
+            crops = np.stack([crop for crop, _ in cut])
             tr = time.perf_counter()
             timings["crops"] = timings.get("crops", 0.0) + (tr - t)
             calls = self._decide(self._classify(crops), np.array([c[2] for c in chunk]))
             box = self.det_config.box_px
-            for (gx, gy, score, src), p, label in zip(
-                chunk, calls.probabilities, calls.labels, strict=True
+            for (gx, gy, score, src), p, label, (_, plane) in zip(
+                chunk, calls.probabilities, calls.labels, cut, strict=True
             ):
                 cell = CellPrediction(
                     box=Box(round(gx - box / 2), round(gy - box / 2), box, box),
                     label=label,
                     probabilities={c: float(v) for c, v in zip(BETHESDA_CLASSES, p, strict=True)},
                     detection_score=float(score),
+                    plane=plane,
                 )
                 out.append((cell, src))
             timings["classifier"] += time.perf_counter() - tr
         return out
 
-    def _crop(self, reader: SlideReader, gx: float, gy: float) -> np.ndarray:
+    def _crop(self, reader: SlideReader, gx: float, gy: float) -> tuple[np.ndarray, int]:
+        """The stage 2 crop around (gx, gy) and its focal plane (a Z stack's sharpest there)."""
         side = self._crop_side(reader.info)
         x0 = round(gx - side / 2)
         y0 = round(gy - side / 2)
-        crop = reader.read_region((x0, y0), 0, (side, side))
+        crop, plane = reader.read_region_plane((x0, y0), 0, (side, side))
         c = self.cls_config.crop_px
         if side != c:
             crop = cv2.resize(crop, (c, c), interpolation=cv2.INTER_AREA)
-        return crop
+        return crop, plane
 
     def _classify(self, crops: np.ndarray) -> np.ndarray:
         n = len(crops)

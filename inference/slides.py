@@ -14,26 +14,38 @@ Coordinates are level-0 pixels, origin top-left (see DESIGN.md). Pixels outside 
 white (255), which is what OpenSlide gives for transparent areas composited on white and close to
 the bright background of a Pap smear.
 
-Longer than our ~400-line norm (about 540): the probe, the two readers and the tiling share
-the format detection and the pixel-limit checks, and the web side imports this one module
+Longer than our ~400-line norm (about 520): the probe, the two readers and the tiling share
+the pixel-limit checks (magic numbers, vendors and the declared-size check: formats.py), and the
+web side imports this one module
 (without torch) to check uploads.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .errors import SlideTooLargeError, UnreadableSlideError
+from .formats import (
+    check_declared_size,
+    openslide_module,
+    openslide_vendor,
+    probe_openslide,
+    read_head,
+    refuse_multi_file,
+    sniff_format,
+    tiff_flavour,
+    tiff_mpp,
+)
 from .types import SlideInfo, SlideKind
+
+__all__ = ["sniff_format"]  # re-exported: the format's detection lives in .formats
 
 # Default pixel budget for a field image decoded in memory (about 100 Mpx = 300 MB as RGB).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -42,36 +54,6 @@ _FIELD_TIFF_MAX_PIXELS = 50_000_000
 _BACKGROUND = 255
 # File name suffixes of field images when a command lists a folder of them.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-    (b"II+\x00", "tiff"),  # BigTIFF
-    (b"MM\x00+", "tiff"),
-    (b"BM", "bmp"),
-)
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The image format given by a file's first bytes ("jpeg", "png", "tiff", "bmp"), or None."""
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
-
-
-def _read_head(path: Path, n: int = 16) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(n)
-    except FileNotFoundError as exc:
-        raise UnreadableSlideError(f"{path.name}: file not found.") from exc
-    except IsADirectoryError as exc:
-        raise UnreadableSlideError(f"{path.name}: is a folder, not an image file.") from exc
-    except OSError as exc:
-        raise UnreadableSlideError(f"{path.name}: cannot be opened ({exc.strerror}).") from exc
 
 
 def _too_large(path: Path, width: int, height: int, max_pixels: int) -> SlideTooLargeError:
@@ -97,62 +79,6 @@ def _check_dims(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
     if width * height > max_pixels:
         raise _too_large(path, width, height, max_pixels)
-
-
-# --------------------------------------------------------------------------------------------
-# OpenSlide (optional at import time: the web side may probe without it for plain images)
-# --------------------------------------------------------------------------------------------
-
-
-def _openslide() -> Any:
-    try:
-        import openslide
-    except ImportError as exc:  # pragma: no cover - openslide-bin is a declared dependency
-        raise UnreadableSlideError(
-            "whole-slide images need openslide-python and openslide-bin, which are not installed."
-        ) from exc
-    return openslide
-
-
-def _openslide_vendor(path: Path) -> str | None:
-    try:
-        vendor = _openslide().OpenSlide.detect_format(str(path))
-    except Exception:
-        return None
-    return str(vendor) if vendor else None
-
-
-def _probe_openslide(path: Path, vendor: str) -> SlideInfo:
-    openslide = _openslide()
-    try:
-        slide = openslide.OpenSlide(str(path))
-    except Exception as exc:
-        # the library's own words ("list index out of range") stay in the chained exception
-        raise UnreadableSlideError(
-            f"{path.name}: looks like a {vendor} whole-slide image but cannot be read (damaged, "
-            "incomplete, or a variant the reader does not know). Export it again from the "
-            "scanner's software."
-        ) from exc
-    try:
-        width, height = (int(v) for v in slide.dimensions)
-        mpp_raw = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
-        mpp: float | None
-        try:
-            mpp = float(mpp_raw) if mpp_raw else None
-        except ValueError:
-            mpp = None
-        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
-            mpp = None
-        return SlideInfo(
-            format=vendor,
-            kind=SlideKind.WHOLE_SLIDE,
-            width=width,
-            height=height,
-            mpp=mpp,
-            level_count=int(slide.level_count),
-        )
-    finally:
-        slide.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,23 +235,57 @@ def _verify_field(path: Path, fmt: str) -> None:
 @dataclass(frozen=True)
 class _Probe:
     info: SlideInfo
-    backend: str  # "pil", "tifffile" or "openslide"
+    backend: str  # "pil", "tifffile" (field), "tiffpyramid" (tiffreader) or "openslide"
 
 
 def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
     path = Path(path)
-    head = _read_head(path)
+    refuse_multi_file(path)
+    head = read_head(path)
     if not head:
         raise UnreadableSlideError(f"{path.name}: the file is empty.")
     fmt = sniff_format(head)
 
-    if fmt in (None, "tiff"):
-        vendor = _openslide_vendor(path)
+    single_level_tiff: SlideInfo | None = None
+    if fmt in (None, "tiff", "dicom"):
+        vendor = openslide_vendor(path)
         if vendor is not None:
-            info = _probe_openslide(path, vendor)
-            is_plain_tiff = vendor == "generic-tiff" and info.level_count == 1
-            if not is_plain_tiff or info.width * info.height > _FIELD_TIFF_MAX_PIXELS:
+            info = probe_openslide(path, vendor)
+            check_declared_size(path, info.width, info.height)
+            if info.level_count > 1 or vendor != "generic-tiff":
+                if info.level_count == 1:
+                    # no pyramid: every zoom reads level 0, so the pixel limit holds
+                    _check_dims(path, info.width, info.height, max_pixels)
                 return _Probe(info, "openslide")
+            single_level_tiff = info  # a field, or a pyramid OpenSlide does not see (OME)
+    if fmt == "tiff":
+        from .tiffreader import tiff_pyramid_levels
+
+        levels, planes = tiff_pyramid_levels(path)
+        if levels > 1:
+            width, height, _ = _tiff_header(path)
+            check_declared_size(path, width, height)
+            name = "ome-tiff" if tiff_flavour(path) == "ome" else "pyramidal-tiff"
+            info = SlideInfo(
+                format=name,
+                kind=SlideKind.WHOLE_SLIDE,
+                width=width,
+                height=height,
+                mpp=tiff_mpp(path),
+                level_count=levels,
+                planes=planes,
+            )
+            return _Probe(info, "tiffpyramid")
+        if single_level_tiff is not None:
+            # tiled or not, a single level is read whole at low zoom: the pixel limit holds
+            _check_dims(path, single_level_tiff.width, single_level_tiff.height, max_pixels)
+            if single_level_tiff.width * single_level_tiff.height > _FIELD_TIFF_MAX_PIXELS:
+                return _Probe(replace(single_level_tiff, mpp=tiff_mpp(path)), "openslide")
+    if fmt == "dicom":
+        raise UnreadableSlideError(
+            f"{path.name}: a DICOM file that is not a whole-slide image this reader can open "
+            "(VL Whole Slide Microscopy, tiled). Export the slide again as DICOM WSI."
+        )
     if fmt is None:
         raise UnreadableSlideError(
             f"{path.name}: not a supported image (expected JPEG, PNG, TIFF, BMP or a whole-slide "
@@ -334,10 +294,13 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
 
     if fmt == "tiff":
         width, height, _levels = _tiff_header(path)
+        check_declared_size(path, width, height)
         _check_dims(path, width, height, max_pixels)
         if verify:
             _decode_field(path, fmt, max_pixels)
-        info = SlideInfo(format="tiff", kind=SlideKind.FIELD, width=width, height=height)
+        info = SlideInfo(
+            format="tiff", kind=SlideKind.FIELD, width=width, height=height, mpp=tiff_mpp(path)
+        )
         return _Probe(info, "tifffile")
 
     width, height = _pil_header(path, fmt, max_pixels)
@@ -374,6 +337,7 @@ class SlideReader:
     info: SlideInfo
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
+    plane_count: int = 1
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -387,6 +351,12 @@ class SlideReader:
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         raise NotImplementedError
+
+    def read_region_plane(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> tuple[np.ndarray, int]:
+        """`read_region` and the focal plane it came from (0 unless a Z stack picks one)."""
+        return self.read_region(location, level, size), 0
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The level with the largest downsample not above `downsample` (level 0 at least)."""
@@ -449,7 +419,7 @@ class OpenSlideReader(SlideReader):
     """A whole-slide image read region by region through OpenSlide (bounded memory)."""
 
     def __init__(self, path: Path, info: SlideInfo) -> None:
-        openslide = _openslide()
+        openslide = openslide_module()
         try:
             self._slide = openslide.OpenSlide(str(path))
         except Exception as exc:
@@ -481,6 +451,11 @@ def open_slide(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SlideRead
     probe = _probe(path, max_pixels, verify=False)
     if probe.backend == "openslide":
         return OpenSlideReader(path, probe.info)
+    if probe.backend == "tiffpyramid":
+        from .tiffreader import TiffPyramidReader
+
+        # analysis reads the sharpest focal plane of each region of a Z stack
+        return TiffPyramidReader(path, probe.info, plane=None)
     image = _decode_field(path, probe.info.format, max_pixels)
     return FieldReader(image, probe.info)
 
@@ -489,7 +464,7 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     """Decode a field image file into HxWx3 uint8 RGB (typed errors as in `probe_slide`)."""
     path = Path(path)
     probe = _probe(path, max_pixels, verify=False)
-    if probe.backend == "openslide":
+    if probe.backend in ("openslide", "tiffpyramid"):
         raise UnreadableSlideError(
             f"{path.name}: is a whole-slide image; open it with open_slide() and read regions."
         )

@@ -85,6 +85,7 @@ class CellPrediction:
     label: str  # a Bethesda code
     probabilities: dict[str, float]  # Bethesda code -> calibrated probability, sums to 1
     detection_score: float  # stage 1 abnormality score in [0, 1]
+    plane: int = 0  # the focal plane its crop was read from (the sharpest, in Z stacks)
 
 
 class SlideKind(StrEnum):
@@ -104,6 +105,7 @@ class SlideInfo:
     height: int
     mpp: float | None = None  # microns per level-0 pixel, when the file says
     level_count: int = 1
+    planes: int = 1  # focal planes (Z) of a stack
 
 
 # progress(done, total): called as work advances, e.g. tiles done out of tiles in the slide.

@@ -32,7 +32,6 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from inference.checkpoints import load_checkpoint
 from inference.data.leaks import file_sha256
 from inference.errors import CheckpointError, UnreadableSlideError
 from inference.interface import CellAnalyser, open_analyser
@@ -64,6 +63,8 @@ def checkpoint_describe(path: Path, *, stage: str) -> CheckpointDescription:
 
     Raises `CheckpointError` (an InputError) when the file is missing, corrupt or of another stage.
     """
+    from inference.checkpoints import load_checkpoint  # torch: only where a checkpoint is read
+
     ckpt = load_checkpoint(Path(path), stage=stage)
     meta = {k: v for k, v in ckpt.meta.items() if k != "config"}
     return CheckpointDescription(
@@ -252,6 +253,7 @@ def cells_from_result(
                 current_class=pred.label,
                 probabilities={k: round(float(v), 6) for k, v in pred.probabilities.items()},
                 detection_score=min(1.0, max(0.0, float(pred.detection_score))),
+                focal_plane=max(0, int(pred.plane)),
                 review_status=ReviewStatus.PREDICTED,
             )
         )

@@ -67,6 +67,9 @@ class Slide(TimeStampedModel):
     height = models.PositiveIntegerField(help_text="Level-0 height in pixels.")
     mpp = models.FloatField(null=True, blank=True, help_text="Microns per level-0 pixel.")
     level_count = models.PositiveSmallIntegerField(default=1)
+    focal_planes = models.PositiveSmallIntegerField(
+        default=1, help_text="Focal planes (Z) of a stack; 1 for a single plane."
+    )
     size_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64)
     status = models.CharField(
@@ -148,6 +151,7 @@ SLIDE_FILE_FIELDS: tuple[str, ...] = (
     "height",
     "mpp",
     "level_count",
+    "focal_planes",
     "size_bytes",
     "sha256",
 )

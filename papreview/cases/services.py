@@ -165,6 +165,7 @@ def slide_create(
                 height=info.height,
                 mpp=info.mpp,
                 level_count=info.level_count,
+                focal_planes=info.planes,
                 size_bytes=size,
                 sha256=sha256,
                 status=SlideStatus.UPLOADED,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -19,7 +19,13 @@ from papreview.audit.services import audit_read
 from papreview.cases.models import Slide
 from papreview.core.api import ERROR_RESPONSES
 from papreview.core.exceptions import NotFoundError
-from papreview.imaging.selectors import TILE_FORMATS, cell_crop, deepzoom_dzi, deepzoom_tile
+from papreview.imaging.selectors import (
+    TILE_FORMATS,
+    cell_crop,
+    cell_crop_at_magnification,
+    deepzoom_dzi,
+    deepzoom_tile,
+)
 from papreview.review.selectors import cell_get
 
 # Tiles and crops are patient data: kept by the browser for one working hour at most (private,
@@ -43,18 +49,36 @@ def _image_response(data: bytes, content_type: str, *, etag: str, max_age: int) 
     return response
 
 
+def _plane(request: Request) -> int:
+    """The focal plane asked for (`?z=`, 0 by default); a plane the slide lacks is a 404."""
+    raw = request.query_params.get("z", "0")
+    if not raw.isdigit() or len(raw) > 3:
+        raise NotFoundError(f"No focal plane {raw!r}: z is a plane number (0, 1, ...).")
+    return int(raw)
+
+
+Z_PARAMETER = OpenApiParameter(
+    "z",
+    {"type": "integer", "minimum": 0, "maximum": 999},
+    description="Focal plane of a Z stack (0 by default).",
+)
+
+
 class SlideDeepZoomApi(APIView):
-    """The Deep Zoom descriptor (DZI XML) of a slide; tiles are under `deepzoom_files/`."""
+    """The Deep Zoom descriptor (DZI XML) of a slide; tiles are under `deepzoom_files/` (the
+    viewer adds the descriptor's `?z=` to every tile, so one plane's tiles come with it)."""
 
     @extend_schema(
+        parameters=[Z_PARAMETER],
         responses={(200, "application/xml"): OpenApiTypes.STR, **ERROR_RESPONSES},
     )
     def get(self, request: Request, slide_id: int) -> HttpResponse:
         slide = _slide(slide_id)
+        plane = _plane(request)
         return _image_response(
-            deepzoom_dzi(slide=slide).encode(),
+            deepzoom_dzi(slide=slide, plane=plane).encode(),
             "application/xml",
-            etag=f"{slide.sha256[:32]}-dzi",
+            etag=f"{slide.sha256[:32]}-dzi-z{plane}",
             max_age=TILE_MAX_AGE,
         )
 
@@ -63,6 +87,7 @@ class SlideDeepZoomTileApi(APIView):
     """One Deep Zoom tile: level, column and row as in the Deep Zoom file layout."""
 
     @extend_schema(
+        parameters=[Z_PARAMETER],
         responses={
             (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY, description="Tile."),
             **ERROR_RESPONSES,
@@ -74,23 +99,33 @@ class SlideDeepZoomTileApi(APIView):
         if fmt not in TILE_FORMATS:
             raise NotFoundError(f"Tiles are served as {' or '.join(TILE_FORMATS)}, not {fmt}.")
         slide = _slide(slide_id)
-        data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt)
+        plane = _plane(request)
+        data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt, plane=plane)
         # A viewer asks for hundreds of tiles: the cache answers all but one a minute per slide.
         audit_read(request=request, what="slide_tiles", target=slide)
         return _image_response(
             data,
             TILE_FORMATS[fmt],
-            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}",
+            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}-z{plane}",
             max_age=TILE_MAX_AGE,
         )
 
 
 class CellCropApi(APIView):
-    """The cell's box at full resolution (JPEG), with some context around it."""
+    """The cell's box at full resolution (JPEG), with some context around it; or, with `fov`, a
+    square crop of `fov` micrometres at `size` px (one physical magnification for a gallery)."""
 
     class FilterSerializer(serializers.Serializer):
         pad = serializers.IntegerField(required=False, default=16, min_value=0, max_value=512)
         v = serializers.IntegerField(required=False, help_text="Cell version (cache key).")
+        fov = serializers.FloatField(
+            required=False,
+            min_value=5,
+            max_value=400,
+            help_text="Micrometres across a square crop centred on the cell (with `size`): "
+            "every crop at one physical magnification; `pad` is then ignored.",
+        )
+        size = serializers.IntegerField(required=False, default=160, min_value=32, max_value=512)
 
         class Meta:
             ref_name = "CellCropFilter"
@@ -108,13 +143,20 @@ class CellCropApi(APIView):
         cell = cell_get(cell_id=cell_id)
         slide = _slide(cell.slide_id)
         pad = filters.validated_data["pad"]
-        data = cell_crop(cell=cell, slide=slide, pad=pad)
+        fov = filters.validated_data.get("fov")
+        size = filters.validated_data["size"]
+        if fov is not None:
+            data = cell_crop_at_magnification(cell=cell, slide=slide, fov_um=fov, size=size)
+            variant = f"f{fov:g}-s{size}"
+        else:
+            data = cell_crop(cell=cell, slide=slide, pad=pad)
+            variant = f"p{pad}"
         audit_read(request=request, what="cell_crops", target=slide)  # once a minute per slide
         # The URL names the version when the page asks for it: then the crop never changes.
         versioned = filters.validated_data.get("v") == cell.version
         return _image_response(
             data,
             "image/jpeg",
-            etag=f"cell-{cell.pk}-v{cell.version}-p{pad}",
+            etag=f"cell-{cell.pk}-v{cell.version}-{variant}",
             max_age=TILE_MAX_AGE if versioned else 0,
         )

@@ -1,9 +1,11 @@
 """Reading pixels of stored slides for the viewer: Deep Zoom tiles and cell crops.
 
 One code path for both kinds of slide: an OpenSlide object (`openslide.OpenSlide` for whole-slide
-images, `openslide.ImageSlide` over the decoded RGB field image) wrapped in OpenSlide's
-`DeepZoomGenerator`. Opened slides are cached per process (a small LRU keyed by slide id and
-checksum), so a viewer's hundreds of tile requests open the file once. Coordinates are level-0
+images, `regions.PyramidImage` over the decoded RGB field image and its reduced levels) wrapped
+in OpenSlide's `DeepZoomGenerator` for the tile geometry. Pixels are read by `regions.read_scaled`:
+only the tile's or crop's region, at the level that serves it, in bounded chunks. Opened slides
+are cached per process (a small LRU keyed by slide id and checksum), so a viewer's hundreds of
+tile requests open the file once. Coordinates are level-0
 pixels; `limit_bounds=False` keeps Deep Zoom's full-resolution level aligned with them.
 """
 
@@ -23,9 +25,12 @@ from PIL import Image
 
 from inference.errors import InputError
 from inference.slides import read_image
-from inference.types import SlideKind
+from inference.tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
+from inference.types import SlideInfo, SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
+from papreview.imaging.regions import PyramidImage, ReaderSlide, read_scaled
+from papreview.review.boxes import ASSUMED_MPP, cell_box_max_px
 from papreview.review.models import Cell
 
 TILE_SIZE = 254
@@ -51,7 +56,7 @@ class OpenedSlide:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_cache: OrderedDict[tuple[int, str], OpenedSlide] = OrderedDict()
+_cache: OrderedDict[tuple[int, str, int], OpenedSlide] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -64,16 +69,28 @@ def _local_path(slide: Slide) -> Path:
         ) from exc
 
 
-def _open(slide: Slide) -> OpenedSlide:
+def _info(slide: Slide) -> SlideInfo:
+    return SlideInfo(
+        format=slide.format,
+        kind=SlideKind(slide.kind),
+        width=slide.width,
+        height=slide.height,
+        mpp=slide.mpp,
+        level_count=slide.level_count,
+    )
+
+
+def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
     path = _local_path(slide)
     if not path.is_file():
         raise SlideImageUnavailableError(f"The image file of slide {slide.pk} is missing.")
     try:
-        if slide.kind == SlideKind.WHOLE_SLIDE:
-            osr: Any = openslide.OpenSlide(str(path))
+        if slide.kind == SlideKind.WHOLE_SLIDE and slide.format in TIFFFILE_FORMATS:
+            osr: Any = ReaderSlide(TiffPyramidReader(path, _info(slide), plane=plane))
+        elif slide.kind == SlideKind.WHOLE_SLIDE:
+            osr = openslide.OpenSlide(str(path))
         else:
-            rgb = read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS)
-            osr = openslide.ImageSlide(Image.fromarray(rgb, mode="RGB"))
+            osr = PyramidImage(read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS))
     except (InputError, openslide.OpenSlideError, OSError) as exc:
         raise SlideImageUnavailableError(
             f"The image of slide {slide.pk} cannot be read ({exc})."
@@ -82,15 +99,18 @@ def _open(slide: Slide) -> OpenedSlide:
     return OpenedSlide(slide=osr, deepzoom=dz)
 
 
-def opened_slide(slide: Slide) -> OpenedSlide:
-    """The cached opened slide and its Deep Zoom generator (opened on first use)."""
-    key = (slide.pk, slide.sha256)
+def opened_slide(slide: Slide, plane: int = 0) -> OpenedSlide:
+    """The cached opened slide (focal `plane` of a Z stack) and its Deep Zoom generator (opened
+    on first use); NotFoundError for a plane the slide does not have."""
+    if not 0 <= plane < max(1, slide.focal_planes):
+        raise NotFoundError(f"No focal plane {plane} (the slide has {slide.focal_planes}).")
+    key = (slide.pk, slide.sha256, plane)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    opened = _open(slide)
+    opened = _open(slide, plane)
     with _cache_lock:
         _cache[key] = opened
         _cache.move_to_end(key)
@@ -107,9 +127,9 @@ def slide_cache_clear() -> None:
         _cache.clear()
 
 
-def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg") -> str:
-    """The Deep Zoom descriptor (XML) of a slide."""
-    return str(opened_slide(slide).deepzoom.get_dzi(fmt))
+def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg", plane: int = 0) -> str:
+    """The Deep Zoom descriptor (XML) of a slide (of one focal plane)."""
+    return str(opened_slide(slide, plane).deepzoom.get_dzi(fmt))
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -121,18 +141,22 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "jpeg") -> bytes:
-    """One encoded Deep Zoom tile, or NotFoundError outside the pyramid."""
-    opened = opened_slide(slide)
+def deepzoom_tile(
+    *, slide: Slide, level: int, col: int, row: int, fmt: str = "jpeg", plane: int = 0
+) -> bytes:
+    """One encoded Deep Zoom tile (of focal `plane`), or NotFoundError outside the pyramid."""
+    opened = opened_slide(slide, plane)
     dz = opened.deepzoom
     if not 0 <= level < dz.level_count:
         raise NotFoundError(f"No Deep Zoom level {level} (the slide has {dz.level_count}).")
     cols, rows = dz.level_tiles[level]
     if not (0 <= col < cols and 0 <= row < rows):
         raise NotFoundError(f"No tile {col}_{row} at level {level} ({cols} x {rows} tiles).")
+    location, slide_level, size = dz.get_tile_coordinates(level, (col, row))
+    out_size = dz.get_tile_dimensions(level, (col, row))
     try:
         with opened.lock:
-            tile = dz.get_tile(level, (col, row))
+            tile = read_scaled(opened.slide, location, slide_level, size, out_size)
     except openslide.OpenSlideError as exc:  # a damaged region of the file
         raise SlideImageUnavailableError(
             f"Tile {col}_{row} at level {level} of slide {slide.pk} cannot be read ({exc})."
@@ -140,30 +164,60 @@ def deepzoom_tile(*, slide: Slide, level: int, col: int, row: int, fmt: str = "j
     return _encode(tile, fmt)
 
 
-def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
-    """A JPEG of the cell's box at full resolution (level 0), with `pad` pixels of context.
+def _cell_plane(cell: Cell, slide: Slide) -> int:
+    return min(max(0, cell.focal_plane), max(1, slide.focal_planes) - 1)
 
-    Boxes larger than CROP_MAX_SIDE are scaled down to it; areas outside the slide are white.
+
+def cell_crop(*, cell: Cell, slide: Slide, pad: int = 16) -> bytes:
+    """A JPEG of the cell's box with `pad` pixels of context, read at the level that serves it.
+
+    The box is capped to a cell's physical size (`cell_box_max_px`) around its centre, so a box
+    as large as the slide reads a cell's worth of pixels. Crops larger than CROP_MAX_SIDE are
+    read at the pyramid level nearest to that size and scaled down; outside the slide is white.
     """
     pad = max(0, min(pad, 512))
-    x, y = cell.x - pad, cell.y - pad
-    w, h = cell.width + 2 * pad, cell.height + 2 * pad
-    opened = opened_slide(slide)
+    cap = cell_box_max_px(slide.mpp)
+    bw, bh = min(cell.width, cap), min(cell.height, cap)
+    x = cell.x + (cell.width - bw) // 2 - pad
+    y = cell.y + (cell.height - bh) // 2 - pad
+    w, h = bw + 2 * pad, bh + 2 * pad
+    opened = opened_slide(slide, _cell_plane(cell, slide))  # the plane it was classified in
     downsample = max(w, h) / CROP_MAX_SIDE
     level = 0
     if downsample > 1:
         level = opened.slide.get_best_level_for_downsample(downsample)
     scale = float(opened.slide.level_downsamples[level])
     size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    out_scale = min(1.0, CROP_MAX_SIDE / max(w, h))
+    out_size = (max(1, round(w * out_scale)), max(1, round(h * out_scale)))
     try:
         with opened.lock:
-            region = opened.slide.read_region((x, y), level, size)
+            region = read_scaled(opened.slide, (x, y), level, size, out_size)
     except openslide.OpenSlideError as exc:
         raise SlideImageUnavailableError(
             f"The region of cell {cell.pk} cannot be read from slide {slide.pk} ({exc})."
         ) from exc
-    background = Image.new("RGB", region.size, (255, 255, 255))
-    background.paste(region, mask=region.split()[3])
-    if max(background.size) > CROP_MAX_SIDE:
-        background.thumbnail((CROP_MAX_SIDE, CROP_MAX_SIDE))
-    return _encode(background, "jpeg")
+    return _encode(region, "jpeg")
+
+
+def cell_crop_at_magnification(*, cell: Cell, slide: Slide, fov_um: float, size: int) -> bytes:
+    """A square JPEG of `size` px showing `fov_um` micrometres around the cell's centre: every
+    crop at one physical magnification (the gallery). Read at the pyramid level nearest to that
+    scale (never from a thumbnail), scaled down from it; slides without mpp are taken at
+    ASSUMED_MPP."""
+    mpp = slide.mpp if slide.mpp and slide.mpp > 0 else ASSUMED_MPP
+    side = max(1, round(fov_um / mpp))
+    x = cell.x + min(cell.width, cell_box_max_px(slide.mpp)) // 2 - side // 2
+    y = cell.y + min(cell.height, cell_box_max_px(slide.mpp)) // 2 - side // 2
+    opened = opened_slide(slide, _cell_plane(cell, slide))  # the plane it was classified in
+    level = opened.slide.get_best_level_for_downsample(max(1.0, side / size))
+    scale = float(opened.slide.level_downsamples[level])
+    read = max(1, round(side / scale))
+    try:
+        with opened.lock:
+            region = read_scaled(opened.slide, (x, y), level, (read, read), (size, size))
+    except openslide.OpenSlideError as exc:
+        raise SlideImageUnavailableError(
+            f"The region of cell {cell.pk} cannot be read from slide {slide.pk} ({exc})."
+        ) from exc
+    return _encode(region, "jpeg")

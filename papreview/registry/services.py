@@ -25,11 +25,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from inference.checkpoints import load_checkpoint
 from inference.data.export import Export, opened
 from inference.data.leaks import record_of, trained_on_warnings
 from inference.errors import InputError
-from inference.evaluation import evaluate_export
 from inference.interface import open_analyser
 from papreview.accounts.roles import user_is_admin
 from papreview.analysis.adapter import model_version_local_path
@@ -50,6 +48,14 @@ logger = logging.getLogger(__name__)
 EVALUATION_STALE_S = 3600
 # Where a version's `metrics` keep the SHA-256s of its training and validation images.
 IMAGES_SHA256 = "images_sha256"
+
+
+def _load_checkpoint(path: Path, *, stage: str) -> Any:
+    """`inference.checkpoints.load_checkpoint`, imported on use: torch loads in the process that
+    reads a checkpoint (a worker, a command, an admin registering weights), never at start-up."""
+    from inference.checkpoints import load_checkpoint
+
+    return load_checkpoint(path, stage=stage)
 
 
 def _export_from_meta(meta: dict[str, Any]) -> DatasetExport | None:
@@ -80,7 +86,7 @@ def model_version_register_checkpoint(
     checkpoint's metrics, and the training data reference (the export, when it came from one).
     Registering the same checkpoint again returns the same row."""
     stage = ModelStage(stage)
-    ckpt = load_checkpoint(Path(path), stage=stage.value)
+    ckpt = _load_checkpoint(Path(path), stage=stage.value)
     export = training_export or _export_from_meta(ckpt.meta)
     mv = model_version_register(stage=stage, path=Path(path), created_by=created_by)
     changed: list[str] = []
@@ -192,7 +198,7 @@ def _leak_warnings(mv: ModelVersion, path: Path, export: Export, split: str) -> 
     on, by SHA-256 (recorded at registration; else read from the checkpoint)."""
     record = (mv.metrics or {}).get(IMAGES_SHA256)
     if not isinstance(record, dict):
-        record = record_of(load_checkpoint(path, stage=mv.stage).meta)
+        record = record_of(_load_checkpoint(path, stage=mv.stage).meta)
     warnings = trained_on_warnings(record, export.refs(split), split)
     if warnings:
         logger.warning("evaluation of %s on %s %s: %s", mv, export.label, split, warnings)
@@ -228,6 +234,8 @@ def model_evaluation_run(*, evaluation_id: int) -> str:
             analyser = open_analyser(
                 *paths, device=settings.INFERENCE_DEVICE, max_pixels=settings.SLIDE_MAX_PIXELS
             )
+            from inference.evaluation import evaluate_export  # torch: workers only
+
             metrics = evaluate_export(analyser, export, evaluation.split)
             metrics["pair"] = {"detector": detector.name, "classifier": classifier.name}
             metrics["warnings"] = [

@@ -40,6 +40,7 @@ class CellOutputSerializer(serializers.ModelSerializer[Cell]):
             "predicted_class",
             "probabilities",
             "detection_score",
+            "focal_plane",
             "current_class",
             "review_status",
             "last_reviewed_by",

@@ -48,6 +48,9 @@ class Cell(TimeStampedModel):
     predicted_class = models.CharField(max_length=8, choices=BETHESDA_CHOICES, blank=True)
     probabilities = models.JSONField(default=dict, blank=True)
     detection_score = models.FloatField(null=True, blank=True)
+    focal_plane = models.PositiveSmallIntegerField(
+        default=0, help_text="The focal plane (Z) the cell was found and classified in."
+    )
     current_class = models.CharField(max_length=8, choices=BETHESDA_CHOICES)
     review_status = models.CharField(
         max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.PREDICTED

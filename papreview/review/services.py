@@ -22,6 +22,7 @@ from papreview.cases.services import slide_start_review
 from papreview.cases.transitions import REVIEWABLE_STATUSES
 from papreview.core.choices import BETHESDA_CLASSES
 from papreview.core.exceptions import ConflictError, PermissionDeniedError
+from papreview.review.boxes import CELL_MAX_MICRONS, cell_box_max_px
 from papreview.review.errors import CellNotEditableError, StaleVersionError
 from papreview.review.models import Cell, CellRevision, CellSighting, ReviewStatus, SightingVia
 
@@ -55,7 +56,7 @@ def _lock_reviewable_slide(*, slide_id: int, by: User) -> Slide:
     return slide_start_review(slide=slide, by=by)
 
 
-def _validate_cell(*, slide: Slide, values: dict[str, Any]) -> None:
+def _validate_cell(*, slide: Slide, values: dict[str, Any], box_changed: bool = True) -> None:
     errors: dict[str, str] = {}
     if values["current_class"] not in BETHESDA_CLASSES:
         errors["current_class"] = f"Choose one of {', '.join(BETHESDA_CLASSES)}."
@@ -71,6 +72,11 @@ def _validate_cell(*, slide: Slide, values: dict[str, Any]) -> None:
         elif x + w > slide.width or y + h > slide.height:
             errors["width" if x + w > slide.width else "height"] = (
                 f"The box ends outside the slide ({slide.width} x {slide.height} px)."
+            )
+        elif box_changed and max(w, h) > (cap := cell_box_max_px(slide.mpp)):
+            errors["width" if w >= h else "height"] = (
+                f"The box is larger than a cell: at most {cap} px ({CELL_MAX_MICRONS:.0f} µm) "
+                "on a side."
             )
     if errors:
         raise ValidationError(errors)
@@ -180,7 +186,9 @@ def cell_update(*, cell: Cell, version: int, by: User, **changes: Any) -> Cell:
     values = {name: changes.get(name, getattr(current, name)) for name in EDITABLE_FIELDS}
     if "review_status" not in changes:
         values["review_status"] = _derive_review_status(current, changes)
-    _validate_cell(slide=slide, values=values)
+    _validate_cell(
+        slide=slide, values=values, box_changed=any(name in changes for name in BOX_FIELDS)
+    )
     status = values["review_status"]
     if status not in ReviewStatus.values:
         raise ValidationError({"review_status": f"Choose one of {', '.join(ReviewStatus.values)}."})

@@ -154,6 +154,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "status": slide.status,
             "filename": slide.original_filename,
             "mpp": slide.mpp,
+            "planes": slide.focal_planes,
         },
         "urls": {
             "slide": reverse("slide-detail", args=[slide.pk]),

@@ -89,7 +89,8 @@ def test_opened_slides_are_cached_per_process(stored_slide) -> None:
     slide = stored_slide(cells=0)
     first = imaging.opened_slide(slide)
     assert imaging.opened_slide(Slide.objects.get(pk=slide.pk)) is first
-    assert type(first.slide).__name__ == "ImageSlide"
+    assert type(first.slide).__name__ == "PyramidImage"  # the field with its reduced levels
+    assert first.slide.level_downsamples == pytest.approx((1.0, 4.0), rel=0.01)
 
 
 def test_cell_crop_is_the_full_resolution_box(api, pathologist, stored_slide) -> None:

@@ -112,8 +112,8 @@ def test_crops_at_image_borders_are_padded() -> None:
     img = np.zeros((50, 60, 3), np.uint8)
     pipe = _pipeline()
     reader = FieldReader(img)
-    crop = pipe._crop(reader, 2.0, 3.0)  # crop_px = 32 centred near the corner
-    assert crop.shape == (32, 32, 3)
+    crop, plane = pipe._crop(reader, 2.0, 3.0)  # crop_px = 32 centred near the corner
+    assert crop.shape == (32, 32, 3) and plane == 0  # one focal plane
     assert (crop[:10, :10] == 255).all()  # outside the image: white
     assert (crop[20:, 20:] == 0).all()  # inside: the image
 

@@ -209,3 +209,21 @@ def test_an_edit_and_a_sign_out_of_the_same_slide_wait_for_each_other(pathologis
     late.join(10)
     assert len(outcome) == 1 and isinstance(outcome[0], CellNotEditableError)
     assert Cell.objects.get(pk=cell.pk).version == 2
+
+
+def test_a_box_is_capped_to_a_cells_physical_size(cytotech) -> None:
+    """200 µm on a side: 400 px at 0.5 µm/px, 800 px where the slide says no mpp (0.25 assumed);
+    a legacy oversized cell can still be relabelled, but not moved to another oversized box."""
+    slide = SlideFactory.create(status=SlideStatus.ANALYSED, width=5000, height=5000, mpp=0.5)
+    cell_add(slide=slide, by=cytotech, x=0, y=0, width=400, height=100, current_class="HSIL")
+    with pytest.raises(ValidationError) as excinfo:
+        cell_add(slide=slide, by=cytotech, x=0, y=0, width=401, height=100, current_class="HSIL")
+    assert "at most 400 px (200 µm)" in str(excinfo.value)
+    unknown = SlideFactory.create(status=SlideStatus.ANALYSED, width=5000, height=5000, mpp=None)
+    cell_add(slide=unknown, by=cytotech, x=0, y=0, width=800, height=10, current_class="LSIL")
+    with pytest.raises(ValidationError):
+        cell_add(slide=unknown, by=cytotech, x=0, y=0, width=10, height=801, current_class="LSIL")
+    legacy = CellFactory.create(slide=slide, x=0, y=0, width=3000, height=3000)
+    relabelled = cell_update(cell=legacy, version=1, by=cytotech, current_class="LSIL")
+    with pytest.raises(ValidationError):
+        cell_update(cell=relabelled, version=2, by=cytotech, x=10)

@@ -13,6 +13,7 @@ from django.test import Client
 
 from papreview.cases.models import Slide
 from papreview.uploads.models import Upload, UploadStatus
+from testkit.images import hostile_tiff
 from tests.conftest import stored_files
 from tests.factories import PatientFactory, image_bytes
 
@@ -48,6 +49,15 @@ CASES: dict[str, tuple[str, bytes, int, str]] = {
     "html-named-jpg": ("scan.jpg", b"<html><script>alert(1)</script></html>", 400, ""),
     "zip-named-tiff": ("scan.tiff", b"PK\x03\x04" + bytes(200), 400, ""),
     "decompression-bomb": ("bomb.png", png_bomb(), 413, "above the limit"),
+    # a 50 KB tiled TIFF declaring 20000 x 20000 px (issue 15): refused before any tile is read
+    "declared-beyond-bytes": ("huge.tif", hostile_tiff(), 400, "far too little for that many"),
+    # a tiled TIFF with no pyramid: the pixel limit holds for it as for any field image
+    "tiled-tiff-over-limit": (
+        "tiled.tif",
+        hostile_tiff(12_000, 10_000, padding=120_000),
+        413,
+        "above the limit",
+    ),
 }
 # raw name, words of the refusal (multipart; JSON where it differs)
 HOSTILE_NAMES: dict[str, tuple[bytes, str, str]] = {

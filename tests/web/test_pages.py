@@ -154,6 +154,7 @@ def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
         "status": "analysed",
         "filename": slide.original_filename,
         "mpp": None,
+        "planes": 1,
     }
     assert config["urls"]["dzi"] == f"/api/slides/{slide.pk}/deepzoom.dzi"
     assert config["user"] == {

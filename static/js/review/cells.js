@@ -1,6 +1,7 @@
 // The cells of a slide in memory, a spatial grid to find those in view, and the canvas overlay
 // that draws them (one canvas, never one DOM node per cell). How each class is drawn: styles.js.
 
+import { drawDensity, drawScaleBar, overlayMode } from "./density.js";
 import { CLASS_STYLE, PLAIN, casingOf } from "./styles.js";
 
 
@@ -50,6 +51,7 @@ export class CellStore {
       conf: r[f.confidence], version: r[f.version],
     }));
     this.byId = new Map(this.cells.map((c) => [c.id, c]));
+    this._typical = undefined;
     // About 4 cells per bucket on average, within sensible bounds.
     const area = this.width * this.height;
     this.bucket = Math.max(256, Math.min(4096, Math.round(Math.sqrt((area * 4) / Math.max(1, this.cells.length)))));
@@ -155,6 +157,15 @@ export class CellStore {
     }
   }
 
+  /** The median short side of the cells' boxes (level-0 px): how large a cell is drawn. */
+  typicalSide() {
+    if (this._typical === undefined) {
+      const sides = this.cells.map((c) => Math.min(c.w, c.h)).sort((a, b) => a - b);
+      this._typical = sides.length ? sides[sides.length >> 1] : 40;
+    }
+    return this._typical;
+  }
+
   suspicion(cell) {
     return (this.severity[cell.cls] || 0) * cell.conf;
   }
@@ -195,6 +206,9 @@ export class Overlay {
     this.pending = false;
     this.drawnCount = 0;
     this.onDrawn = null;
+    this.mpp = null; // micrometres per level-0 pixel, when the slide says: the scale bar
+    this.mode = "boxes"; // or "density" when boxes would not be legible (density.js)
+    this.scaleBar = null;
     const schedule = () => this.schedule();
     viewer.addHandler("update-viewport", schedule);
     viewer.addHandler("resize", schedule);
@@ -240,17 +254,32 @@ export class Overlay {
     const t = this.transform();
     const x0 = -t.ox / t.s, y0 = -t.oy / t.s;
     const x1 = (cw - t.ox) / t.s, y1 = (ch - t.oy) / t.s;
-    // Group boxes by class and style, then stroke each group as one path.
+    const inView = [];
+    this.store.query(x0, y0, x1, y1, (c) => inView.push(c));
+    const n = inView.length;
+    this.mode = overlayMode(this.store.typicalSide(), t.s, n);
+    if (this.mode === "density") {
+      this.densityBins = drawDensity(ctx, inView, t, this.colours, this.store.severity).length;
+    } else {
+      this.drawBoxes(inView, t);
+    }
+    this.drawSelection(t);
+    this.scaleBar = this.mpp ? drawScaleBar(ctx, this.mpp, t.s, cw, ch) : null;
+    this.drawnCount = n;
+    if (this.onDrawn) this.onDrawn(n, t.s, this.mode);
+  }
+
+  /** Each cell's box once, grouped by class and style, each group stroked as one path. */
+  drawBoxes(inView, t) {
+    const ctx = this.ctx;
     const groups = new Map();
-    let n = 0;
-    this.store.query(x0, y0, x1, y1, (c) => {
-      n++;
+    for (const c of inView) {
       const style = c.status === "rejected" ? "rejected" : (c.status === "predicted" ? "p" : "r");
       const key = `${c.cls}|${style}`;
       let g = groups.get(key);
       if (!g) { g = []; groups.set(key, g); }
       g.push(c);
-    });
+    }
     const thin = t.s < 0.05;
     ctx.globalAlpha = this.opacity;
     ctx.lineJoin = "miter";
@@ -289,6 +318,10 @@ export class Overlay {
     }
     ctx.globalAlpha = 1;
     ctx.setLineDash([]);
+  }
+
+  drawSelection(t) {
+    const ctx = this.ctx;
     const sel = this.draft || (this.selected && this.store.byId.get(this.selected));
     if (sel) {
       const b = { x: t.ox + sel.x * t.s, y: t.oy + sel.y * t.s, w: Math.max(4, sel.w * t.s), h: Math.max(4, sel.h * t.s) };
@@ -308,8 +341,6 @@ export class Overlay {
         }
       }
     }
-    this.drawnCount = n;
-    if (this.onDrawn) this.onDrawn(n, t.s);
   }
 
   /** Corner brackets just outside each box (high-grade classes), cased like the lines. */

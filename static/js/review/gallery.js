@@ -1,14 +1,17 @@
-// The gallery of the most suspicious cells: crops at review size (the crop's own pixels, never
-// enlarged), a marker on flagged cells nobody has decided, the crops actually seen recorded as
-// sightings, and "reviewed, none abnormal" for the flagged cells the reviewer has seen.
+// The gallery of the most suspicious cells: every crop at one physical magnification (FOV_UM
+// micrometres across THUMB_PX pixels, read by the server at the pyramid level that matches, shown
+// at its own pixels, never enlarged) with a scale; a marker on flagged cells nobody has decided,
+// the crops actually seen recorded as sightings, and "reviewed, none abnormal" for the flagged
+// cells the reviewer has seen.
 import { api, ApiError, el, toast } from "../api.js";
+import { formatMicrons } from "./density.js";
 
-const PAD = 24; // context around the box, as in the cell card (the same URL: one download)
-const MAX_H = 150; // CSS pixels: the strip's height for the image (larger crops are scaled down)
-const MAX_W = 240;
+export const FOV_UM = 80; // micrometres across each crop: the largest squamous cells fit
+export const THUMB_PX = 144; // its side, CSS pixels and image pixels alike (0.56 µm per pixel)
+const MAX_H = 150; // CSS pixels: the strip's height for the image
 const SEEN_SCALE = 0.5; // shown at least this large (vs its own pixels) to count as seen
 const SEEN_DWELL_MS = 400; // and on screen this long: a crop flung past is not "seen"
-const PAGE = 60;
+const PAGE = 48; // crops shown at first (the "Show" choice), and added by "Show more"
 
 const $ = (id) => document.getElementById(id);
 const url = (template, id) => template.replace("{id}", String(id));
@@ -20,7 +23,9 @@ export class Gallery {
     this.filter = $("gallery-filter");
     this.button = $("clear-seen-btn");
     this.dialog = $("clear-dialog");
-    this.limit = PAGE;
+    this.size = $("gallery-n");
+    this.page = Number(this.size?.value) || PAGE;
+    this.limit = this.page;
     this.selected = null;
     this.shown = []; // the cells whose crops are in the strip now
     this.timer = null;
@@ -28,7 +33,14 @@ export class Gallery {
     this.observer = "IntersectionObserver" in window
       ? new IntersectionObserver((entries) => this.onIntersect(entries), { root: this.strip, threshold: [0, 0.6] })
       : null;
-    this.filter.addEventListener("change", () => { this.limit = PAGE; this.renderNow(); });
+    this.filter.addEventListener("change", () => { this.limit = this.page; this.renderNow(); });
+    this.size?.addEventListener("change", () => {
+      this.page = Number(this.size.value) || PAGE;
+      this.limit = this.page;
+      this.size.blur(); // keep the digit keys for the review
+      this.renderNow();
+    });
+    this.renderScale();
     this.strip.addEventListener("click", (e) => {
       const b = e.target.closest(".thumb");
       if (!b) return;
@@ -73,22 +85,29 @@ export class Gallery {
     this.strip.replaceChildren(...thumbs);
     if (cells.length > this.shown.length) {
       this.strip.append(el("button", {
-        type: "button", class: "secondary small more", text: `Show ${Math.min(PAGE, cells.length - this.shown.length)} more`,
-        onclick: () => { this.limit += PAGE; this.renderNow(); },
+        type: "button", class: "secondary small more", text: `Show ${Math.min(this.page, cells.length - this.shown.length)} more`,
+        onclick: () => { this.limit += this.page; this.renderNow(); },
       }));
     }
     if (this.observer) for (const t of thumbs) this.observer.observe(t);
     this.updateButton();
   }
 
+  /** The gallery's scale: micrometres across a crop and a bar of a round length. */
+  renderScale() {
+    const box = $("gallery-scale");
+    if (!box) return;
+    const barUm = 20;
+    const assumed = this.config.slide.mpp ? "" : " (0.25 µm/px assumed: the slide does not say)";
+    box.replaceChildren(
+      el("span", { text: `each crop ${formatMicrons(FOV_UM)} across${assumed}` }),
+      el("i", { class: "bar", style: `width:${Math.round((THUMB_PX * barUm) / FOV_UM)}px` }),
+      el("span", { text: formatMicrons(barUm) }));
+  }
+
   thumb(c) {
-    // The crop's own size is known before it loads (box + padding, as the server cuts it), so the
-    // strip does not jump and the image is never enlarged.
-    let nw = c.w + 2 * PAD, nh = c.h + 2 * PAD;
-    const big = Math.max(nw, nh) / 1024; // the server's largest side
-    if (big > 1) { nw = Math.round(nw / big); nh = Math.round(nh / big); }
-    const scale = Math.min(1, MAX_H / nh, MAX_W / nw);
-    const w = Math.round(nw * scale), h = Math.round(nh * scale);
+    const w = THUMB_PX, h = THUMB_PX;
+    const src = `${url(this.config.urls.crop, c.id)}?v=${c.version}&fov=${FOV_UM}&size=${THUMB_PX}`;
     const undecided = this.flags.isUndecided(c);
     const decided = this.flags.isDecided(c);
     const state = undecided ? "flagged, not reviewed" : (decided ? this.statusLabel(c.status) : "not flagged");
@@ -96,12 +115,12 @@ export class Gallery {
     return el("button", {
       type: "button",
       class: `thumb${c.id === this.selected ? " selected" : ""}${c.status === "rejected" ? " rejected" : ""}${undecided ? " undecided" : ""}${decided ? " decided" : ""}`,
-      role: "listitem", "data-cell": c.id, "data-scale": scale.toFixed(3), style: `--swatch:${this.config.colours[c.cls]}`,
+      role: "listitem", "data-cell": c.id, style: `--swatch:${this.config.colours[c.cls]}`,
       title: `#${c.id} ${c.cls} · confidence ${conf} · ${state}`,
       "aria-label": `Cell ${c.id}, ${c.cls}, confidence ${conf}, ${state}`,
     },
     el("span", { class: "pic", style: `width:${Math.max(w, 64)}px;height:${MAX_H}px` },
-      el("img", { src: `${url(this.config.urls.crop, c.id)}?v=${c.version}&pad=${PAD}`, width: w, height: h, loading: "lazy", alt: "", decoding: "async" })),
+      el("img", { src, width: w, height: h, loading: "lazy", alt: "", decoding: "async" })),
     el("span", { class: "cap" },
       el("span", { class: "cls-code", text: c.cls }),
       undecided ? el("span", { class: "mark todo", title: "Flagged, not reviewed", "aria-hidden": "true" })

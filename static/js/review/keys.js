@@ -1,6 +1,6 @@
 // The review page's keyboard map (the help dialog, opened with ? or its button, lists it).
 import { toast } from "../api.js";
-import { goHome, zoomBy } from "./viewer.js";
+import { goHome, setPlane, zoomBy } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -63,6 +63,8 @@ export function bindKeys(page) {
       "-": () => zoomBy(page.viewer, 1 / 1.5), 0: () => goHome(page.viewer),
       z: () => { const c = store.byId.get(state.selected); if (c) page.panTo(c, true); },
       u: nextFlagged, U: nextFlagged,
+      "[": () => setPlane(page, (state.plane || 0) - 1), "]": () => setPlane(page, (state.plane || 0) + 1),
+      PageUp: () => setPlane(page, (state.plane || 0) - 1), PageDown: () => setPlane(page, (state.plane || 0) + 1),
     }[key];
     if (/^[1-6]$/.test(key) && !e.shiftKey) {
       page.relabel(config.classes[Number(key) - 1]);

@@ -26,12 +26,14 @@ export function startViewer(page, mouse) {
     timeout: 60000,
   });
   const overlay = new Overlay(viewer, $("overlay"), store, config.colours);
+  overlay.mpp = config.slide.mpp || null;
   page.overlay = overlay;
   page.viewer = viewer;
   state.overlay = overlay;
   state.viewer = viewer;
-  overlay.onDrawn = (n, scale) => {
-    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%`;
+  overlay.onDrawn = (n, scale, mode) => {
+    const density = mode === "density" ? " · counts per square (zoom in for boxes)" : "";
+    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}`;
     if (state.cellsLoaded && state.cellsDrawnAt === undefined) {
       state.cellsDrawnAt = performance.now();
       performance.mark("cells-drawn");
@@ -64,6 +66,23 @@ export function panTo(viewer, cell, zoomIn = false) {
   } else {
     vp.panTo(centre);
   }
+}
+
+/** Focus: show focal plane `z` of a Z stack (its tiles: the descriptor's ?z= goes to each), the
+ * view kept where it is; the cells stay (each was classified in its own sharpest plane). */
+export function setPlane(page, z) {
+  const { config, state, viewer } = page;
+  const planes = config.slide.planes || 1;
+  const next = Math.min(planes - 1, Math.max(0, z));
+  if (!viewer || planes < 2 || next === (state.plane || 0)) return;
+  state.plane = next;
+  const view = viewer.viewport.getBounds(true); // replacing the image resets the world: keep the view
+  viewer.addTiledImage({
+    tileSource: `${config.urls.dzi}?z=${next}`, index: 0, replace: true,
+    success: () => viewer.viewport.fitBounds(view, true),
+  });
+  const focus = document.getElementById("focus");
+  if (focus) focus.firstChild.textContent = `Focus ${next + 1} / ${planes} · `;
 }
 
 /** The zoom keys: in, out, the whole slide. */

@@ -1,0 +1,158 @@
+"""Region reads of tiled, pyramidal TIFFs that OpenSlide does not see as pyramids (OME-TIFF with
+SubIFD levels), through tifffile: only the tiles a region touches are read and decoded.
+
+`TiffPyramidReader(path, info)` is a `SlideReader`; `tiff_pyramid_levels(path)` says whether a file
+is such a pyramid (levels of its first series, each tiled) and how many focal planes it has.
+
+Focal planes (a Z stack, OME axes ZYXS): `plane=k` reads plane k (the viewer's focus control);
+`plane=None` (what analysis opens) reads every plane of the region and returns the sharpest, by
+the variance of its Laplacian (`focus_measure`). Per region, hence per detector tile and per cell
+crop: a thick preparation's cells lie at different depths, and each is classified in its own best
+focus. We pick planes rather than merge them (extended depth of field) because a merge invents
+pixels no plane holds (halos, doubled nuclei at depth edges) that the models never saw in
+training, while the sharpest plane is real pixels; the price is reading every plane (N decodes).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UnreadableSlideError
+from .slides import SlideReader, to_rgb8
+from .types import SlideInfo
+
+_BACKGROUND = 255
+# SlideInfo.format of the slides this module reads (OpenSlide reads the other whole slides).
+TIFFFILE_FORMATS = frozenset({"ome-tiff", "pyramidal-tiff"})
+
+
+def _series(tif: Any) -> Any:
+    return tif.series[0]
+
+
+def tiff_pyramid_levels(path: Path) -> tuple[int, int]:
+    """(levels, focal planes) of a tiled TIFF pyramid in its first series; (0, 0) when the file
+    is not one (not a TIFF, not tiled, a single level)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = _series(tif)
+            levels = list(getattr(series, "levels", [series]))
+            if len(levels) < 2 or not all(lv.keyframe.is_tiled for lv in levels):
+                return 0, 0
+            axes = series.axes
+            planes = int(series.shape[axes.index("Z")]) if "Z" in axes else 1
+            return len(levels), planes
+    except Exception:
+        return 0, 0
+
+
+def focus_measure(rgb: np.ndarray) -> float:
+    """How sharp a region is: the variance of the Laplacian of its grey levels (higher: sharper)."""
+    g = rgb.astype(np.float32).mean(axis=2) if rgb.ndim == 3 else rgb.astype(np.float32)
+    if g.shape[0] < 3 or g.shape[1] < 3:
+        return 0.0
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(lap.var())
+
+
+class TiffPyramidReader(SlideReader):
+    """Levels of a tiled TIFF pyramid; `plane` picks the focal plane (Z) of stacks, None the
+    sharpest plane of each region read."""
+
+    def __init__(self, path: Path, info: SlideInfo, *, plane: int | None = 0) -> None:
+        import tifffile
+
+        try:
+            self._tif = tifffile.TiffFile(path)
+            series = _series(self._tif)
+            self._levels = list(getattr(series, "levels", [series]))
+        except Exception as exc:
+            raise UnreadableSlideError(f"{Path(path).name}: cannot be read ({exc}).") from exc
+        self.info = info
+        axes = series.axes
+        self.plane_count = int(series.shape[axes.index("Z")]) if "Z" in axes else 1
+        self.plane = None if plane is None else min(max(0, plane), self.plane_count - 1)
+        dims = []
+        for level in self._levels:
+            page = level.keyframe
+            dims.append((int(page.imagewidth), int(page.imagelength)))
+        self.level_dimensions = tuple(dims)
+        w0 = dims[0][0]
+        self.level_downsamples = tuple(w0 / w for w, _ in dims)
+        self._lock = threading.Lock()
+
+    def _page(self, level: int, plane: int) -> Any:
+        pages = self._levels[level].pages
+        return pages[plane] if len(pages) > plane else pages[0]
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        return self.read_region_plane(location, level, size)[0]
+
+    def read_region_plane(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> tuple[np.ndarray, int]:
+        if self.plane is not None or self.plane_count == 1:
+            plane = self.plane or 0
+            return self._read(location, level, size, plane), plane
+        best: tuple[float, int, np.ndarray] | None = None
+        for plane in range(self.plane_count):
+            pixels = self._read(location, level, size, plane)
+            score = focus_measure(pixels)
+            if best is None or score > best[0]:
+                best = (score, plane, pixels)
+        assert best is not None
+        return best[2], best[1]
+
+    def _read(
+        self, location: tuple[int, int], level: int, size: tuple[int, int], plane: int
+    ) -> np.ndarray:
+        w, h = int(size[0]), int(size[1])
+        ds = self.level_downsamples[level]
+        x, y = round(location[0] / ds), round(location[1] / ds)
+        out = np.full((h, w, 3), _BACKGROUND, np.uint8)
+        page = self._page(level, plane)
+        if page is None or not hasattr(page, "dataoffsets"):
+            return out
+        key = self._levels[level].keyframe  # geometry and codec (a plane may be a TiffFrame)
+        lw, lh = self.level_dimensions[level]
+        tw, th = int(key.tilewidth), int(key.tilelength)
+        across = (lw + tw - 1) // tw
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, lw), min(y + h, lh)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        fh = self._tif.filehandle
+        for ty in range(y0 // th, (y1 - 1) // th + 1):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                index = ty * across + tx
+                offset, count = page.dataoffsets[index], page.databytecounts[index]
+                if not count:
+                    continue  # a sparse tile: background
+                with self._lock:
+                    fh.seek(offset)
+                    data = fh.read(count)
+                try:
+                    segment, _, _ = key.decode(data, index, jpegtables=key.jpegtables)
+                except Exception as exc:
+                    raise UnreadableSlideError(
+                        f"{self.info.format} slide: tile {index} of level {level} cannot be "
+                        f"decoded ({exc})."
+                    ) from exc
+                tile = to_rgb8(np.asarray(segment).reshape(segment.shape[-3:]))
+                gx, gy = tx * tw, ty * th
+                sx0, sy0 = max(x0, gx), max(y0, gy)
+                sx1, sy1 = min(x1, gx + tw, lw), min(y1, gy + th, lh)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - gy : sy1 - gy, sx0 - gx : sx1 - gx
+                ]
+        return out
+
+    def close(self) -> None:
+        self._tif.close()
