@@ -28,8 +28,7 @@ def grant_admin_group_permissions(sender: Any, **kwargs: Any) -> None:
         from django.contrib.auth.management import create_permissions
 
         create_permissions(kwargs["app_config"], verbosity=0, using=using)
-    group = Group.objects.using(using).filter(name=Role.ADMIN.value).first()
-    if group is None:
-        return
+    # made here if missing (a fresh database, or one flushed), so that it never lacks its rights
+    group, _ = Group.objects.using(using).get_or_create(name=Role.ADMIN.value)
     perms = Permission.objects.using(using).filter(content_type__app_label__in=ADMIN_MANAGED_APPS)
     group.permissions.add(*perms)

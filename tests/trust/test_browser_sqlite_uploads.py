@@ -21,13 +21,13 @@ from testkit.images import field_bytes
 from testkit.stack import ROOT, AppServer
 
 FILES = 6
-SEED = f"""
+SEED = f"""  # a cytotechnologist: no two-factor step by default
 import django
 django.setup()
 from papreview.accounts.roles import Role
 from papreview.accounts.services import user_create
 from papreview.cases.models import Patient
-user_create(username="embedded-path", password="{PASSWORD}", role=Role.PATHOLOGIST)
+user_create(username="embedded-path", password="{PASSWORD}", role=Role.CYTOTECHNOLOGIST)
 print(Patient.objects.create(identifier="DROP-6").pk)
 """
 
