@@ -274,17 +274,37 @@ print(json.dumps({"reviewers": out}))
 """
 
 
+def run_script(script: str, *args: str, env: dict[str, str], timeout: float = 600) -> Any:
+    """Run `python -c script args...` in the repository with `env`; the JSON of its last output
+    line (a script that fails raises with its error output)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-4000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def subprocess_db_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that uses the running test's database (its test
+    settings, the database pytest-django made)."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "papreview.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        **extra,
+    }
+
+
 def seed_reviewers(
     env: dict[str, str], reviewers: int, cells_each: int, tag: str
 ) -> dict[str, Any]:
     """Reviewers with tokens, each with a slide in review and cells on it, in env's database."""
-    result = subprocess.run(
-        [sys.executable, "-c", SEED, str(reviewers), str(cells_each), tag],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-4000:])
-    seeded: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    seeded: dict[str, Any] = run_script(SEED, str(reviewers), str(cells_each), tag, env=env)
     return seeded
 
 

@@ -9,14 +9,12 @@ import of torch, if any, is reported with the chain of our modules that caused i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from rest_framework.authtoken.models import Token
+
+from testkit.stack import run_script, subprocess_db_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,13 +71,6 @@ def test_a_web_process_serves_pages_apis_tiles_and_admin_without_torch(
     slide = stored_slide(cells=3)
     cell = slide.cells.first()
     token, _ = Token.objects.get_or_create(user=admin_user)
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "papreview.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "ALLOWED_HOSTS": "testserver,localhost",
-    }
     arg = json.dumps(
         {
             "token": token.key,
@@ -89,17 +80,8 @@ def test_a_web_process_serves_pages_apis_tiles_and_admin_without_torch(
             "media": str(media_root),
         }
     )
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, arg],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    env = subprocess_db_env(ALLOWED_HOSTS="testserver,localhost")
+    report = run_script(SCRIPT, arg, env=env, timeout=180)
     assert report["routes"] > 50  # the whole URL conf was imported and resolved
     # every request was really served (a 500 or a redirect to login would prove nothing)
     refused = {url: code for url, code in report["codes"].items() if code != 200}

@@ -13,14 +13,10 @@ import hashlib
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
@@ -30,6 +26,7 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.imaging.regions import READ_CHUNK, PyramidImage, read_scaled
 from papreview.review.models import Cell, ReviewStatus
 from testkit.images import hostile_tiff
+from testkit.stack import run_script, subprocess_db_env
 from tests.factories import PatientFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,25 +99,8 @@ def test_tiles_and_a_crop_of_a_hostile_file_stay_within_200_mb(
         f"{base}/{top - 7}/0_0.jpeg",  # 1/128: 20000 px, refused (422)
         f"/api/cells/{cell.pk}/crop/",  # a box as large as the slide: capped to a cell
     ]
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "papreview.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "ALLOWED_HOSTS": "testserver",
-    }
     arg = json.dumps({"token": token.key, "media": str(media_root), "urls": urls})
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, arg],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_script(SCRIPT, arg, env=subprocess_db_env(ALLOWED_HOSTS="testserver"), timeout=240)
     answers = report["answers"]
     assert [answers[u][0] for u in urls] == [200, 200, 200, 422, 422, 200], answers
     assert answers[urls[3]][2] == "region_too_large"
