@@ -241,6 +241,18 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_DEFAULT_ACL = None
     AWS_QUERYSTRING_AUTH = True
     AWS_S3_FILE_OVERWRITE = False
+    # Uploads above 16 MiB go up in 16 MiB parts (S3 multipart), a few at a time, streamed from
+    # the file being saved: no second local copy, no part held in memory beyond its buffer.
+    from boto3.s3.transfer import TransferConfig
+
+    AWS_S3_TRANSFER_CONFIG = TransferConfig(
+        multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2, max_concurrency=4
+    )
+# Files read from object storage are cached on each host's local disk on first use (tiles, crops,
+# analysis, exports, weights read local files), least recently used out beyond the size limit.
+# The health page shows staff its figures (hit rate); see README "Several machines".
+MEDIA_CACHE_DIR = _path_from_env("MEDIA_CACHE_DIR", VAR_DIR / "media-cache")
+MEDIA_CACHE_MAX_BYTES: int = env.int("MEDIA_CACHE_MAX_BYTES", default=50 * 1024**3)
 # Serve static files from the app directories without collectstatic (development and `make run`).
 WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_TEMP_DIR: str | None = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
