@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ACCESS_KEY = "papreview-test"
-SECRET_KEY = "papreview-test-secret"  # noqa: S105 (a throwaway key of the local test server)
+SECRET_KEY = "papreview-test-secret"  # a throwaway key of the local test server
 REGION = "us-east-1"
 
 
@@ -45,9 +45,11 @@ class S3Server:
             try:
                 with socket.create_connection((host, self.port), timeout=0.5):
                     break
-            except OSError:
+            except OSError as exc:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"moto server did not start: {log.read_text()[-2000:]}"
+                    ) from exc
                 time.sleep(0.1)
 
     def client(self) -> Any:

@@ -1,6 +1,6 @@
 """The storage-aware reader and the per-host media cache, over a storage with no local path
-(an in-memory storage without local paths stands for object storage here; tests/storage/test_s3.py uses a real
-S3 server)."""
+(an in-memory one stands for object storage here; tests/storage/test_s3.py uses a real S3
+server)."""
 
 from __future__ import annotations
 
