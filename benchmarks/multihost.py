@@ -47,6 +47,7 @@ from testkit.s3server import S3Server  # noqa: E402
 from testkit.workers import Worker, purge_queues, wait_for, worker_env  # noqa: E402
 
 DONE = re.compile(r"run (\d+) of slide (\d+): \d+ cells")
+POOL = 2  # DB_POOL_MAX_SIZE of the workers: the run's slide writes and its heartbeat thread
 STARTED = re.compile(r"slide (\d+): run (\d+) attempt (\d+) started")
 
 
@@ -133,6 +134,38 @@ def _check_exactly_once(ids: list[int], logs: dict[str, str]) -> dict[str, Any]:
     return {"problems": problems, "completed_by_host": by_host}
 
 
+class ConnectionPeak:
+    """The most server connections to the database seen at once (sampled every 50 ms)."""
+
+    def __init__(self, database_url: str) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._url = database_url
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        import psycopg
+
+        name = urlsplit(self._url).path.lstrip("/")
+        with psycopg.connect(self._url, autocommit=True, application_name="peak") as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                    " AND application_name <> 'peak'",
+                    [name],
+                ).fetchone()
+                self.peak = max(self.peak, int(row[0]) if row else 0)
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
 def run(slides: int = 20, size: int = 1024, database_url: str | None = None) -> dict[str, Any]:
     database_url = database_url or os.environ["DATABASE_URL"]
     broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/8")
@@ -152,6 +185,7 @@ def run(slides: int = 20, size: int = 1024, database_url: str | None = None) -> 
         ports = [urlsplit(database_url).port or 5432, urlsplit(broker_url).port or 6379, s3.port]
         with hosts_of(["a", "b"], ports=ports) as hosts:
             workers = {}
+            peak = ConnectionPeak(database_url)
             try:
                 for host in hosts:
                     env = worker_env(
@@ -208,6 +242,7 @@ def run(slides: int = 20, size: int = 1024, database_url: str | None = None) -> 
             finally:
                 for worker in workers.values():
                     worker.stop()
+                connections_peak = peak.stop()
             check = _check_exactly_once(ids, logs)
         media_files = [p for p in tmp.glob("media-*/**/*") if p.is_file()]
         result = {
@@ -223,6 +258,9 @@ def run(slides: int = 20, size: int = 1024, database_url: str | None = None) -> 
             "time_to_recover_s": round(t_recovered - t_kill, 2),
             "total_s": round(t_all - t0, 2),
             "files_in_bucket": len(s3.keys(bucket)),
+            # 2 hosts x (worker + pool child) x POOL, plus this process (uploads, checks)
+            "db_pool_max_size": POOL,
+            "db_connections_peak": connections_peak,
             "files_in_local_media": len(media_files),
             **check,
         }

@@ -131,6 +131,19 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Bounded connections (README "Database connections"): with DB_POOL_MAX_SIZE > 0 each process
+    # keeps a psycopg pool of at most that many connections (Django's "pool" option; connections
+    # are then returned to the pool, not kept per thread, so CONN_MAX_AGE must be 0). A process
+    # waits up to DB_POOL_TIMEOUT_S for a free one. Server total <= processes x DB_POOL_MAX_SIZE.
+    DB_POOL_MAX_SIZE: int = env.int("DB_POOL_MAX_SIZE", default=0)
+    if DB_POOL_MAX_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": min(env.int("DB_POOL_MIN_SIZE", default=1), DB_POOL_MAX_SIZE),
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": env.float("DB_POOL_TIMEOUT_S", default=30.0),
+            "max_idle": 300.0,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------------
