@@ -194,4 +194,6 @@ def media_cache() -> MediaCache:
     cache = _caches.get(key)
     if cache is None:
         cache = _caches.setdefault(key, MediaCache(Path(key[0]), key[1]))
+        if cache.directory.is_dir():
+            cache.clear_stale_parts()
     return cache

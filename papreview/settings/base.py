@@ -354,8 +354,7 @@ ANALYSIS_DEFAULT_DETECTOR = _path_from_env(
 ANALYSIS_DEFAULT_CLASSIFIER = _path_from_env(
     "ANALYSIS_DEFAULT_CLASSIFIER", ROOT_DIR / "inference" / "weights" / "classifier.pt"
 )
-# Local copies of weights kept in remote (S3) media storage.
-ANALYSIS_MODEL_CACHE_DIR = _path_from_env("ANALYSIS_MODEL_CACHE_DIR", VAR_DIR / "model-cache")
+# Local copies of weights kept in remote (S3) media storage: the media cache (MEDIA_CACHE_DIR).
 INFERENCE_TORCH_THREADS: int = env.int("INFERENCE_TORCH_THREADS", default=0)  # 0: torch decides
 ANALYSIS_WARM_UP: bool = env.bool("ANALYSIS_WARM_UP", default=True)  # load models at process start
 ANALYSIS_BATCH_SIZE: int = env.int("ANALYSIS_BATCH_SIZE", default=8)  # detector tiles per pass
