@@ -107,3 +107,22 @@ def test_health_shows_staff_the_cache(remote, cache_dir, settings, client, admin
     assert body["storage"]["media_cache"]["max_bytes"] == 250
     client.logout()
     assert "storage" not in client.get("/healthz").json()
+
+
+def test_an_upload_already_on_disk_is_read_in_place(tmp_path: Path) -> None:
+    """A resumable upload's assembled file (or Django's temporary upload file) is hashed and
+    probed where it lies: the private folder holds a link under the upload's name, no copy."""
+    import contextlib
+    import hashlib
+
+    from django.core.files import File
+
+    from papreview.cases.services import _local_copy
+
+    part = tmp_path / "17.part"
+    part.write_bytes(b"\x89PNG" + b"x" * 5000)
+    with part.open("rb") as fh, contextlib.ExitStack() as stack:
+        path, sha256, size = _local_copy(File(fh, name="slide.png"), "slide.png", stack)
+        assert path.name == "slide.png" and path.is_symlink() and path.resolve() == part
+        assert (sha256, size) == (hashlib.sha256(part.read_bytes()).hexdigest(), 5004)
+    assert not path.exists() and part.exists()  # the link went with its folder, not the file
