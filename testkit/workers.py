@@ -43,11 +43,21 @@ def wait_for(
 class Worker:
     """A `celery worker` subprocess (its own process group, so it can be SIGKILLed whole)."""
 
-    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log: Path,
+        *,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
+        """`wrap` turns the command into the one to run (e.g. inside a network namespace)."""
         self.name = name
         self.log = log
         self._log_fh = log.open("wb")
         cmd = celery_worker_command(hostname=f"{name}@%h", queues="inference,celery")
+        if wrap is not None:
+            cmd = wrap(cmd)
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -56,14 +66,14 @@ class Worker:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, timeout: float = WORKER_START_TIMEOUT_S) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.name} exited:\n{self.output()[-4000:]}")
             # The child logs this when its pipeline is loaded (or warm-up gave up).
             return " ready." in self.output() and "worker process ready" in self.output()
 
-        wait_for(ready, timeout=WORKER_START_TIMEOUT_S, interval=0.1, what=f"{self.name} ready")
+        wait_for(ready, timeout=timeout, interval=0.1, what=f"{self.name} ready")
 
     def alive(self) -> bool:
         return self.proc.poll() is None

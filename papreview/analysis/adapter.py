@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from inference.data.leaks import file_sha256
 from inference.errors import CheckpointError, UnreadableSlideError
@@ -38,11 +35,10 @@ from inference.interface import CellAnalyser, open_analyser
 from inference.types import ProgressCallback, SlideResult
 from papreview.analysis.models import AnalysisRun, ModelVersion
 from papreview.cases.models import Slide
+from papreview.core.storage import StoredFileMissingError, storage_local_file, storage_local_path
 from papreview.review.models import Cell, ReviewStatus
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 1024 * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,28 +69,15 @@ def checkpoint_describe(path: Path, *, stage: str) -> CheckpointDescription:
 
 
 def model_version_local_path(model_version: ModelVersion) -> Path:
-    """A local file with the version's weights, checked against its sha256.
-
-    Media on the local disk is used in place; from remote storage (S3) the file is downloaded once
-    into ANALYSIS_MODEL_CACHE_DIR, named by its digest.
-    """
+    """A local file with the version's weights (`storage_local_path`: in place on local disk,
+    else from this host's media cache, fetched once from object storage)."""
     name = model_version.file.name
     if not name:
         raise CheckpointError(f"model version {model_version} has no weights file")
     try:
-        local = Path(default_storage.path(name))
-    except NotImplementedError:
-        cache_dir = Path(settings.ANALYSIS_MODEL_CACHE_DIR)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        local = cache_dir / f"{model_version.sha256 or Path(name).stem}.pt"
-        if not local.is_file():
-            tmp = local.with_name(local.name + f".{threading.get_ident()}.tmp")
-            with default_storage.open(name, "rb") as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
-            tmp.replace(local)
-    if not local.is_file():
-        raise CheckpointError(f"weights of {model_version} not found in storage ({name})")
-    return local
+        return storage_local_path(name, version=model_version.sha256)
+    except StoredFileMissingError as exc:
+        raise CheckpointError(f"weights of {model_version} not found in storage ({name})") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,27 +156,21 @@ def pipeline_forget() -> None:
 
 @contextlib.contextmanager
 def slide_local_path(slide: Slide) -> Iterator[Path]:
-    """The slide's file as a local path (in place on local disk, a temporary copy otherwise).
+    """The slide's file as a local path (`storage_local_file`: in place on local disk, else this
+    host's media cache, fetched once from object storage and held while the block runs).
 
     A file that storage no longer has is an `UnreadableSlideError` (permanent: show it, no retry).
     """
     name = slide.file.name
-    if not name or not default_storage.exists(name):
-        raise UnreadableSlideError(
-            f"{slide.original_filename}: the stored file is missing ({name or 'no name'}); "
-            "upload the slide again."
-        )
-    try:
-        yield Path(default_storage.path(name))
-        return
-    except NotImplementedError:
-        pass
-    suffix = Path(name).suffix
-    with tempfile.TemporaryDirectory(prefix="papreview-slide-") as tmp:
-        local = Path(tmp) / f"slide{suffix}"
-        with default_storage.open(name, "rb") as src, local.open("wb") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
-        yield local
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(storage_local_file(name or "", version=slide.sha256))
+        except StoredFileMissingError as exc:
+            raise UnreadableSlideError(
+                f"{slide.original_filename}: the stored file is missing ({name or 'no name'}); "
+                "upload the slide again."
+            ) from exc
+        yield path
 
 
 def slide_analyse(

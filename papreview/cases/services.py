@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import tempfile
 import uuid
@@ -97,6 +99,46 @@ def _duplicate_message(patient: Patient, existing: Slide) -> str:
     )
 
 
+def _on_local_disk(file: File) -> Path | None:
+    """The upload's own file when it already lies on local disk: Django's temporary upload file,
+    or a resumable upload's assembled part file (a File over an open disk file)."""
+    if hasattr(file, "temporary_file_path"):
+        return Path(file.temporary_file_path())
+    inner = getattr(file, "file", None)
+    name = getattr(inner, "name", None)
+    if isinstance(inner, io.BufferedReader) and isinstance(name, str) and Path(name).is_file():
+        return Path(name)
+    return None
+
+
+def _local_copy(file: File, safe_name: str, stack: contextlib.ExitStack) -> tuple[Path, str, int]:
+    """A local file with the upload's bytes, its SHA-256 and size. The upload's own file is used
+    in place where it is on disk (no second copy, a link in a private temporary folder that
+    `stack` removes); else it is streamed into that folder."""
+    digest = hashlib.sha256()
+    size = 0
+    if hasattr(file, "seek"):
+        file.seek(0)
+    tmp_dir = stack.enter_context(
+        tempfile.TemporaryDirectory(prefix="papreview-upload-", dir=settings.FILE_UPLOAD_TEMP_DIR)
+    )
+    tmp_path = Path(tmp_dir) / safe_name
+    in_place = _on_local_disk(file)
+    if in_place is not None:  # a link under the upload's name (readers go by its suffix)
+        tmp_path.symlink_to(in_place.resolve())
+        with in_place.open("rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+        return tmp_path, digest.hexdigest(), size
+    with tmp_path.open("wb") as out:
+        for chunk in file.chunks():
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return tmp_path, digest.hexdigest(), size
+
+
 def slide_create(
     *,
     patient: Patient,
@@ -106,10 +148,11 @@ def slide_create(
 ) -> Slide:
     """Store an uploaded slide after checking it, and create its row (status `uploaded`).
 
-    The upload is streamed once into a private temporary file while its SHA-256 is computed;
-    the file is then probed from its bytes (`inference.slides.probe_slide`: type, dimensions,
-    pixel limit). Only a valid, new file is copied to storage; if the row cannot be written the
-    stored file is deleted again, so a failure leaves neither an orphan file nor a row.
+    The upload is read once for its SHA-256 (in place when it is already on local disk, else
+    streamed into a private temporary file); the file is then probed from its bytes
+    (`inference.slides.probe_slide`: type, dimensions, pixel limit). Only a valid, new file is
+    streamed to storage (multipart to object storage); if the row cannot be written the stored
+    file is deleted again, so a failure leaves neither an orphan file nor a row.
 
     Raises InvalidSlideFileError (empty, unreadable, not an image), SlideTooLargeFileError, or
     DuplicateSlideError (the same bytes already uploaded for this patient).
@@ -121,24 +164,12 @@ def slide_create(
         raise InvalidSlideFileError("The upload has no file name. Choose a slide image to upload.")
     safe_name, _suffix = _safe_name(name)
 
-    with tempfile.TemporaryDirectory(
-        prefix="papreview-upload-", dir=settings.FILE_UPLOAD_TEMP_DIR
-    ) as tmp_dir:
-        tmp_path = Path(tmp_dir) / safe_name
-        digest = hashlib.sha256()
-        size = 0
-        if hasattr(file, "seek"):
-            file.seek(0)
-        with tmp_path.open("wb") as out:
-            for chunk in file.chunks():
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
+    with contextlib.ExitStack() as stack:
+        tmp_path, sha256, size = _local_copy(file, safe_name, stack)
         if size == 0:
             raise InvalidSlideFileError(
                 f"{name}: the file is empty. Choose a slide image to upload."
             )
-        sha256 = digest.hexdigest()
 
         existing = Slide.objects.filter(patient=patient, sha256=sha256).first()
         if existing is not None:
@@ -151,6 +182,8 @@ def slide_create(
         except UnreadableSlideError as exc:
             raise InvalidSlideFileError(str(exc)) from exc
 
+        # Streamed from the local file: object storage gets it in parts (S3 multipart upload,
+        # AWS_S3_TRANSFER_CONFIG), local storage a copy; nothing is held in memory.
         with tmp_path.open("rb") as fh:
             stored_name = default_storage.save(_storage_name(safe_name), File(fh))
 

@@ -1,4 +1,5 @@
-"""Reachability checks for /healthz: the database and the Celery broker, with short timeouts."""
+"""Reachability checks for /healthz: the database and the Celery broker, with short timeouts;
+the media storage in use and this host's media cache figures."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
+
+from papreview.core.storage import storage_status
 
 BROKER_TIMEOUT_S = 2.0
 
@@ -58,4 +61,5 @@ def _check_broker() -> str:
 def health_report() -> tuple[bool, dict[str, Any]]:
     checks = {"database": _timed(_check_database), "broker": _timed(_check_broker)}
     ok = all(c["ok"] for c in checks.values())
-    return ok, {"status": "ok" if ok else "unavailable", **checks}
+    # media storage and, for object storage, this host's media cache (size, hit rate): staff only
+    return ok, {"status": "ok" if ok else "unavailable", **checks, "storage": storage_status()}

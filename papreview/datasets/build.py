@@ -38,6 +38,7 @@ from inference.types import BETHESDA_CLASSES, SlideKind
 from papreview.analysis.adapter import slide_local_path
 from papreview.cases.models import Slide
 from papreview.core.locks import advisory_lock
+from papreview.core.storage import local_path_of
 from papreview.core.tasks import TRANSIENT_ERRORS
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.datasets.params import ExportFilters, ExportParams, patient_split
@@ -314,9 +315,8 @@ def _storage_name(export: DatasetExport) -> str:
 def _place(local_zip: Path, name: str) -> str:
     """Put the zip in media storage under `name`, atomically: a rename on local disk (the file
     is complete or absent), an upload of the finished file otherwise."""
-    try:
-        final = Path(default_storage.path(name))
-    except NotImplementedError:
+    final = local_path_of(name)
+    if final is None:  # object storage: uploaded in parts (multipart), streamed from the zip
         if default_storage.exists(name):
             default_storage.delete(name)
         with local_zip.open("rb") as fh:

@@ -11,6 +11,7 @@ pixels; `limit_bounds=False` keeps Deep Zoom's full-resolution level aligned wit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from inference.tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
 from inference.types import SlideInfo, SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
+from papreview.core.storage import StoredFileMissingError, storage_local_file
 from papreview.imaging.regions import PyramidImage, ReaderSlide, read_scaled
 from papreview.review.boxes import ASSUMED_MPP, cell_box_max_px
 from papreview.review.models import Cell
@@ -43,7 +45,7 @@ CROP_MAX_SIDE = 1024
 
 
 class SlideImageUnavailableError(ApplicationError):
-    """The slide's stored image cannot be read (missing file, remote storage, corrupt)."""
+    """The slide's stored image cannot be read (missing file, corrupt)."""
 
     status_code = 404
     code = "slide_image_unavailable"
@@ -54,19 +56,25 @@ class OpenedSlide:
     slide: Any  # openslide.AbstractSlide
     deepzoom: DeepZoomGenerator
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # holds the local file (a media cache entry stays while the slide is open)
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def close(self) -> None:
+        self.slide.close()
+        self.held.close()
 
 
 _cache: OrderedDict[tuple[int, str, int], OpenedSlide] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _local_path(slide: Slide) -> Path:
+def _local_file(slide: Slide, held: contextlib.ExitStack) -> Path:
+    """The slide's file on local disk: in place, or this host's media cache for object storage
+    (`storage_local_file`), held until `held` closes."""
     try:
-        return Path(slide.file.path)
-    except NotImplementedError as exc:  # remote storage (S3): no local path
-        raise SlideImageUnavailableError(
-            f"Slide {slide.pk} is kept in remote storage, which the tile server cannot read."
-        ) from exc
+        return held.enter_context(storage_local_file(slide.file.name or "", version=slide.sha256))
+    except StoredFileMissingError as exc:
+        raise SlideImageUnavailableError(f"The image file of slide {slide.pk} is missing.") from exc
 
 
 def _info(slide: Slide) -> SlideInfo:
@@ -81,9 +89,8 @@ def _info(slide: Slide) -> SlideInfo:
 
 
 def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
-    path = _local_path(slide)
-    if not path.is_file():
-        raise SlideImageUnavailableError(f"The image file of slide {slide.pk} is missing.")
+    held = contextlib.ExitStack()
+    path = _local_file(slide, held)
     try:
         if slide.kind == SlideKind.WHOLE_SLIDE and slide.format in TIFFFILE_FORMATS:
             osr: Any = ReaderSlide(TiffPyramidReader(path, _info(slide), plane=plane))
@@ -92,11 +99,12 @@ def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
         else:
             osr = PyramidImage(read_image(path, max_pixels=settings.SLIDE_MAX_PIXELS))
     except (InputError, openslide.OpenSlideError, OSError) as exc:
+        held.close()
         raise SlideImageUnavailableError(
             f"The image of slide {slide.pk} cannot be read ({exc})."
         ) from exc
     dz = DeepZoomGenerator(osr, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, limit_bounds=False)
-    return OpenedSlide(slide=osr, deepzoom=dz)
+    return OpenedSlide(slide=osr, deepzoom=dz, held=held)
 
 
 def opened_slide(slide: Slide, plane: int = 0) -> OpenedSlide:
@@ -116,14 +124,14 @@ def opened_slide(slide: Slide, plane: int = 0) -> OpenedSlide:
         _cache.move_to_end(key)
         while len(_cache) > CACHE_SIZE:
             _, old = _cache.popitem(last=False)
-            old.slide.close()
+            old.close()
     return opened
 
 
 def slide_cache_clear() -> None:
     with _cache_lock:
         for opened in _cache.values():
-            opened.slide.close()
+            opened.close()
         _cache.clear()
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +19,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -39,6 +36,7 @@ from papreview.analysis.services import (
     model_versions_for_analysis,
 )
 from papreview.core.exceptions import ApplicationError, NotFoundError, PermissionDeniedError
+from papreview.core.storage import StoredFileMissingError, storage_local_file
 from papreview.datasets.models import DatasetExport, ExportStatus
 from papreview.registry.models import EvaluationStatus, ModelEvaluation, ModelTraining
 
@@ -167,23 +165,15 @@ def model_evaluation_request(
 
 @contextlib.contextmanager
 def export_local_file(export: DatasetExport) -> Iterator[Path]:
-    """The export's zip as a local file: in place on disk, else a temporary copy (remote
-    storage). Used by evaluation and retraining alike."""
+    """The export's zip as a local file (`storage_local_file`: in place on disk, else this host's
+    media cache). Used by evaluation and retraining alike."""
     name = str(export.file.name or "")
-    if not name or not default_storage.exists(name):
-        raise NotFoundError(f"The file of export {export} is missing from storage.")
-    try:
-        local: Path | None = Path(default_storage.path(name))
-    except NotImplementedError:  # object storage has no local path
-        local = None
-    if local is not None:
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(storage_local_file(name, version=export.sha256))
+        except StoredFileMissingError as exc:
+            raise NotFoundError(f"The file of export {export} is missing from storage.") from exc
         yield local
-        return
-    with tempfile.TemporaryDirectory(prefix="papreview-export-") as tmp:
-        copy = Path(tmp) / "export.zip"
-        with default_storage.open(name, "rb") as src, copy.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-        yield copy
 
 
 @contextlib.contextmanager

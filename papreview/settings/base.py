@@ -131,6 +131,19 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Bounded connections (README "Database connections"): with DB_POOL_MAX_SIZE > 0 each process
+    # keeps a psycopg pool of at most that many connections (Django's "pool" option; connections
+    # are then returned to the pool, not kept per thread, so CONN_MAX_AGE must be 0). A process
+    # waits up to DB_POOL_TIMEOUT_S for a free one. Server total <= processes x DB_POOL_MAX_SIZE.
+    DB_POOL_MAX_SIZE: int = env.int("DB_POOL_MAX_SIZE", default=0)
+    if DB_POOL_MAX_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": min(env.int("DB_POOL_MIN_SIZE", default=1), DB_POOL_MAX_SIZE),
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": env.float("DB_POOL_TIMEOUT_S", default=30.0),
+            "max_idle": 300.0,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------------
@@ -241,6 +254,18 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_DEFAULT_ACL = None
     AWS_QUERYSTRING_AUTH = True
     AWS_S3_FILE_OVERWRITE = False
+    # Uploads above 16 MiB go up in 16 MiB parts (S3 multipart), a few at a time, streamed from
+    # the file being saved: no second local copy, no part held in memory beyond its buffer.
+    from boto3.s3.transfer import TransferConfig
+
+    AWS_S3_TRANSFER_CONFIG = TransferConfig(
+        multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2, max_concurrency=4
+    )
+# Files read from object storage are cached on each host's local disk on first use (tiles, crops,
+# analysis, exports, weights read local files), least recently used out beyond the size limit.
+# The health page shows staff its figures (hit rate); see README "Several machines".
+MEDIA_CACHE_DIR = _path_from_env("MEDIA_CACHE_DIR", VAR_DIR / "media-cache")
+MEDIA_CACHE_MAX_BYTES: int = env.int("MEDIA_CACHE_MAX_BYTES", default=50 * 1024**3)
 # Serve static files from the app directories without collectstatic (development and `make run`).
 WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_TEMP_DIR: str | None = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
@@ -329,8 +354,7 @@ ANALYSIS_DEFAULT_DETECTOR = _path_from_env(
 ANALYSIS_DEFAULT_CLASSIFIER = _path_from_env(
     "ANALYSIS_DEFAULT_CLASSIFIER", ROOT_DIR / "inference" / "weights" / "classifier.pt"
 )
-# Local copies of weights kept in remote (S3) media storage.
-ANALYSIS_MODEL_CACHE_DIR = _path_from_env("ANALYSIS_MODEL_CACHE_DIR", VAR_DIR / "model-cache")
+# Local copies of weights kept in remote (S3) media storage: the media cache (MEDIA_CACHE_DIR).
 INFERENCE_TORCH_THREADS: int = env.int("INFERENCE_TORCH_THREADS", default=0)  # 0: torch decides
 ANALYSIS_WARM_UP: bool = env.bool("ANALYSIS_WARM_UP", default=True)  # load models at process start
 ANALYSIS_BATCH_SIZE: int = env.int("ANALYSIS_BATCH_SIZE", default=8)  # detector tiles per pass
