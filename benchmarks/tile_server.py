@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -101,7 +102,7 @@ def main() -> int:
             redis.url(0),
             DJANGO_SETTINGS_MODULE="papreview.settings.base",
             DEBUG="false",
-            SECRET_KEY="benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+            SECRET_KEY=secrets.token_urlsafe(50),  # a fresh one per run
             MEDIA_ROOT=str(media),
             CONN_MAX_AGE="600",
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -136,7 +137,7 @@ def main() -> int:
             redis.url(0),
             DJANGO_SETTINGS_MODULE="papreview.settings.base",  # honours MEDIA_ROOT from the env
             DEBUG="false",
-            SECRET_KEY="benchmark-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+            SECRET_KEY=secrets.token_urlsafe(50),  # a fresh one per run
             MEDIA_ROOT=str(media),
             CONN_MAX_AGE="600",
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,40 @@ class OpenedSlide:
 
 _cache: OrderedDict[tuple[int, str, int], OpenedSlide] = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+# What serving a slide's pixels needs; set at upload and never changed afterwards.
+TILE_FIELDS = (
+    "id", "file", "format", "kind", "width", "height", "mpp", "level_count", "focal_planes",
+    "sha256",
+)  # fmt: skip
+# How long a process trusts its copy of those facts: a slide deleted in another process (the
+# admin) stops serving tiles here within this; its own process forgets it at once (signals).
+TILE_FACTS_TTL_S = 30.0
+_facts: dict[int, tuple[float, Slide]] = {}
+
+
+def slide_for_tiles(*, slide_id: int) -> Slide:
+    """The slide with the immutable facts that serve its pixels (`TILE_FIELDS`), from a
+    per-process cache: a viewer's hundreds of tile requests make no slide query."""
+    now = time.monotonic()
+    hit = _facts.get(slide_id)
+    if hit is not None and now - hit[0] < TILE_FACTS_TTL_S:
+        return hit[1]
+    slide = Slide.objects.only(*TILE_FIELDS).filter(pk=slide_id).first()
+    if slide is None:
+        _facts.pop(slide_id, None)
+        raise NotFoundError(f"No slide with id {slide_id}.")
+    _facts[slide_id] = (now, slide)
+    return slide
+
+
+def slide_facts_forget(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    """Drop a slide's cached facts (post_save / post_delete of a Slide), or all of them."""
+    if instance is None:
+        _facts.clear()
+    else:
+        _facts.pop(instance.pk, None)
 
 
 def _local_path(slide: Slide) -> Path:
