@@ -50,7 +50,7 @@ def _token_query() -> tuple[str, list[Any]]:
     fields = [Token._meta.get_field("created"), Group._meta.get_field("name"), *user_fields]
     sql = (
         f"SELECT t.{q('created')}, g.{q('name')}, "
-        + ", ".join(f"u.{q(f.column)}" for f in user_fields)
+        + ", ".join(f"u.{q(str(f.column))}" for f in user_fields)
         + f" FROM {q(Token._meta.db_table)} t"
         f" JOIN {q(User._meta.db_table)} u ON u.{q('id')} = t.{q('user_id')}"
         f" LEFT JOIN {q(User.groups.through._meta.db_table)} ug ON ug.{q('user_id')} = u.{q('id')}"

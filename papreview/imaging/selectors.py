@@ -50,11 +50,22 @@ class SlideImageUnavailableError(ApplicationError):
     code = "slide_image_unavailable"
 
 
+class _NoLock:
+    """OpenSlide handles are thread-safe: the threads of a worker read them concurrently."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 @dataclass
 class OpenedSlide:
     slide: Any  # openslide.AbstractSlide
     deepzoom: DeepZoomGenerator
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Our readers (tifffile, decoded field images) are read by one thread at a time.
+    lock: Any = field(default_factory=threading.Lock)
 
 
 _cache: OrderedDict[tuple[int, str, int], OpenedSlide] = OrderedDict()
@@ -131,6 +142,8 @@ def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
             f"The image of slide {slide.pk} cannot be read ({exc})."
         ) from exc
     dz = DeepZoomGenerator(osr, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, limit_bounds=False)
+    if isinstance(osr, openslide.OpenSlide):
+        return OpenedSlide(slide=osr, deepzoom=dz, lock=_NoLock())
     return OpenedSlide(slide=osr, deepzoom=dz)
 
 
@@ -170,7 +183,8 @@ def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg", plane: int = 0) -> str:
 def _encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     if fmt == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     else:
         image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
