@@ -33,7 +33,9 @@ export function startViewer(page, mouse) {
   state.viewer = viewer;
   overlay.onDrawn = (n, scale, mode) => {
     const density = mode === "density" ? " · counts per square (zoom in for boxes)" : "";
-    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}`;
+    const twins = overlay.hidden.size;
+    const merged = twins ? ` · ${twins} overlapping box${twins === 1 ? "" : "es"} drawn once` : "";
+    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}${merged}`;
     if (state.cellsLoaded && state.cellsDrawnAt === undefined) {
       state.cellsDrawnAt = performance.now();
       performance.mark("cells-drawn");
