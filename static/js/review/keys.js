@@ -76,6 +76,9 @@ export function bindKeys(page) {
       z: () => { const c = store.byId.get(state.selected); if (c) page.panTo(c, true); },
       u: nextFlagged, U: nextFlagged,
       m: () => toggleRuler(page), M: () => toggleRuler(page),
+      j: () => page.gallery.step(1), J: () => page.gallery.step(1),
+      k: () => page.gallery.step(-1), K: () => page.gallery.step(-1),
+      g: () => page.gallery.nextGroup(), G: () => page.gallery.nextGroup(),
       "[": () => setPlane(page, (state.plane || 0) - 1), "]": () => setPlane(page, (state.plane || 0) + 1),
       PageUp: () => setPlane(page, (state.plane || 0) - 1), PageDown: () => setPlane(page, (state.plane || 0) + 1),
     }[key];
