@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import secrets
 import shutil
@@ -75,6 +76,28 @@ print(json.dumps({"token": Token.objects.get_or_create(user=user)[0].key, "slide
                   "levels": [list(dz.level_tiles[i]) for i in range(dz.level_count)],
                   "render_ms": render_ms}))
 """
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by process `root` and its live descendants."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -177,6 +200,8 @@ def main() -> int:
                 errors[i] += response.status != 200
             conn.close()
 
+        pg_pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+        cpu0 = (tree_cpu_s(server.proc.pid), tree_cpu_s(pg_pid), time.process_time())
         t0 = time.monotonic()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
         for t in threads:
@@ -184,6 +209,8 @@ def main() -> int:
         for t in threads:
             t.join()
         elapsed = time.monotonic() - t0
+        cpu1 = (tree_cpu_s(server.proc.pid), tree_cpu_s(pg_pid), time.process_time())
+        per = [(b - a) * 1000 / max(1, sum(done)) for a, b in zip(cpu0, cpu1, strict=True)]
         print(f"slide               {args.size} x {args.size * 3 // 4} px, {len(tiles)} tiles")
         print(f"gunicorn            {args.workers} workers x {args.threads} threads (gthread)")
         print(f"render in process   {seeded['render_ms']:.2f} ms per full-resolution tile")
@@ -195,6 +222,14 @@ def main() -> int:
             f"saturation          {sum(done) / elapsed:.0f} tiles/s with {args.clients} clients"
             f" ({args.client})"
             f" ({sum(errors)} errors; target >= 400)"
+        )
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU per tile          gunicorn {per[0]:.2f} ms, PostgreSQL {per[1]:.2f} ms, load "
+            f"generator {per[2]:.2f} ms: {cores} idle cores would serve at most "
+            f"{cores * 1000 / sum(per):.0f} tiles/s with this load generator, "
+            f"{cores * 1000 / (per[0] + per[1]):.0f} without it (load average "
+            f"{os.getloadavg()[0]:.2f}: other work shares the cores)"
         )
         return 0 if not sum(errors) else 1
     finally:

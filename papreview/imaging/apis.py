@@ -20,6 +20,7 @@ from papreview.core.api import ERROR_RESPONSES
 from papreview.core.exceptions import NotFoundError
 from papreview.imaging.selectors import (
     TILE_FORMATS,
+    TILE_GEOMETRY,
     cell_crop,
     cell_crop_at_magnification,
     deepzoom_dzi,
@@ -71,7 +72,7 @@ class SlideDeepZoomApi(APIView):
         return _image_response(
             deepzoom_dzi(slide=slide, plane=plane).encode(),
             "application/xml",
-            etag=f"{slide.sha256[:32]}-dzi-z{plane}",
+            etag=f"{slide.sha256[:32]}-dzi-z{plane}-g{TILE_GEOMETRY}",
             max_age=TILE_MAX_AGE,
         )
 
@@ -99,7 +100,7 @@ class SlideDeepZoomTileApi(APIView):
         return _image_response(
             data,
             TILE_FORMATS[fmt],
-            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}-z{plane}",
+            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}-z{plane}-g{TILE_GEOMETRY}",
             max_age=TILE_MAX_AGE,
         )
 

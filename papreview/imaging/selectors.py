@@ -34,8 +34,13 @@ from papreview.imaging.regions import PyramidImage, ReaderSlide, read_scaled
 from papreview.review.boxes import ASSUMED_MPP, cell_box_max_px
 from papreview.review.models import Cell
 
-TILE_SIZE = 254
-TILE_OVERLAP = 1
+# 256 px tiles without overlap: a full-resolution tile is exactly one 256 px tile of the file
+# for pyramidal TIFFs tiled at 256 (254 + 1 overlap straddled four of them: twice the decoding).
+# The page asks for the descriptor with `?g=TILE_GEOMETRY`, which the viewer adds to every tile
+# URL: tiles cached by browsers under another geometry (immutable, 1 h) are never mixed in.
+TILE_SIZE = 256
+TILE_OVERLAP = 0
+TILE_GEOMETRY = f"{TILE_SIZE}-{TILE_OVERLAP}"
 TILE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
 JPEG_QUALITY = 85
 CACHE_SIZE = 8

@@ -80,7 +80,7 @@ export function setPlane(page, z) {
   state.plane = next;
   const view = viewer.viewport.getBounds(true); // replacing the image resets the world: keep the view
   viewer.addTiledImage({
-    tileSource: `${config.urls.dzi}?z=${next}`, index: 0, replace: true,
+    tileSource: `${config.urls.dzi}${config.urls.dzi.includes("?") ? "&" : "?"}z=${next}`, index: 0, replace: true,
     success: () => viewer.viewport.fitBounds(view, true),
   });
   const focus = document.getElementById("focus");
