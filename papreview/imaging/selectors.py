@@ -11,6 +11,7 @@ pixels; `limit_bounds=False` keeps Deep Zoom's full-resolution level aligned wit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -53,16 +54,6 @@ class SlideImageUnavailableError(ApplicationError):
 
     status_code = 404
     code = "slide_image_unavailable"
-
-
-class _NoLock:
-    """OpenSlide handles are thread-safe: the threads of a worker read them concurrently."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @dataclass
@@ -147,8 +138,8 @@ def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
             f"The image of slide {slide.pk} cannot be read ({exc})."
         ) from exc
     dz = DeepZoomGenerator(osr, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, limit_bounds=False)
-    if isinstance(osr, openslide.OpenSlide):
-        return OpenedSlide(slide=osr, deepzoom=dz, lock=_NoLock())
+    if isinstance(osr, openslide.OpenSlide):  # thread-safe: a worker's threads read at once
+        return OpenedSlide(slide=osr, deepzoom=dz, lock=contextlib.nullcontext())
     return OpenedSlide(slide=osr, deepzoom=dz)
 
 
