@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -77,7 +78,7 @@ def setup_data(
     from papreview.review.models import Cell
 
     tag = uuid.uuid4().hex[:8]
-    password = f"bench-{tag}-pass"
+    password = secrets.token_urlsafe(18)  # unlike the username (the password rules)
     user = user_create(username=f"bench-{tag}", password=password, role=Role.PATHOLOGIST)
     token, _ = Token.objects.get_or_create(user=user)
     patient = Patient.objects.create(identifier=f"BENCH-{tag}")

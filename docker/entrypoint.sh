@@ -13,8 +13,11 @@ case "$role" in
     else
       python manage.py migrate --noinput
     fi
+    # WEB_WORKER_CLASS=gthread (WEB_THREADS per worker) keeps connections alive: a viewer's
+    # hundreds of tiles then reuse them (README, "Tile serving"); sync closes each one.
     exec gunicorn papreview.wsgi:application --bind 0.0.0.0:8000 \
-      --workers "${WEB_CONCURRENCY:-3}" --timeout 120 --access-logfile -
+      --workers "${WEB_CONCURRENCY:-3}" --worker-class "${WEB_WORKER_CLASS:-sync}" \
+      --threads "${WEB_THREADS:-1}" --keep-alive 5 --timeout 120 --access-logfile -
     ;;
   worker)
     # One process per GPU and no prefetching: a slide job is long and holds the model's memory.

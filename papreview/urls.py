@@ -11,13 +11,15 @@ from papreview.uploads import urls as upload_urls
 from papreview.workflow import urls as workflow_urls
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
+    # Tiles first: a viewer asks for hundreds (resolving fewer patterns before them).
+    path("slides/", include(imaging_urls.slide_urlpatterns)),
     path("auth/", include("papreview.accounts.urls")),
     path("patients/", include(patient_urlpatterns)),
     path("slides/", include(upload_urls.slide_urlpatterns)),
     path("slides/", include(slide_urlpatterns)),
     path("slides/", include(analysis_urls.slide_urlpatterns)),
     path("slides/", include(review_urls.slide_urlpatterns)),
-    path("slides/", include(imaging_urls.slide_urlpatterns + workflow_urls.slide_urlpatterns)),
+    path("slides/", include(workflow_urls.slide_urlpatterns)),
     path("cells/", include(review_urls.urlpatterns)),
     path("cells/", include(imaging_urls.cell_urlpatterns)),
     path("uploads/", include(upload_urls.urlpatterns)),
@@ -29,6 +31,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 urlpatterns = [
+    path("api/", include(api_urlpatterns)),  # first: the API answers most requests (tiles)
     path("", include("papreview.web.urls")),  # review queue (home), upload, slide review
     path("", include("papreview.datasets.web_urls")),  # exports, dashboard, QC
     path("", include("papreview.registry.web_urls")),  # models: compare, activate, retrain
@@ -36,7 +39,6 @@ urlpatterns = [
     # Sign-in (password, two-factor code, SSO), set-password links, the users page.
     path("", include("papreview.accounts.web_urls")),
     path("admin/", admin.site.urls),
-    path("api/", include(api_urlpatterns)),
 ]
 
 handler404 = "papreview.core.views.not_found"

@@ -51,6 +51,14 @@ def user_roles(user: Any) -> frozenset[Role]:
     return result
 
 
+def roles_preload(user: Any, group_names: set[str]) -> None:
+    """Fill the per-request roles cache from group names read with the user (one query)."""
+    roles = {Role(n) for n in group_names if n in ROLE_NAMES}
+    if user.is_superuser:
+        roles.add(Role.ADMIN)
+    setattr(user, _CACHE_ATTR, frozenset(roles))
+
+
 def forget_roles(user: Any) -> None:
     """Drop the cached roles after a change of groups."""
     if hasattr(user, _CACHE_ATTR):

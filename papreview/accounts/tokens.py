@@ -12,6 +12,12 @@ change or the loss of every role. Here:
 A maintained library (django-rest-knox) would add several tokens per user and hashing; we keep
 DRF's single token table (no new dependency, no migration of the clients' header format) and add
 the two rules the probe found missing.
+
+Every API call with a token is authenticated by ONE query (token, user and role names joined,
+`_token_row`), never cached: a revoked token (deleted row) or a deactivated user fails on the
+very next request, in every process. The role names fill the per-request roles cache
+(`roles.user_roles`), so the permission checks that follow make no query of their own (a tile
+request: this query and the slide's cached facts, issue 15).
 """
 
 from __future__ import annotations
@@ -21,20 +27,75 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.db.models.signals import m2m_changed, pre_save
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
+
+from papreview.accounts.roles import roles_preload
 
 
 def token_expired(token: Token) -> bool:
     return token.created < timezone.now() - timedelta(seconds=settings.API_TOKEN_TTL_S)
 
 
+def _token_query() -> tuple[str, list[Any]]:
+    """The SQL of `_token_row` and its columns' fields (their converters applied as the ORM
+    would: SQLite answers naive datetimes and integers for booleans)."""
+    q = connection.ops.quote_name
+    user_fields = list(User._meta.concrete_fields)
+    fields = [Token._meta.get_field("created"), Group._meta.get_field("name"), *user_fields]
+    sql = (
+        f"SELECT t.{q('created')}, g.{q('name')}, "
+        + ", ".join(f"u.{q(str(f.column))}" for f in user_fields)
+        + f" FROM {q(Token._meta.db_table)} t"
+        f" JOIN {q(User._meta.db_table)} u ON u.{q('id')} = t.{q('user_id')}"
+        f" LEFT JOIN {q(User.groups.through._meta.db_table)} ug ON ug.{q('user_id')} = u.{q('id')}"
+        f" LEFT JOIN {q(Group._meta.db_table)} g ON g.{q('id')} = ug.{q('group_id')}"
+        f" WHERE t.{q('key')} = %s"
+    )
+    return sql, fields
+
+
+def _token_row(key: str) -> tuple[Token, User] | None:
+    """The token with its user (roles preloaded) in one query, or None when there is none."""
+    sql, fields = _token_query()
+    cols = [f.get_col(f.model._meta.db_table) for f in fields]
+    converters = [
+        connection.ops.get_db_converters(col) + col.get_db_converters(connection) for col in cols
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    converted = []
+    for row in rows:
+        values = list(row)
+        for i, (value, col) in enumerate(zip(values, cols, strict=True)):
+            for convert in converters[i]:
+                value = convert(value, col, connection)
+            values[i] = value
+        converted.append(values)
+    first = converted[0]
+    user = User.from_db(connection.alias, [f.attname for f in fields[2:]], first[2:])
+    roles_preload(user, {row[1] for row in converted if row[1] is not None})
+    token = Token(key=key, user_id=user.pk, created=first[0])
+    token.user = user
+    return token, user
+
+
 class ExpiringTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        user, token = super().authenticate_credentials(key)
+        found = _token_row(key)
+        if found is None:
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
+        token, user = found
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         if token_expired(token):
             token.delete()
             raise exceptions.AuthenticationFailed(
@@ -45,7 +106,7 @@ class ExpiringTokenAuthentication(TokenAuthentication):
 
 def api_tokens_revoke(*, user: User) -> int:
     """Delete the user's API tokens (they must ask for a new one). Returns how many."""
-    deleted, _ = Token.objects.filter(user=user).delete()
+    deleted, _per_model = Token.objects.filter(user=user).delete()
     return deleted
 
 

@@ -16,28 +16,22 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from papreview.audit.services import audit_read
-from papreview.cases.models import Slide
 from papreview.core.api import ERROR_RESPONSES
 from papreview.core.exceptions import NotFoundError
 from papreview.imaging.selectors import (
     TILE_FORMATS,
+    TILE_GEOMETRY,
     cell_crop,
     cell_crop_at_magnification,
     deepzoom_dzi,
     deepzoom_tile,
+    slide_for_tiles,
 )
 from papreview.review.selectors import cell_get
 
 # Tiles and crops are patient data: kept by the browser for one working hour at most (private,
 # never by a shared cache), and cleared on logout (Clear-Site-Data, papreview.core.headers).
 TILE_MAX_AGE = 3600
-
-
-def _slide(slide_id: int) -> Slide:
-    slide = Slide.objects.filter(pk=slide_id).first()
-    if slide is None:
-        raise NotFoundError(f"No slide with id {slide_id}.")
-    return slide
 
 
 def _image_response(data: bytes, content_type: str, *, etag: str, max_age: int) -> HttpResponse:
@@ -73,12 +67,12 @@ class SlideDeepZoomApi(APIView):
         responses={(200, "application/xml"): OpenApiTypes.STR, **ERROR_RESPONSES},
     )
     def get(self, request: Request, slide_id: int) -> HttpResponse:
-        slide = _slide(slide_id)
+        slide = slide_for_tiles(slide_id=slide_id)
         plane = _plane(request)
         return _image_response(
             deepzoom_dzi(slide=slide, plane=plane).encode(),
             "application/xml",
-            etag=f"{slide.sha256[:32]}-dzi-z{plane}",
+            etag=f"{slide.sha256[:32]}-dzi-z{plane}-g{TILE_GEOMETRY}",
             max_age=TILE_MAX_AGE,
         )
 
@@ -98,7 +92,7 @@ class SlideDeepZoomTileApi(APIView):
     ) -> HttpResponse:
         if fmt not in TILE_FORMATS:
             raise NotFoundError(f"Tiles are served as {' or '.join(TILE_FORMATS)}, not {fmt}.")
-        slide = _slide(slide_id)
+        slide = slide_for_tiles(slide_id=slide_id)  # cached per process: no query
         plane = _plane(request)
         data = deepzoom_tile(slide=slide, level=level, col=col, row=row, fmt=fmt, plane=plane)
         # A viewer asks for hundreds of tiles: the cache answers all but one a minute per slide.
@@ -106,7 +100,7 @@ class SlideDeepZoomTileApi(APIView):
         return _image_response(
             data,
             TILE_FORMATS[fmt],
-            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}-z{plane}",
+            etag=f"{slide.sha256[:32]}-{level}-{col}-{row}-{fmt}-z{plane}-g{TILE_GEOMETRY}",
             max_age=TILE_MAX_AGE,
         )
 
@@ -141,7 +135,7 @@ class CellCropApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         cell = cell_get(cell_id=cell_id)
-        slide = _slide(cell.slide_id)
+        slide = slide_for_tiles(slide_id=cell.slide_id)
         pad = filters.validated_data["pad"]
         fov = filters.validated_data.get("fov")
         size = filters.validated_data["size"]

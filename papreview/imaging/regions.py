@@ -147,7 +147,11 @@ class ReaderSlide(openslide.AbstractSlide):
 
 
 def _on_white(region: Image.Image) -> Image.Image:
+    if region.mode == "RGB":
+        return region
     if region.mode != "RGBA":
+        return region.convert("RGB")
+    if region.getchannel("A").getextrema() == (255, 255):  # opaque (most tiles): no blending
         return region.convert("RGB")
     background = Image.new("RGB", region.size, _WHITE)
     background.paste(region, mask=region.getchannel("A"))

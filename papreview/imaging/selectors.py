@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,13 @@ from papreview.imaging.regions import PyramidImage, ReaderSlide, read_scaled
 from papreview.review.boxes import ASSUMED_MPP, cell_box_max_px
 from papreview.review.models import Cell
 
-TILE_SIZE = 254
-TILE_OVERLAP = 1
+# 256 px tiles without overlap: a full-resolution tile is exactly one 256 px tile of the file
+# for pyramidal TIFFs tiled at 256 (254 + 1 overlap straddled four of them: twice the decoding).
+# The page asks for the descriptor with `?g=TILE_GEOMETRY`, which the viewer adds to every tile
+# URL: tiles cached by browsers under another geometry (immutable, 1 h) are never mixed in.
+TILE_SIZE = 256
+TILE_OVERLAP = 0
+TILE_GEOMETRY = f"{TILE_SIZE}-{TILE_OVERLAP}"
 TILE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
 JPEG_QUALITY = 85
 CACHE_SIZE = 8
@@ -55,7 +61,8 @@ class SlideImageUnavailableError(ApplicationError):
 class OpenedSlide:
     slide: Any  # openslide.AbstractSlide
     deepzoom: DeepZoomGenerator
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Our readers (tifffile, decoded field images) are read by one thread at a time.
+    lock: Any = field(default_factory=threading.Lock)
     # holds the local file (a media cache entry stays while the slide is open)
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -66,6 +73,40 @@ class OpenedSlide:
 
 _cache: OrderedDict[tuple[int, str, int], OpenedSlide] = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+# What serving a slide's pixels needs; set at upload and never changed afterwards.
+TILE_FIELDS = (
+    "id", "file", "format", "kind", "width", "height", "mpp", "level_count", "focal_planes",
+    "sha256",
+)  # fmt: skip
+# How long a process trusts its copy of those facts: a slide deleted in another process (the
+# admin) stops serving tiles here within this; its own process forgets it at once (signals).
+TILE_FACTS_TTL_S = 30.0
+_facts: dict[int, tuple[float, Slide]] = {}
+
+
+def slide_for_tiles(*, slide_id: int) -> Slide:
+    """The slide with the immutable facts that serve its pixels (`TILE_FIELDS`), from a
+    per-process cache: a viewer's hundreds of tile requests make no slide query."""
+    now = time.monotonic()
+    hit = _facts.get(slide_id)
+    if hit is not None and now - hit[0] < TILE_FACTS_TTL_S:
+        return hit[1]
+    slide = Slide.objects.only(*TILE_FIELDS).filter(pk=slide_id).first()
+    if slide is None:
+        _facts.pop(slide_id, None)
+        raise NotFoundError(f"No slide with id {slide_id}.")
+    _facts[slide_id] = (now, slide)
+    return slide
+
+
+def slide_facts_forget(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    """Drop a slide's cached facts (post_save / post_delete of a Slide), or all of them."""
+    if instance is None:
+        _facts.clear()
+    else:
+        _facts.pop(instance.pk, None)
 
 
 def _local_file(slide: Slide, held: contextlib.ExitStack) -> Path:
@@ -104,6 +145,8 @@ def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
             f"The image of slide {slide.pk} cannot be read ({exc})."
         ) from exc
     dz = DeepZoomGenerator(osr, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, limit_bounds=False)
+    if isinstance(osr, openslide.OpenSlide):  # thread-safe: a worker's threads read at once
+        return OpenedSlide(slide=osr, deepzoom=dz, lock=contextlib.nullcontext(), held=held)
     return OpenedSlide(slide=osr, deepzoom=dz, held=held)
 
 
@@ -143,7 +186,8 @@ def deepzoom_dzi(*, slide: Slide, fmt: str = "jpeg", plane: int = 0) -> str:
 def _encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     if fmt == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     else:
         image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()

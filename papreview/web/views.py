@@ -32,6 +32,7 @@ from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
 from papreview.cases.selectors import patient_list, slide_get
 from papreview.core.choices import BETHESDA_CLASSES, SEVERITY
 from papreview.core.exceptions import NotFoundError
+from papreview.imaging.selectors import TILE_GEOMETRY
 from papreview.review.models import DECIDED_STATUSES, ReviewStatus
 from papreview.workflow.bethesda import page_vocabulary, report_labels, slide_report_get
 from papreview.workflow.selectors import (
@@ -158,7 +159,8 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
         },
         "urls": {
             "slide": reverse("slide-detail", args=[slide.pk]),
-            "dzi": reverse("slide-deepzoom", args=[slide.pk]),
+            # the tile geometry in the URL (and so in every tile's): see imaging.selectors
+            "dzi": reverse("slide-deepzoom", args=[slide.pk]) + f"?g={TILE_GEOMETRY}",
             "cellLayer": reverse("slide-cell-layer", args=[slide.pk]),
             "cells": reverse("slide-cells", args=[slide.pk]),
             "cell": reverse("cell-detail", args=[0]).replace("/0/", "/{id}/"),

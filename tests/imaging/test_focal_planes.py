@@ -51,11 +51,11 @@ def test_each_plane_is_served(z_slide, api, pathologist) -> None:
     base = f"/api/slides/{slide.pk}/deepzoom_files/{top}/0_0.jpeg"
     for z, plane in enumerate(planes):
         tile = _image(client.get(f"{base}?z={z}"))
-        assert np.abs(tile - plane[:255, :255]).mean() < 6, z
+        assert np.abs(tile - plane[:256, :256]).mean() < 6, z
     assert client.get(f"{base}?z=3").status_code == 404
     assert client.get(f"{base}?z=-1").status_code == 404
     dzi = client.get(f"/api/slides/{slide.pk}/deepzoom.dzi?z=2")
-    assert dzi.status_code == 200 and dzi["ETag"].endswith('-z2"')
+    assert dzi.status_code == 200 and "-z2-" in dzi["ETag"]
     assert client.get(f"/api/slides/{slide.pk}/").json()["focal_planes"] == 3
 
 

@@ -49,12 +49,12 @@ def _tile(client, slide: Slide, level: int, col: int = 0, row: int = 0) -> np.nd
 
 
 def _check_served(client, slide: Slide, expected: np.ndarray) -> None:
-    """The full-resolution tile (0, 0) is the image's top-left 255 x 255 px; the whole-slide tile
+    """The full-resolution tile (0, 0) is the image's top-left 256 x 256 px; the whole-slide tile
     at the lowest zoom with several pixels is the image scaled down (a reduced level's)."""
     top = math.ceil(math.log2(max(slide.width, slide.height)))
     full = _tile(client, slide, top)
-    assert full.shape == (255, 255, 3)
-    assert np.abs(full - expected[:255, :255]).mean() < 8  # JPEG in the file and on the wire
+    assert full.shape == (256, 256, 3)
+    assert np.abs(full - expected[:256, :256]).mean() < 8  # JPEG in the file and on the wire
     small = _tile(client, slide, top - 4)  # 1/16: the whole slide in one tile
     h, w = small.shape[:2]
     assert (w, h) == (math.ceil(slide.width / 16), math.ceil(slide.height / 16))
@@ -148,7 +148,7 @@ def test_plain_fields(name: str, fmt: str, kind: str, tmp_path: Path, api, patho
     expected = _rgb8_of(array)
     top = math.ceil(math.log2(700))
     tile = _tile(api(pathologist), slide, top)
-    assert np.abs(tile - expected[:255, :255]).mean() < 6
+    assert np.abs(tile - expected[:256, :256]).mean() < 6
 
 
 def test_a_sixteen_bit_rgb_tiff_field(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_dicom_wsi_through_openslide_4(image: np.ndarray, tmp_path: Path, api, p
     assert slide.mpp == pytest.approx(0.25)
     top = math.ceil(math.log2(W))
     tile = _tile(api(pathologist), slide, top)
-    assert np.abs(tile - image[:255, :255]).mean() < 8
+    assert np.abs(tile - image[:256, :256]).mean() < 8
 
 
 def test_dicom_wsi_levels_in_one_folder_are_one_pyramid(image: np.ndarray, tmp_path: Path):

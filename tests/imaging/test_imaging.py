@@ -33,7 +33,7 @@ def test_dzi_describes_the_whole_level_0_image(api, pathologist, stored_slide) -
     size = root.find(f"{DZ}Size")
     assert size is not None
     assert (int(size.get("Width", 0)), int(size.get("Height", 0))) == (slide.width, slide.height)
-    assert root.get("TileSize") == "254" and root.get("Overlap") == "1"
+    assert root.get("TileSize") == "256" and root.get("Overlap") == "0"
     assert root.get("Format") == "jpeg"
 
 
@@ -46,9 +46,9 @@ def test_tiles_are_jpeg_pixels_of_the_stored_image(api, pathologist, stored_slid
     assert response["Content-Type"] == "image/jpeg"
     assert "immutable" in response["Cache-Control"] and response["ETag"]
     tile = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), dtype=float)
-    # The full-resolution tile (0, 0) is the image's top-left 255 x 255 pixels (254 + overlap).
-    assert tile.shape == (255, 255, 3)
-    original = read_image(Path(slide.file.path))[:255, :255].astype(float)
+    # The full-resolution tile (0, 0) is the image's top-left 256 x 256 pixels (no overlap).
+    assert tile.shape == (256, 256, 3)
+    original = read_image(Path(slide.file.path))[:256, :256].astype(float)
     assert np.abs(tile - original).mean() < 6  # JPEG re-encoding only
 
     small = client.get(f"/api/slides/{slide.pk}/deepzoom_files/0/0_0.jpeg")
@@ -77,7 +77,7 @@ def test_whole_slide_images_use_the_same_path(api, pathologist, tmp_path) -> Non
     response = client.get(f"/api/slides/{slide.pk}/deepzoom_files/{top}/0_0.jpeg")
     assert response.status_code == 200
     tile = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
-    assert tile.shape == (255, 255, 3)
+    assert tile.shape == (256, 256, 3)
     # The synthetic slide has a dark nucleus-like disc centred at (200, 200).
     assert tile[195:205, 195:205].mean() < 150 and tile[0:10, 0:10].mean() > 150
     dzi = ET.fromstring(client.get(f"/api/slides/{slide.pk}/deepzoom.dzi").content)

@@ -164,11 +164,16 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
     page.wait_for_timeout(1800)  # the crops in view are seen (and told to the server)
     screenshot(page, "flagged-gallery.png")
 
-    # Filter: flagged, not reviewed — the five left, most suspicious first.
+    # Filter: flagged, not reviewed — the ones left, most suspicious first (within their class).
     page.get_by_label("Class", exact=True).select_option("flagged")
     left = [pk for pk in (cells[n].pk for n in ranked) if pk != second]
     page.wait_for_function(f"document.querySelectorAll('#gallery .thumb').length === {len(left)}")
-    assert [int(t.get_attribute("data-cell")) for t in thumbs.all()] == left
+    # Grouped by class, the groups in the order of their most suspicious cell, ranked within.
+    classes = {c.pk: c.current_class for c in cells.values()}
+    grouped = sorted(left, key=lambda pk: [classes[q] for q in left].index(classes[pk]))
+    assert [int(t.get_attribute("data-cell")) for t in thumbs.all()] == grouped
+    heads = page.locator("#gallery .group-head .cls-code").all_inner_texts()
+    assert heads == list(dict.fromkeys(classes[pk] for pk in left))
     button = page.get_by_role("button", name="Mark seen flagged cells reviewed: none abnormal")
     page.wait_for_function(
         "!document.getElementById('clear-seen-btn').disabled"

@@ -134,10 +134,10 @@ def test_focus_keys_step_through_the_planes_of_a_z_stack(
     page.keyboard.press("]")
     page.wait_for_function("window.__review.plane === 1")
     for _ in range(100):  # the new plane's descriptor, then its tiles
-        if any(u.endswith("?z=1") for u in tiles):
+        if any(u.endswith("&z=1") for u in tiles):
             break
         page.wait_for_timeout(100)
-    assert any(u.endswith("?z=1") for u in tiles), tiles[-5:]
+    assert any(u.endswith("?g=256-0&z=1") for u in tiles), tiles[-5:]
     assert page.locator("#focus").inner_text().startswith("Focus 2 / 3")
     wait_viewer_still(page)
     after = page.evaluate("window.__review.viewer.viewport.getZoom()")

@@ -156,7 +156,7 @@ def test_review_page_config_and_assets(client, pathologist, cytotech) -> None:
         "mpp": None,
         "planes": 1,
     }
-    assert config["urls"]["dzi"] == f"/api/slides/{slide.pk}/deepzoom.dzi"
+    assert config["urls"]["dzi"] == f"/api/slides/{slide.pk}/deepzoom.dzi?g=256-0"
     assert config["user"] == {
         "canWrite": True,
         "canReopen": False,

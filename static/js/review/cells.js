@@ -2,7 +2,9 @@
 // that draws them (one canvas, never one DOM node per cell). How each class is drawn: styles.js.
 
 import { drawDensity, drawScaleBar, overlayMode } from "./density.js";
-import { CLASS_STYLE, PLAIN, casingOf } from "./styles.js";
+import { dedupeBoxes } from "./overlap.js";
+import { drawRuler } from "./ruler.js";
+import { CLASS_STYLE, PLAIN, casingOf, drawCorners } from "./styles.js";
 
 
 export class CellStore {
@@ -209,6 +211,15 @@ export class Overlay {
     this.mpp = null; // micrometres per level-0 pixel, when the slide says: the scale bar
     this.mode = "boxes"; // or "density" when boxes would not be legible (density.js)
     this.scaleBar = null;
+    this.hidden = new Set(); // duplicates of a box drawn (overlap.js): neither drawn nor clickable
+    this.ruler = false; // the nuclear-size ruler (M), at `pointer` (screen px) or the centre
+    this.rulerDrawn = null;
+    this.pointer = null;
+    viewer.element.addEventListener("mousemove", (e) => {
+      const r = this.canvas.getBoundingClientRect();
+      this.pointer = { x: e.clientX - r.left, y: e.clientY - r.top };
+      if (this.ruler) this.schedule();
+    });
     const schedule = () => this.schedule();
     viewer.addHandler("update-viewport", schedule);
     viewer.addHandler("resize", schedule);
@@ -260,13 +271,23 @@ export class Overlay {
     this.mode = overlayMode(this.store.typicalSide(), t.s, n);
     if (this.mode === "density") {
       this.densityBins = drawDensity(ctx, inView, t, this.colours, this.store.severity).length;
+      this.hidden = new Set();
     } else {
-      this.drawBoxes(inView, t);
+      const { kept, hidden } = dedupeBoxes(inView, (c) => this.priority(c));
+      this.hidden = hidden;
+      this.drawBoxes(kept, t);
     }
     this.drawSelection(t);
     this.scaleBar = this.mpp ? drawScaleBar(ctx, this.mpp, t.s, cw, ch) : null;
+    const at = this.pointer || { x: cw / 2, y: ch / 2 };
+    this.rulerDrawn = this.ruler && this.mpp ? drawRuler(ctx, this.mpp, t.s, at.x, at.y) : null;
     this.drawnCount = n;
     if (this.onDrawn) this.onDrawn(n, t.s, this.mode);
+  }
+
+  /** Which of two overlapping boxes is drawn: a person's decision, then the more suspicious. */
+  priority(c) {
+    return (this.store.decided.has(c.status) ? 1000 : 0) + this.store.suspicion(c);
   }
 
   /** Each cell's box once, grouped by class and style, each group stroked as one path. */
@@ -314,7 +335,7 @@ export class Overlay {
         ctx.lineWidth = Math.max(1, lw * 0.75);
         ctx.stroke();
       }
-      if (st.corners) this.corners(cells, t, lw, colour);
+      if (st.corners) drawCorners(ctx, cells, t, lw, colour);
     }
     ctx.globalAlpha = 1;
     ctx.setLineDash([]);
@@ -343,30 +364,6 @@ export class Overlay {
     }
   }
 
-  /** Corner brackets just outside each box (high-grade classes), cased like the lines. */
-  corners(cells, t, lw, colour) {
-    const ctx = this.ctx;
-    const gap = lw + 2;
-    ctx.beginPath();
-    for (const c of cells) {
-      const w = c.w * t.s, h = c.h * t.s;
-      if (w < 10 || h < 10) continue; // too small to carry a mark: the colour has to do
-      const arm = Math.min(12, Math.max(5, Math.min(w, h) / 3));
-      const x0 = t.ox + c.x * t.s - gap, y0 = t.oy + c.y * t.s - gap;
-      const x1 = x0 + w + 2 * gap, y1 = y0 + h + 2 * gap;
-      ctx.moveTo(x0, y0 + arm); ctx.lineTo(x0, y0); ctx.lineTo(x0 + arm, y0);
-      ctx.moveTo(x1 - arm, y0); ctx.lineTo(x1, y0); ctx.lineTo(x1, y0 + arm);
-      ctx.moveTo(x1, y1 - arm); ctx.lineTo(x1, y1); ctx.lineTo(x1 - arm, y1);
-      ctx.moveTo(x0 + arm, y1); ctx.lineTo(x0, y1); ctx.lineTo(x0, y1 - arm);
-    }
-    ctx.strokeStyle = casingOf(colour);
-    ctx.lineWidth = lw + 2;
-    ctx.stroke();
-    ctx.strokeStyle = colour;
-    ctx.lineWidth = lw;
-    ctx.stroke();
-  }
-
   /** The smallest visible cell under a screen point (a few pixels of tolerance). */
   hit(point) {
     const t = this.transform();
@@ -374,6 +371,7 @@ export class Overlay {
     const tol = 4 / t.s;
     let best = null;
     this.store.query(p.x - tol, p.y - tol, p.x + tol, p.y + tol, (c) => {
+      if (this.hidden.has(c.id)) return;
       if (!best || c.w * c.h < best.w * best.h) best = c;
     });
     return best;

@@ -1,8 +1,12 @@
 // The gallery of the most suspicious cells: every crop at one physical magnification (FOV_UM
 // micrometres across THUMB_PX pixels, read by the server at the pyramid level that matches, shown
-// at its own pixels, never enlarged) with a scale; a marker on flagged cells nobody has decided,
-// the crops actually seen recorded as sightings, and "reviewed, none abnormal" for the flagged
-// cells the reviewer has seen.
+// at its own pixels, never enlarged) with a scale. The N most suspicious are grouped by class,
+// the groups in the order of their most suspicious cell (so the first crop is still the most
+// suspicious cell), ranked within. Each crop says whether it was seen and whether a person
+// decided it (a dot on flagged cells nobody decided); J / K step through the crops in that order
+// and G jumps to the next class, each selecting the cell and centring the viewer on it, as a
+// click does. The crops actually seen are recorded as sightings, and "reviewed, none abnormal"
+// applies to the flagged cells the reviewer has seen.
 import { api, ApiError, el, toast } from "../api.js";
 import { formatMicrons } from "./density.js";
 
@@ -51,7 +55,7 @@ export class Gallery {
       const thumb = e.target.closest?.(".thumb");
       if (thumb && thumb.dataset.inView === "1") this.startDwell(thumb);
     }, true); // load does not bubble: listen while it goes down
-    sightings.onChange = () => this.updateButton();
+    sightings.onChange = () => { this.updateButton(); this.markSeen(); };
     if (this.button) this.button.addEventListener("click", () => { this.button.blur(); this.askClear(); });
     this.bindDialog();
   }
@@ -77,12 +81,25 @@ export class Gallery {
     const cells = this.cells();
     const label = this.filter.value === "flagged" ? "flagged, not reviewed" : "ranked by severity × confidence";
     $("gallery-count").textContent = `${cells.length.toLocaleString()} cell${cells.length === 1 ? "" : "s"}, ${label}`;
-    this.shown = cells.slice(0, this.limit);
+    const groups = groupByClass(cells.slice(0, this.limit));
+    this.shown = groups.flatMap(([, members]) => members); // the order of the strip (J / K)
     if (this.observer) this.observer.disconnect();
     for (const t of this.dwell.values()) clearTimeout(t);
     this.dwell.clear();
-    const thumbs = this.shown.map((c) => this.thumb(c));
-    this.strip.replaceChildren(...thumbs);
+    const thumbs = [];
+    const items = [];
+    for (const [cls, members] of groups) {
+      items.push(el("div", {
+        class: "group-head", "data-class": cls, role: "presentation", style: `--swatch:${this.config.colours[cls]}`,
+        title: `${members.length} ${cls} crop${members.length === 1 ? "" : "s"}, most suspicious first`,
+      }, el("span", { class: "cls-code", text: cls }), el("span", { class: "muted", text: String(members.length) })));
+      for (const c of members) {
+        const t = this.thumb(c);
+        thumbs.push(t);
+        items.push(t);
+      }
+    }
+    this.strip.replaceChildren(...items);
     if (cells.length > this.shown.length) {
       this.strip.append(el("button", {
         type: "button", class: "secondary small more", text: `Show ${Math.min(this.page, cells.length - this.shown.length)} more`,
@@ -110,11 +127,12 @@ export class Gallery {
     const src = `${url(this.config.urls.crop, c.id)}?v=${c.version}&fov=${FOV_UM}&size=${THUMB_PX}`;
     const undecided = this.flags.isUndecided(c);
     const decided = this.flags.isDecided(c);
-    const state = undecided ? "flagged, not reviewed" : (decided ? this.statusLabel(c.status) : "not flagged");
+    const seen = this.sightings.seen(c.id);
+    const state = `${undecided ? "flagged, not reviewed" : (decided ? this.statusLabel(c.status) : "not flagged")}${seen ? ", seen" : ""}`;
     const conf = `${(c.conf * 100).toFixed(0)}%`;
     return el("button", {
       type: "button",
-      class: `thumb${c.id === this.selected ? " selected" : ""}${c.status === "rejected" ? " rejected" : ""}${undecided ? " undecided" : ""}${decided ? " decided" : ""}`,
+      class: `thumb${c.id === this.selected ? " selected" : ""}${c.status === "rejected" ? " rejected" : ""}${undecided ? " undecided" : ""}${decided ? " decided" : ""}${seen ? " seen" : ""}`,
       role: "listitem", "data-cell": c.id, style: `--swatch:${this.config.colours[c.cls]}`,
       title: `#${c.id} ${c.cls} · confidence ${conf} · ${state}`,
       "aria-label": `Cell ${c.id}, ${c.cls}, confidence ${conf}, ${state}`,
@@ -125,7 +143,40 @@ export class Gallery {
       el("span", { class: "cls-code", text: c.cls }),
       undecided ? el("span", { class: "mark todo", title: "Flagged, not reviewed", "aria-hidden": "true" })
         : (decided ? el("span", { class: "mark done", title: this.statusLabel(c.status), "aria-hidden": "true", text: "✓" }) : null),
+      el("span", { class: "seen-tag", title: "Seen", "aria-hidden": "true", text: "seen" }),
       el("span", { class: "muted", text: conf })));
+  }
+
+  /** The seen marks, as the sightings change (no new crops fetched). */
+  markSeen() {
+    for (const b of this.strip.querySelectorAll(".thumb")) {
+      const seen = this.sightings.seen(Number(b.dataset.cell));
+      if (seen === b.classList.contains("seen")) continue;
+      b.classList.toggle("seen", seen);
+      b.setAttribute("aria-label", `${b.getAttribute("aria-label").replace(/, seen$/, "")}${seen ? ", seen" : ""}`);
+    }
+  }
+
+  // --- Keys: J / K the next / previous crop, G the next class --------------------------------
+
+  step(delta) {
+    if (!this.shown.length) return;
+    let i = this.shown.findIndex((c) => c.id === this.selected);
+    i = i < 0 ? (delta > 0 ? 0 : this.shown.length - 1) : (i + delta + this.shown.length) % this.shown.length;
+    this.go(this.shown[i].id);
+  }
+
+  nextGroup() {
+    if (!this.shown.length) return;
+    const i = this.shown.findIndex((c) => c.id === this.selected);
+    const cls = i < 0 ? null : this.shown[i].cls;
+    const j = this.shown.findIndex((c, k) => k > i && c.cls !== cls);
+    this.go(this.shown[j < 0 ? 0 : j].id);
+  }
+
+  go(id) {
+    this.onSelect(id);
+    this.strip.querySelector(`.thumb[data-cell="${id}"]`)?.scrollIntoView({ block: "nearest", inline: "nearest" });
   }
 
   mark(selectedId) {
@@ -243,4 +294,15 @@ export class Gallery {
       this.renderNow();
     }
   }
+}
+
+/** Ranked cells grouped by class: [class, cells] in the order of each class's first (most
+ * suspicious) cell, each group still ranked. */
+export function groupByClass(ranked) {
+  const groups = new Map();
+  for (const c of ranked) {
+    const list = groups.get(c.cls);
+    if (list) list.push(c); else groups.set(c.cls, [c]);
+  }
+  return [...groups.entries()];
 }

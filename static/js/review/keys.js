@@ -11,6 +11,18 @@ export function toggleHelp(open) {
   if (show) help.querySelector("[data-close]").focus();
 }
 
+/** The nuclear-size ruler (ruler.js): on and off, where the slide says its microns per pixel. */
+export function toggleRuler(page) {
+  const overlay = page.overlay;
+  if (!overlay) return;
+  if (!overlay.mpp) {
+    toast("This slide does not say its microns per pixel: no ruler.", "info", 3000);
+    return;
+  }
+  overlay.ruler = !overlay.ruler;
+  overlay.schedule();
+}
+
 /** The keys and the help dialog; `page` gives the actions (editing.js, selection.js). */
 export function bindKeys(page) {
   const { config, state, store } = page;
@@ -63,6 +75,10 @@ export function bindKeys(page) {
       "-": () => zoomBy(page.viewer, 1 / 1.5), 0: () => goHome(page.viewer),
       z: () => { const c = store.byId.get(state.selected); if (c) page.panTo(c, true); },
       u: nextFlagged, U: nextFlagged,
+      m: () => toggleRuler(page), M: () => toggleRuler(page),
+      j: () => page.gallery.step(1), J: () => page.gallery.step(1),
+      k: () => page.gallery.step(-1), K: () => page.gallery.step(-1),
+      g: () => page.gallery.nextGroup(), G: () => page.gallery.nextGroup(),
       "[": () => setPlane(page, (state.plane || 0) - 1), "]": () => setPlane(page, (state.plane || 0) + 1),
       PageUp: () => setPlane(page, (state.plane || 0) - 1), PageDown: () => setPlane(page, (state.plane || 0) + 1),
     }[key];

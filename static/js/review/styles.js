@@ -49,3 +49,26 @@ export function swatchSvg(cls, colour) {
   }
   return svg;
 }
+
+/** Corner brackets just outside each box (high-grade classes), cased like the lines. */
+export function drawCorners(ctx, cells, t, lw, colour) {
+  const gap = lw + 2;
+  ctx.beginPath();
+  for (const c of cells) {
+    const w = c.w * t.s, h = c.h * t.s;
+    if (w < 10 || h < 10) continue; // too small to carry a mark: the colour has to do
+    const arm = Math.min(12, Math.max(5, Math.min(w, h) / 3));
+    const x0 = t.ox + c.x * t.s - gap, y0 = t.oy + c.y * t.s - gap;
+    const x1 = x0 + w + 2 * gap, y1 = y0 + h + 2 * gap;
+    ctx.moveTo(x0, y0 + arm); ctx.lineTo(x0, y0); ctx.lineTo(x0 + arm, y0);
+    ctx.moveTo(x1 - arm, y0); ctx.lineTo(x1, y0); ctx.lineTo(x1, y0 + arm);
+    ctx.moveTo(x1, y1 - arm); ctx.lineTo(x1, y1); ctx.lineTo(x1 - arm, y1);
+    ctx.moveTo(x0 + arm, y1); ctx.lineTo(x0, y1); ctx.lineTo(x0, y1 - arm);
+  }
+  ctx.strokeStyle = casingOf(colour);
+  ctx.lineWidth = lw + 2;
+  ctx.stroke();
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = lw;
+  ctx.stroke();
+}

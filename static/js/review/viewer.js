@@ -33,7 +33,9 @@ export function startViewer(page, mouse) {
   state.viewer = viewer;
   overlay.onDrawn = (n, scale, mode) => {
     const density = mode === "density" ? " · counts per square (zoom in for boxes)" : "";
-    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}`;
+    const twins = overlay.hidden.size;
+    const merged = twins ? ` · ${twins} overlapping box${twins === 1 ? "" : "es"} drawn once` : "";
+    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}${merged}`;
     if (state.cellsLoaded && state.cellsDrawnAt === undefined) {
       state.cellsDrawnAt = performance.now();
       performance.mark("cells-drawn");
@@ -78,7 +80,7 @@ export function setPlane(page, z) {
   state.plane = next;
   const view = viewer.viewport.getBounds(true); // replacing the image resets the world: keep the view
   viewer.addTiledImage({
-    tileSource: `${config.urls.dzi}?z=${next}`, index: 0, replace: true,
+    tileSource: `${config.urls.dzi}${config.urls.dzi.includes("?") ? "&" : "?"}z=${next}`, index: 0, replace: true,
     success: () => viewer.viewport.fitBounds(view, true),
   });
   const focus = document.getElementById("focus");
