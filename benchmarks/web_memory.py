@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from testkit.stack import AppServer, PrivatePostgres, PrivateRedis, app_env  # noqa: E402
+from testkit.stack import AppServer, bench_app_env  # noqa: E402
 
 SEED = r"""
 import json, sys
@@ -123,79 +120,60 @@ def main() -> int:
     parser.add_argument("--target-mb", type=float, default=250.0)
     args = parser.parse_args()
 
-    pg = PrivatePostgres()
-    redis = PrivateRedis()
     server: AppServer | None = None
-    media = Path(tempfile.mkdtemp(prefix="papreview-mem-media-"))
-    try:
-        subprocess.run(
-            ["createdb", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "bench"],
-            check=True,
-        )
-        env = app_env(
-            pg.url("bench"),
-            redis.url(0),
-            DJANGO_SETTINGS_MODULE="papreview.settings.base",  # honours MEDIA_ROOT from the env
-            DEBUG="false",
-            SECRET_KEY=secrets.token_urlsafe(50),  # a fresh one per run, never in the tree
-            MEDIA_ROOT=str(media),
-            CONN_MAX_AGE="600",
-        )
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT, env=env, check=True,
-        )  # fmt: skip
-        seed = subprocess.run(
-            [sys.executable, "-c", SEED, str(media)],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if seed.returncode != 0:
-            print(seed.stderr[-4000:])
-            return 1
-        seeded = json.loads(seed.stdout.strip().splitlines()[-1])
-        server = AppServer(env, workers=1, threads=4)
-        (worker,) = _worker_pids(server.proc.pid)
-        time.sleep(1.0)
-        start_kb = _status_kb(worker, "VmRSS")
-        session = requests.Session()
-        api_headers = {"Authorization": f"Token {seeded['token']}"}
-        page_headers = {"Cookie": seeded["session"]}
-        urls = _urls(seeded)
-        codes: Counter[int] = Counter()
-        failed: list[str] = []
-        first_kb = 0
-        t0 = time.monotonic()
-        for i in range(args.requests):
-            kind, url = urls[i % len(urls)]
-            headers = api_headers if kind == "api" else page_headers
-            response = session.get(server.base_url + url, headers=headers, timeout=60)
-            codes[response.status_code] += 1
-            if response.status_code != 200:
-                failed.append(f"{response.status_code} {url}")
-            if i == 0:
-                first_kb = _status_kb(worker, "VmRSS")
-        elapsed = time.monotonic() - t0
-        rss_kb, hwm_kb = _status_kb(worker, "VmRSS"), _status_kb(worker, "VmHWM")
-        torch = _has_torch(worker)
-        print(f"gunicorn: 1 worker (gthread, 4 threads), pid {worker}, DEBUG off")
-        print(f"requests            {args.requests} in {elapsed:.1f} s ({len(urls)} distinct URLs)")
-        print(f"status codes        {dict(sorted(codes.items()))}")
-        print(f"worker RSS start    {start_kb / 1024:.0f} MB")
-        print(f"worker RSS 1st req  {first_kb / 1024:.0f} MB")
-        print(f"worker RSS after    {rss_kb / 1024:.0f} MB (peak {hwm_kb / 1024:.0f} MB)")
-        print(f"torch in worker     {'yes' if torch else 'no'}")
-        print(f"target              < {args.target_mb:.0f} MB")
-        for problem in failed[:5]:
-            print(f"  failed: {problem}")
-        if failed:
-            print("server log (end):\n" + server.output()[-4000:])
-        return 0 if not failed and rss_kb / 1024 < args.target_mb and not torch else 1
-    finally:
-        if server is not None:
-            server.close()
-        redis.close()
-        pg.close()
-        shutil.rmtree(media, ignore_errors=True)
+    with bench_app_env("papreview-mem-media-") as (env, media, _pg):
+        try:
+            seed = subprocess.run(
+                [sys.executable, "-c", SEED, str(media)],
+                cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if seed.returncode != 0:
+                print(seed.stderr[-4000:])
+                return 1
+            seeded = json.loads(seed.stdout.strip().splitlines()[-1])
+            server = AppServer(env, workers=1, threads=4)
+            (worker,) = _worker_pids(server.proc.pid)
+            time.sleep(1.0)
+            start_kb = _status_kb(worker, "VmRSS")
+            session = requests.Session()
+            api_headers = {"Authorization": f"Token {seeded['token']}"}
+            page_headers = {"Cookie": seeded["session"]}
+            urls = _urls(seeded)
+            codes: Counter[int] = Counter()
+            failed: list[str] = []
+            first_kb = 0
+            t0 = time.monotonic()
+            for i in range(args.requests):
+                kind, url = urls[i % len(urls)]
+                headers = api_headers if kind == "api" else page_headers
+                response = session.get(server.base_url + url, headers=headers, timeout=60)
+                codes[response.status_code] += 1
+                if response.status_code != 200:
+                    failed.append(f"{response.status_code} {url}")
+                if i == 0:
+                    first_kb = _status_kb(worker, "VmRSS")
+            elapsed = time.monotonic() - t0
+            rss_kb, hwm_kb = _status_kb(worker, "VmRSS"), _status_kb(worker, "VmHWM")
+            torch = _has_torch(worker)
+            print(f"gunicorn: 1 worker (gthread, 4 threads), pid {worker}, DEBUG off")
+            print(
+                f"requests            {args.requests} in {elapsed:.1f} s"
+                f" ({len(urls)} distinct URLs)"
+            )
+            print(f"status codes        {dict(sorted(codes.items()))}")
+            print(f"worker RSS start    {start_kb / 1024:.0f} MB")
+            print(f"worker RSS 1st req  {first_kb / 1024:.0f} MB")
+            print(f"worker RSS after    {rss_kb / 1024:.0f} MB (peak {hwm_kb / 1024:.0f} MB)")
+            print(f"torch in worker     {'yes' if torch else 'no'}")
+            print(f"target              < {args.target_mb:.0f} MB")
+            for problem in failed[:5]:
+                print(f"  failed: {problem}")
+            if failed:
+                print("server log (end):\n" + server.output()[-4000:])
+            return 0 if not failed and rss_kb / 1024 < args.target_mb and not torch else 1
+        finally:
+            if server is not None:
+                server.close()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -272,6 +273,35 @@ for i in range(reviewers):
     out.append({"token": token.key, "slide": slide.pk, "cells": [c.pk for c in cells]})
 print(json.dumps({"reviewers": out}))
 """
+
+
+@contextlib.contextmanager
+def bench_app_env(media_prefix: str) -> Iterator[tuple[dict[str, str], Path, PrivatePostgres]]:
+    """For a benchmark: a private PostgreSQL (database `bench`, migrated) and Redis, and the app's
+    production-like environment on them (DEBUG off, a fresh secret key, media in a temporary
+    folder). Yields (env, media folder, the PostgreSQL); everything is removed afterwards."""
+    pg, redis = PrivatePostgres(), PrivateRedis()
+    media = Path(tempfile.mkdtemp(prefix=media_prefix))
+    try:
+        pg._run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "bench")
+        env = app_env(
+            pg.url("bench"),
+            redis.url(0),
+            DJANGO_SETTINGS_MODULE="papreview.settings.base",  # honours MEDIA_ROOT from the env
+            DEBUG="false",
+            SECRET_KEY=secrets.token_urlsafe(50),  # a fresh one per run, never in the tree
+            MEDIA_ROOT=str(media),
+            CONN_MAX_AGE="600",
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT, env=env, check=True,
+        )  # fmt: skip
+        yield env, media, pg
+    finally:
+        redis.close()
+        pg.close()
+        shutil.rmtree(media, ignore_errors=True)
 
 
 def run_script(script: str, *args: str, env: dict[str, str], timeout: float = 600) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.db import connection
+from django.db.models import F
 from django.db.models.signals import m2m_changed, pre_save
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -42,50 +42,19 @@ def token_expired(token: Token) -> bool:
     return token.created < timezone.now() - timedelta(seconds=settings.API_TOKEN_TTL_S)
 
 
-def _token_query() -> tuple[str, list[Any]]:
-    """The SQL of `_token_row` and its columns' fields (their converters applied as the ORM
-    would: SQLite answers naive datetimes and integers for booleans)."""
-    q = connection.ops.quote_name
-    user_fields = list(User._meta.concrete_fields)
-    fields = [Token._meta.get_field("created"), Group._meta.get_field("name"), *user_fields]
-    sql = (
-        f"SELECT t.{q('created')}, g.{q('name')}, "
-        + ", ".join(f"u.{q(str(f.column))}" for f in user_fields)
-        + f" FROM {q(Token._meta.db_table)} t"
-        f" JOIN {q(User._meta.db_table)} u ON u.{q('id')} = t.{q('user_id')}"
-        f" LEFT JOIN {q(User.groups.through._meta.db_table)} ug ON ug.{q('user_id')} = u.{q('id')}"
-        f" LEFT JOIN {q(Group._meta.db_table)} g ON g.{q('id')} = ug.{q('group_id')}"
-        f" WHERE t.{q('key')} = %s"
-    )
-    return sql, fields
-
-
 def _token_row(key: str) -> tuple[Token, User] | None:
-    """The token with its user (roles preloaded) in one query, or None when there is none."""
-    sql, fields = _token_query()
-    cols = [f.get_col(f.model._meta.db_table) for f in fields]
-    converters = [
-        connection.ops.get_db_converters(col) + col.get_db_converters(connection) for col in cols
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key])
-        rows = cursor.fetchall()
+    """The token with its user (roles preloaded) in one query, or None when there is none: one
+    row per role (a LEFT JOIN through the user's groups), the user selected alongside."""
+    rows = list(
+        Token.objects.filter(key=key)
+        .select_related("user")
+        .annotate(role_name=F("user__groups__name"))
+    )
     if not rows:
         return None
-    converted = []
-    for row in rows:
-        values = list(row)
-        for i, (value, col) in enumerate(zip(values, cols, strict=True)):
-            for convert in converters[i]:
-                value = convert(value, col, connection)
-            values[i] = value
-        converted.append(values)
-    first = converted[0]
-    user = User.from_db(connection.alias, [f.attname for f in fields[2:]], first[2:])
-    roles_preload(user, {row[1] for row in converted if row[1] is not None})
-    token = Token(key=key, user_id=user.pk, created=first[0])
-    token.user = user
-    return token, user
+    token = rows[0]
+    roles_preload(token.user, {row.role_name for row in rows if row.role_name is not None})
+    return token, token.user
 
 
 class ExpiringTokenAuthentication(TokenAuthentication):
