@@ -43,20 +43,18 @@ def user_roles(user: Any) -> frozenset[Role]:
     if cached is not None:
         return cached
     names = set(user.groups.filter(name__in=ROLE_NAMES).values_list("name", flat=True))
-    roles = {Role(n) for n in names}
+    return roles_preload(user, names)
+
+
+def roles_preload(user: Any, group_names: set[str]) -> frozenset[Role]:
+    """Fill the per-request roles cache from the user's group names (read with the user, or by
+    `user_roles`); a superuser is an admin too. Returns the roles."""
+    roles = {Role(n) for n in group_names if n in ROLE_NAMES}
     if user.is_superuser:
         roles.add(Role.ADMIN)
     result = frozenset(roles)
     setattr(user, _CACHE_ATTR, result)
     return result
-
-
-def roles_preload(user: Any, group_names: set[str]) -> None:
-    """Fill the per-request roles cache from group names read with the user (one query)."""
-    roles = {Role(n) for n in group_names if n in ROLE_NAMES}
-    if user.is_superuser:
-        roles.add(Role.ADMIN)
-    setattr(user, _CACHE_ATTR, frozenset(roles))
 
 
 def forget_roles(user: Any) -> None:
