@@ -99,12 +99,17 @@ def _field_scores(im: ImageEval) -> tuple[float, float]:
     return float(p[0]), float(p[:3].mean())
 
 
+def _field_is_abnormal(im: ImageEval, labels: Mapping[str, bool] | None) -> bool | None:
+    """The field's truth: its given label (None: a field the labels do not name), else whether
+    it holds a marked abnormal cell."""
+    if labels is not None:
+        return labels.get(im.name)
+    return any(is_abnormal(c) for c in im.gt_labels)
+
+
 def _field_auc(images: Sequence[ImageEval], labels: Mapping[str, bool] | None) -> dict[str, Any]:
-    named = [
-        (im, labels[im.name] if labels is not None else any(is_abnormal(c) for c in im.gt_labels))
-        for im in images
-        if labels is None or im.name in labels
-    ]
+    truths = [(im, _field_is_abnormal(im, labels)) for im in images]
+    named = [(im, y) for im, y in truths if y is not None]
     truth = np.array([y for _, y in named], bool)
     scores = np.array([_field_scores(im) for im, _ in named], np.float64).reshape(-1, 2)
     return {
@@ -159,10 +164,12 @@ def reviewer_load(
         for key in ("near_marked_abnormal", "on_marked_nilm", "far_from_marked")
     }
     false_alarms = [p["on_marked_nilm"] + p["far_from_marked"] for p in places]
+    # A NILM field by its given label where there is one (an unmarked LBC field of an abnormal
+    # class is not NILM), else by having no marked abnormal cell.
     nilm_fields = [
         fa
         for fa, im in zip(false_alarms, images, strict=True)
-        if not any(is_abnormal(c) for c in im.gt_labels)
+        if _field_is_abnormal(im, field_labels) is False
     ]
     return {
         "far_px": far_px,

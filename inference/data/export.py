@@ -11,6 +11,7 @@ An export (folder, or the zip itself) holds::
     coco/<split>.json              COCO detection: boxes in image pixels, Bethesda categories,
                                    provenance as annotation `attributes`; images without cells kept
     crops/<split>/<class>/*.png    ImageFolder crops (stage 2), centred on each cell
+    rejected/<split>/*.png         crops of the calls a person rejected (hard negatives)
     geojson/<slide stem>.geojson   QuPath annotations per slide, level-0 pixels
     provenance.csv                 every cell, rejected ones included: prediction, final class,
                                    action, reviewer, model versions
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..types import BETHESDA_CLASSES, Box
+from ..types import BETHESDA_CLASSES, Bethesda, Box
 from .cric import CellsTable
 from .leaks import ImageRef, file_sha256
 
@@ -289,6 +290,11 @@ class Export:
                 out += [(p, code) for p in sorted(folder.iterdir()) if p.is_file()]
         return out
 
+    def rejected(self, split: str) -> list[Path]:
+        """Crops of the split's rejected calls (`rejected/<split>/`), sorted."""
+        folder = self.root / "rejected" / split
+        return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
     def provenance(self) -> list[dict[str, str]]:
         with (self.root / "provenance.csv").open(newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
@@ -335,24 +341,37 @@ def export_fields(export: Export, split: str, *, scale: float = 1.0) -> list[Fie
 
 
 def export_patches(export: Export, split: str, patch: int) -> CellPatches:
-    """Classifier samples: the split's ImageFolder crops, resized to `patch` x `patch`."""
-    import cv2
+    """Classifier samples: the split's ImageFolder crops, then the calls people rejected as
+    NILM (hard negatives: not abnormal, whatever they are), each cut or padded (white, as the
+    export pads beyond the slide) to `patch` x `patch` around its centre, never resized: a crop
+    keeps its level-0 scale whatever the export's crop size."""
     import numpy as np
 
     from ..slides import read_image
     from ..train.samples import CellPatches
 
     images, labels, names, sha = [], [], [], []
-    for path, code in export.crops(split):
-        img = read_image(path)
-        if img.shape[:2] != (patch, patch):
-            img = cv2.resize(img, (patch, patch), interpolation=cv2.INTER_AREA)
-        images.append(img)
+    rejected = [(p, Bethesda.NILM.value) for p in export.rejected(split)]
+    for path, code in [*export.crops(split), *rejected]:
+        images.append(centred_patch(read_image(path), patch))
         labels.append(BETHESDA_CLASSES.index(code))
         names.append(path.relative_to(export.root).as_posix())
         sha.append(export.source_sha256(names[-1]))
     arr = np.stack(images) if images else np.zeros((0, patch, patch, 3), np.uint8)
     return CellPatches(arr, np.array(labels, np.int64), names, sha)
+
+
+def centred_patch(img: Any, patch: int) -> Any:
+    """`img` cut or padded with white to `patch` x `patch` around its centre (same scale)."""
+    import numpy as np
+
+    h, w = img.shape[:2]
+    out = np.full((patch, patch, 3), 255, np.uint8)
+    sy, sx = max(0, (h - patch) // 2), max(0, (w - patch) // 2)  # source offset
+    dy, dx = max(0, (patch - h) // 2), max(0, (patch - w) // 2)  # destination offset
+    ch, cw = min(h, patch), min(w, patch)
+    out[dy : dy + ch, dx : dx + cw] = img[sy : sy + ch, sx : sx + cw, :3]
+    return out
 
 
 def class_counts(labels: Sequence[str]) -> dict[str, int]:

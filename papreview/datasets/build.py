@@ -115,6 +115,7 @@ class _Build:
     images: Counter[str] = field(default_factory=Counter)
     empty_tiles: Counter[str] = field(default_factory=Counter)
     crops: Counter[str] = field(default_factory=Counter)
+    rejected_crops: Counter[str] = field(default_factory=Counter)
     model_versions: set[tuple[str, str]] = field(default_factory=set)
     slides: list[dict[str, Any]] = field(default_factory=list)
     # per image file: its slide, the SHA-256 of the slide's file, and where on the slide it is
@@ -218,6 +219,7 @@ def _export_slide(build: _Build, slide: Slide, split: str) -> None:
     build.counts.setdefault(split, Counter()).update(str(c.label) for c in kept)
     build.cells += len(kept)
     build.crops[split] += len(kept)  # CropsWriter: one per kept cell
+    build.rejected_crops[split] += len(part.rejected)  # and one per rejected call
     build.slides.append(
         {
             "id": slide.pk,
@@ -388,6 +390,7 @@ def _manifest(export: DatasetExport, build: _Build, split_of: dict[str, str]) ->
             "images": {s: build.images.get(s, 0) for s in SPLITS},
             "empty_images": {s: build.empty_tiles.get(s, 0) for s in SPLITS},
             "crops": {s: build.crops.get(s, 0) for s in SPLITS},
+            "rejected_crops": {s: build.rejected_crops.get(s, 0) for s in SPLITS},
             "actions": dict(sorted(build.actions.items())),
             "label_sources": dict(sorted(build.label_sources.items())),
         },

@@ -68,7 +68,9 @@ class ExportParams:
     tile_size: int = 1024  # YOLO tiles of whole-slide images, level-0 px
     tile_overlap: int = 128
     empty_tile_ratio: float = 0.1  # share of tiles without cells that are kept
-    crop_size: int = 168  # ImageFolder crops, level-0 px (the classifier's patch side)
+    # ImageFolder crops, level-0 px: the classifier's training patch (112 px crop x 1.5 for any
+    # rotation + 2 x 16 px centre jitter); smaller crops are padded, never resized, in training.
+    crop_size: int = 200
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test, by patient
     seed: int = 0
     # Undecided predictions in the training formats too, marked `pseudo_label` (off: only what a

@@ -67,6 +67,11 @@ class ExportSlide:
         """The cells the training formats carry."""
         return [c for c in self.cells if c.label is not None]
 
+    @property
+    def rejected(self) -> list[ExportCell]:
+        """The calls a person rejected (left out of the labelled formats): hard negatives."""
+        return [c for c in self.cells if c.provenance.get("action") == "rejected"]
+
 
 @dataclass(frozen=True)
 class ExportImage:
@@ -298,22 +303,29 @@ class PointsWriter(FormatWriter):
 
 class CropsWriter(FormatWriter):
     """crops/<split>/<class>/<slide>_c<cell>[_pseudo].png: a size x size level-0 crop around
-    each kept cell (ImageFolder layout for the classifier); areas outside the slide are white."""
+    each kept cell (ImageFolder layout for the classifier); areas outside the slide are white.
+    rejected/<split>/<slide>_c<cell>.png: the same crop of each call a person rejected (outside
+    the ImageFolder: no Bethesda class), which stage 2's training takes as a hard negative."""
 
     def __init__(self, root: Path, *, size: int) -> None:
         self.root = root
         self.size = size
 
     def add_slide(self, slide: ExportSlide) -> None:
-        half = self.size // 2
         for cell in slide.kept:
-            cx, cy = cell.centre
-            x, y = round(cx) - half, round(cy) - half
-            crop = slide.reader.read_region((x, y), 0, (self.size, self.size))
             # A pseudo-label's crop says so in its name (its class is the model's, not a person's).
             mark = "_pseudo" if cell.pseudo else ""
             folder = self.root / "crops" / slide.split / str(cell.label)
-            png_write(folder / f"{slide.stem}_c{cell.id}{mark}.png", crop)
+            png_write(folder / f"{slide.stem}_c{cell.id}{mark}.png", self._crop(slide, cell))
+        for cell in slide.rejected:
+            folder = self.root / "rejected" / slide.split
+            png_write(folder / f"{slide.stem}_c{cell.id}.png", self._crop(slide, cell))
+
+    def _crop(self, slide: ExportSlide, cell: ExportCell) -> np.ndarray:
+        half = self.size // 2
+        cx, cy = cell.centre
+        x, y = round(cx) - half, round(cy) - half
+        return np.asarray(slide.reader.read_region((x, y), 0, (self.size, self.size)))
 
 
 class GeoJsonWriter(FormatWriter):

@@ -23,6 +23,7 @@ from inference.data.export import (
     export_fields,
     export_patches,
     read_yolo_labels,
+    slide_stem,
 )
 from inference.slides import tile_grid
 from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
@@ -192,8 +193,18 @@ def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pat
     assert Counter(code for _, code in crops) == Counter(
         code for c in expected.values() for code, _ in c.elements()
     )
-    patches = export_patches(ex, split_of_slide[reviewed[0].slide.pk], 48)
+    # The rejected call: a crop apart (rejected/<split>/, no Bethesda class), taught to stage 2
+    # as a hard negative (NILM) after the split's labelled crops.
+    first_split = split_of_slide[reviewed[0].slide.pk]
+    rejected = reviewed[0].cells["rejected-3"]
+    crop_name = f"{slide_stem(reviewed[0].slide.pk)}_c{rejected.pk}.png"
+    assert [p.name for s in ("train", "val", "test") for p in ex.rejected(s)] == [crop_name]
+    assert ex.manifest["counts"]["rejected_crops"][first_split] == 1
+    patches = export_patches(ex, first_split, 48)
     assert patches.images.shape[1:] == (48, 48, 3)
+    assert patches.image_names[-1] == f"rejected/{first_split}/{crop_name}"
+    assert BETHESDA_CLASSES[patches.labels[-1]] == "NILM"
+    assert len(patches.labels) == len(ex.crops(first_split)) + 1
 
 
 def test_undecided_predictions_only_as_marked_pseudo_labels_when_asked(

@@ -204,3 +204,19 @@ def test_evaluation_warnings_count_the_scored_images_a_model_was_trained_on() ->
     assert trained_on_warnings(record, [ImageRef("z", "z.png")], "test") == []
     assert record_of({"data": {}}) is None
     assert "not recorded" in trained_on_warnings(None, refs, "test")[0]
+
+
+def test_export_crops_keep_their_scale_cut_or_padded_to_the_patch() -> None:
+    """A crop of another size than the classifier's patch is cut or padded around its centre,
+    never resized: a nucleus keeps its size in pixels whatever the export's crop size."""
+    from inference.data.export import centred_patch
+
+    big = np.zeros((40, 40, 3), np.uint8)
+    big[18:22, 18:22] = 200  # a 4 px "nucleus" at the centre
+    cut = centred_patch(big, 20)
+    assert cut.shape == (20, 20, 3) and (cut == 200).all(axis=2).sum() == 16
+    assert (cut[8:12, 8:12] == 200).all()
+    small = np.full((10, 10, 3), 7, np.uint8)
+    padded = centred_patch(small, 20)
+    assert (padded[5:15, 5:15] == 7).all() and (padded[:5] == 255).all()
+    assert (padded == 7).all(axis=2).sum() == 100

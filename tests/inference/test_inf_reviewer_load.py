@@ -80,6 +80,18 @@ def test_field_auc_matches_scikit_learn_and_takes_given_labels() -> None:
     )
 
 
+def test_nilm_fields_follow_the_given_field_labels() -> None:
+    """With field labels (LBC: no marks at all), a NILM field is one labelled NILM, not every
+    field without a marked abnormal cell; a field the labels do not name is left out."""
+    given = reviewer_load(FIELDS, radius=20.0, field_labels={"a": False, "b": True})
+    # a is labelled NILM (2 false alarms), b abnormal, c unnamed
+    assert given["false_alarms_per_nilm_field"]["mean"] == 2.0
+    unmarked = [field(f.name, [], [(x, y, c, p) for (x, y), c, p in zip(
+        f.pred_xy, f.pred_labels, f.pred_p_abnormal, strict=True)]) for f in FIELDS]  # fmt: skip
+    labelled = reviewer_load(unmarked, radius=20.0, field_labels={"a": True, "b": False})
+    assert labelled["false_alarms_per_nilm_field"]["mean"] == 1.0  # b only
+
+
 def test_reliability_bins_and_ece() -> None:
     rel = reviewer_load(FIELDS, radius=20.0)["reliability"]
     # matched within 20 px: (0.9, abnormal) and (0.95, NILM): one bin [0.9, 1.0]
