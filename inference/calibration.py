@@ -151,6 +151,34 @@ class AnnotatedImages(Protocol):
     def image_path(self, name: str) -> Path: ...
 
 
+@dataclass
+class JoinedImages:
+    """Several annotated sets read as one (an export's validation split and the base data's);
+    a name in two sets is taken from the first."""
+
+    parts: list[AnnotatedImages]
+
+    @property
+    def images(self) -> dict[str, AnnotatedImage]:
+        out: dict[str, AnnotatedImage] = {}
+        for part in reversed(self.parts):
+            out.update(part.images)
+        return out
+
+    def image_path(self, name: str) -> Path:
+        part = next(p for p in self.parts if name in p.images)
+        return part.image_path(name)
+
+
+def base_validation_images(data_dir: Path | None = None, split_seed: int = 2021) -> CricDataset:
+    """The base data's (CRIC) validation images only, as `train-* --merge-base` splits them."""
+    from .data.cric import load_split
+
+    dataset, split, _ = load_split(data_dir, split_seed)
+    val = set(split["val"])
+    return CricDataset(dataset.root, {n: im for n, im in dataset.images.items() if n in val})
+
+
 def match_cells(
     pipeline: Any, dataset: AnnotatedImages, names: list[str], radius: float
 ) -> MatchedCells:

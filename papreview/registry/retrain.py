@@ -13,7 +13,8 @@ One service, `retrain_job_run`, behind `manage.py retrain --export ID [--from-sc
    (`inference.calibration.calibrate_classifier`, recorded as `calibration` in its metadata);
 3. fits the late fusion of stage 1 and stage 2 abnormality through the new pipeline (built
    without fusion, with the active classifier's test-time views) on the export's validation
-   split (`images/val/`, `points/val.csv`; `inference.calibration.calibrate_pipeline_on`) and
+   split (`images/val/`, `points/val.csv`; with RETRAIN_MERGE_BASE the base data's validation
+   images too; `inference.calibration.calibrate_pipeline_on`) and
    writes it in the new classifier's metadata (`calibrated_meta`: `fusion` and `tta_views`);
    too few matched cells or a single class skip it, the reason kept as `fusion_skipped` in
    the metadata and as `fusion` in the job's `comparison`, not a failure;
@@ -130,6 +131,8 @@ def _train(
     from inference.__main__ import build_parser
 
     argv = [f"train-{stage.value}", "--data", str(data), "--out", str(out), *start]
+    if settings.RETRAIN_MERGE_BASE:
+        argv.append("--merge-base")
     argv += [str(a) for a in getattr(settings, "RETRAIN_TRAINING_ARGS", {}).get(stage.value, [])]
     if epochs:
         argv += ["--epochs", str(epochs)]  # the last one given wins
@@ -213,7 +216,10 @@ def _fit_fusion(
     checkpoint (in place), with the test-time views of the active classifier `base`; what was
     done (for the job's `comparison`): fused or not, and why not."""
     from inference.calibration import (
+        AnnotatedImages,
+        JoinedImages,
         TooFewCellsError,
+        base_validation_images,
         calibrate_pipeline_on,
         save_calibrated_classifier,
     )
@@ -229,7 +235,9 @@ def _fit_fusion(
         if not export.points_path("val").is_file():
             skipped = "the export has no points/val.csv"
         else:
-            dataset = export.points("val")
+            dataset: AnnotatedImages = export.points("val")
+            if settings.RETRAIN_MERGE_BASE:  # the base data's validation images too
+                dataset = JoinedImages([dataset, base_validation_images()])
             pipeline = open_analyser(detector, classifier, use_fusion=False, tta_views=tta_views)
             try:
                 calibration = calibrate_pipeline_on(pipeline, dataset, sorted(dataset.images))

@@ -397,6 +397,11 @@ ANALYSIS_REQUEUE_AFTER_S: int = env.int("ANALYSIS_REQUEUE_AFTER_S", default=5 * 
 # --- Retraining (the `training` queue): extra `python -m inference train-*` arguments per stage,
 # e.g. {"detector": ["--max-minutes", "60"], "classifier": ["--max-minutes", "30"]}.
 RETRAIN_TRAINING_ARGS: dict[str, list[str]] = {}
+# Retrain on the export PLUS the base data the shipped models learnt from (CRIC, found under
+# PAPREVIEW_DATA_DIR on the trainer): both stages train with `--merge-base`, and the fusion is
+# fitted on both validation parts. Needed when the lab's export alone cannot teach every class
+# (a lab that signs out mostly NILM); off by default (the base data may not be on the trainer).
+RETRAIN_MERGE_BASE: bool = env.bool("RETRAIN_MERGE_BASE", default=False)
 
 # --- Dataset exports (the `celery` queue) ---------------------------------------------------------
 # Exports are built slide by slide in a temporary folder here (local disk, room for one export),

@@ -219,3 +219,38 @@ def test_the_retrain_task_goes_to_the_training_queue():
 
     route = celery_app.amqp.router.route({}, "papreview.registry.tasks.retrain_job_run", (), {})
     assert route["queue"].name == "training"
+
+
+def test_retrain_with_the_base_data_merges_it_into_training_and_the_fusion(
+    tiny_export, active, admin_user, settings, tmp_path, monkeypatch
+):
+    """RETRAIN_MERGE_BASE: both stages train on the export plus the base data (CRIC-shaped,
+    here synthetic), and the fusion is fitted on both validation parts: a lab whose export holds
+    only NILM sign-outs still gets a calibrated pipeline."""
+    import inference.calibration as calibration
+    from tests.inference.test_inf_leaks import png, write_cric
+
+    base = write_cric(tmp_path / "base", [png(200 + i) for i in range(8)])
+    monkeypatch.setenv("PAPREVIEW_DATA_DIR", str(base))
+    settings.RETRAIN_MERGE_BASE = True
+    fitted_on: list[list[str]] = []
+    real_fit = calibration.calibrate_pipeline_on
+
+    def spy(pipeline, dataset, names, *args, **kwargs):
+        fitted_on.append(list(names))
+        return real_fit(pipeline, dataset, names, *args, **kwargs)
+
+    monkeypatch.setattr(calibration, "calibrate_pipeline_on", spy)
+    job = RetrainJob.objects.create(export=tiny_export, requested_by=admin_user, epochs=1)
+    assert retrain_job_run(job_id=job.pk) == RetrainStatus.DONE, job.error
+    job.refresh_from_db()
+    for stage in ("detector", "classifier"):
+        path = model_version_local_path(getattr(job, f"new_{stage}"))
+        merged = load_checkpoint(path, stage=stage).meta["data"]["merged_with"]
+        assert merged["split"]["train"] and merged["split"]["val"]
+    base_val = set(calibration.base_validation_images().images)
+    assert base_val == set(merged["split"]["val"])
+    [names] = fitted_on
+    export_val = {n for n in names if n not in base_val}
+    assert base_val <= set(names) and export_val  # both validation parts
+    assert tiny_export.manifest["counts"]["images"]["val"] == len(export_val)
