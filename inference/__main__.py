@@ -169,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--radius", type=float, default=20.0)
     p.add_argument(
+        "--far-budget",
+        type=float,
+        default=None,
+        help="choose the P(abnormal) threshold for at most this many abnormal calls per "
+        "validation field farther than 30 px from every marked cell (default: sensitivity "
+        ">= 0.95 on matched cells)",
+    )
+    p.add_argument(
         "--tta-views",
         type=int,
         default=None,

@@ -17,6 +17,7 @@ decision threshold, and the late fusion of the two stages fitted through the pip
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from .classifier import (
 from .data.cric import AnnotatedImage, CricDataset
 from .errors import InputError
 from .fusion import Fusion, fit_fusion
-from .metrics import classification_metrics, match_points, roc_auc
+from .metrics import ImageEval, classification_metrics, match_points, roc_auc
+from .reviewer_load import threshold_for_budget
 from .types import BETHESDA_CLASSES, is_abnormal
 
 
@@ -114,6 +116,9 @@ class MatchedCells:
     s1: list[float] = field(default_factory=list)  # stage 1 detection score
     truth: list[str] = field(default_factory=list)  # annotated label
     probs6: list[list[float]] = field(default_factory=list)  # stage 2 probabilities
+    # Every call of every field (matched or not), for the false-alarm budget: `extra` holds
+    # each call's stage 2 probabilities ("probs") and stage 1 score ("s1").
+    fields: list[ImageEval] = field(default_factory=list)
 
 
 @dataclass
@@ -188,20 +193,35 @@ def match_cells(
         cells = dataset.images[name].cells
         gt = np.array([(c.x, c.y) for c in cells]).reshape(-1, 2)
         xy = np.array([c.box.centre for c in res.cells]).reshape(-1, 2)
+        probs = np.array(
+            [[c.probabilities[k] for k in BETHESDA_CLASSES] for c in res.cells], np.float64
+        ).reshape(-1, len(BETHESDA_CLASSES))
+        s1 = np.array([c.detection_score for c in res.cells], np.float64)
         for pi, gi in match_points(xy, gt, radius):
-            cell = res.cells[pi]
-            out.p2.append(1.0 - cell.probabilities["NILM"])
-            out.s1.append(cell.detection_score)
+            out.p2.append(1.0 - float(probs[pi, 0]))
+            out.s1.append(float(s1[pi]))
             out.truth.append(cells[gi].label)
-            out.probs6.append([cell.probabilities[k] for k in BETHESDA_CLASSES])
+            out.probs6.append(probs[pi].tolist())
+        out.fields.append(
+            ImageEval(
+                name,
+                gt.astype(np.float64),
+                [c.label for c in cells],
+                xy.astype(np.float64),
+                [c.label for c in res.cells],
+                1.0 - probs[:, 0],
+                extra={"probs": probs, "s1": s1},
+            )
+        )
     return out
 
 
 def calibrate_pipeline(
-    pipeline: Any, dataset: CricDataset, *, radius: float = 20.0
+    pipeline: Any, dataset: CricDataset, *, radius: float = 20.0, far_budget: float | None = None
 ) -> PipelineCalibration:
     """Fit the fusion on the CRIC validation images of a pipeline built without fusion."""
-    return calibrate_pipeline_on(pipeline, dataset, validation_names(pipeline, dataset), radius)
+    names = validation_names(pipeline, dataset)
+    return calibrate_pipeline_on(pipeline, dataset, names, radius, far_budget=far_budget)
 
 
 def calibrate_pipeline_on(
@@ -211,8 +231,12 @@ def calibrate_pipeline_on(
     radius: float = 20.0,
     *,
     min_cells: int = MIN_FUSION_CELLS,
+    far_budget: float | None = None,
 ) -> PipelineCalibration:
-    """Fit the fusion on the named validation images of a pipeline built without fusion."""
+    """Fit the fusion on the named validation images of a pipeline built without fusion. Its
+    P(abnormal) threshold: with `far_budget`, the lowest one giving at most that many abnormal
+    calls per field far from every marked cell (`reviewer_load.threshold_for_budget`), else the
+    highest one keeping sensitivity >= 0.95 on the matched cells."""
     cells = match_cells(pipeline, dataset, names, radius)
     p2, s1 = np.array(cells.p2), np.array(cells.s1)
     y = np.array([is_abnormal(t) for t in cells.truth])
@@ -228,7 +252,21 @@ def calibrate_pipeline_on(
     fused = base.apply(np.array(cells.probs6), s1)
     p_fused = abnormal_probability(fused)
     threshold = choose_abnormal_threshold(p_fused, y, 0.95)
-    fusion = Fusion(a, b, c, base.detector_version, threshold)
+    budget = None
+    if far_budget is not None:
+        fused_fields = [
+            dataclasses.replace(
+                im,
+                pred_p_abnormal=abnormal_probability(base.apply(im.extra["probs"], im.extra["s1"]))
+                if len(im.pred_xy)
+                else np.zeros(0),
+            )
+            for im in cells.fields
+        ]
+        budget = threshold_for_budget(fused_fields, far_budget)
+        budget["sensitivity_rule_threshold"] = threshold
+        threshold = budget["threshold"]
+    fusion = Fusion(a, b, c, base.detector_version, threshold, far_budget=far_budget)
     auc_cls, auc_det, auc_fused = roc_auc(y, p2), roc_auc(y, s1), roc_auc(y, p_fused)
     val = probability_metrics(cells.truth, fused, threshold)
     report = {
@@ -239,6 +277,7 @@ def calibrate_pipeline_on(
         "auc_detector": auc_det,
         "auc_fused": auc_fused,
         "fusion": fusion.to_dict(),
+        "threshold_rule": budget or "sensitivity >= 0.95 on matched validation cells",
         "val_at_threshold": {
             "abnormal_vs_nilm": val["abnormal_vs_nilm"],
             "four_class_accuracy": val["four_class"]["accuracy"],
@@ -270,6 +309,8 @@ def calibrated_meta(
         meta["fusion"] = {**fusion.to_dict(), "val": plain(calibration.report)}
         meta.pop("fusion_skipped", None)
         version += f"-fused-{fusion.detector_version.rsplit('-', 1)[-1]}"
+        if fusion.far_budget is not None:  # the threshold rule changes the calls too
+            version += f"-fa{fusion.far_budget:g}"
     else:
         meta.pop("fusion", None)
         if calibration is not None and not skipped:

@@ -267,11 +267,15 @@ def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
 
 
 def _model_splits(pipeline: Any) -> list[dict[str, list[str]]]:
-    """The train/val/test image names each checkpoint of the pipeline recorded."""
-    return [
-        m.get("data", {}).get("split", {})
-        for m in (pipeline.detector_meta, pipeline.classifier_meta)
-    ]
+    """The train/val/test image names each checkpoint of the pipeline recorded: its own split
+    and, trained on an export with --merge-base, the base data's split too."""
+    out = []
+    for meta in (pipeline.detector_meta, pipeline.classifier_meta):
+        data = meta.get("data", {})
+        out.append(data.get("split", {}))
+        if data.get("merged_with", {}).get("split"):
+            out.append(data["merged_with"]["split"])
+    return out
 
 
 def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,7 +320,9 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
     _setup(args)
     pipeline = _pipeline(args, use_fusion=False, tta_views=args.tta_views)
-    calibration = calibrate_pipeline(pipeline, CricDataset.load(args.data_dir), radius=args.radius)
+    calibration = calibrate_pipeline(
+        pipeline, CricDataset.load(args.data_dir), radius=args.radius, far_budget=args.far_budget
+    )
     out = args.out or args.classifier
     version = save_calibrated_classifier(
         args.classifier, calibration, tta_views=pipeline.operating_point["tta_views"], out=out

@@ -35,6 +35,9 @@ class Fusion:
     bias: float
     detector_version: str
     abnormal_threshold: float
+    # The threshold's rule: None, sensitivity >= 0.95 on matched validation cells; a number, at
+    # most that many abnormal calls per validation field far from every marked cell.
+    far_budget: float | None = None
 
     def p_abnormal(self, p2_abnormal: np.ndarray, s1: np.ndarray) -> np.ndarray:
         z = self.w_classifier * logit(p2_abnormal) + self.w_detector * logit(s1) + self.bias
@@ -58,6 +61,7 @@ class Fusion:
             "bias": self.bias,
             "detector_version": self.detector_version,
             "abnormal_threshold": self.abnormal_threshold,
+            "far_budget": self.far_budget,
         }
 
     @classmethod
@@ -68,6 +72,7 @@ class Fusion:
             float(d["bias"]),
             str(d["detector_version"]),
             float(d["abnormal_threshold"]),
+            None if d.get("far_budget") is None else float(d["far_budget"]),
         )
 
 

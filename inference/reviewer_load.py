@@ -46,6 +46,9 @@ def _nearest(pred_xy: np.ndarray, gt_xy: np.ndarray) -> np.ndarray:
 
 
 def _called_abnormal(im: ImageEval) -> np.ndarray:
+    """Which calls are abnormal: by their labels, or a mask a threshold sweep put in `extra`."""
+    if "called_abnormal" in im.extra:
+        return np.asarray(im.extra["called_abnormal"], bool)
     return np.array([is_abnormal(c) for c in im.pred_labels], bool)
 
 
@@ -59,6 +62,47 @@ def _places(im: ImageEval, far_px: float) -> dict[str, int]:
         "near_marked_abnormal": int(near_abn.sum()),
         "on_marked_nilm": int((~near_abn & near_nilm).sum()),
         "far_from_marked": int((~near_abn & ~near_nilm).sum()),
+    }
+
+
+def threshold_for_budget(
+    images: Sequence[ImageEval], far_budget: float, *, far_px: float = FAR_PX
+) -> dict[str, Any]:
+    """The lowest P(abnormal) threshold at which the abnormal calls farther than `far_px` from
+    every marked cell average at most `far_budget` per field over `images` (validation fields):
+    the most sensitive rule whose false alarms in unmarked areas, what a reviewer must wade
+    through, stay within the budget. Returns the threshold with the far calls per field and the
+    abnormal-cell recall (at `far_px`) it gives there."""
+    far_p = []
+    for im in images:
+        far = _nearest(im.pred_xy, im.gt_xy) > far_px
+        far_p.extend(im.pred_p_abnormal[far].tolist())
+    allowed = int(np.floor(far_budget * len(images) + 1e-9))
+    ranked = np.sort(np.asarray(far_p, np.float64))[::-1]
+    # Just above the first far call over the budget; every call when the budget is never hit.
+    threshold = float(np.nextafter(ranked[allowed], 1.0)) if allowed < len(ranked) else 0.0
+    at = [
+        ImageEval(
+            im.name,
+            im.gt_xy,
+            im.gt_labels,
+            im.pred_xy,
+            im.pred_labels,
+            im.pred_p_abnormal,
+            extra={"called_abnormal": im.pred_p_abnormal >= threshold},
+        )
+        for im in images
+    ]
+    return {
+        "rule": f"lowest threshold with <= {far_budget:g} abnormal calls per field farther than "
+        f"{far_px:g} px from every marked cell (validation fields)",
+        "far_budget": far_budget,
+        "threshold": threshold,
+        "fields": len(images),
+        "far_per_field": float(np.mean([_places(im, far_px)["far_from_marked"] for im in at]))
+        if at
+        else None,
+        "abnormal_recall": _recall_at(at, far_px),
     }
 
 

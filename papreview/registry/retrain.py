@@ -213,8 +213,9 @@ def _fit_fusion(
     detector: Path, classifier: Path, *, data: Path, base: ModelVersion
 ) -> dict[str, Any]:
     """Fit the fusion on the export's validation split and write it in the `classifier`
-    checkpoint (in place), with the test-time views of the active classifier `base`; what was
-    done (for the job's `comparison`): fused or not, and why not."""
+    checkpoint (in place), with the test-time views and the threshold rule (false-alarm budget)
+    of the active classifier `base`; what was done (for the job's `comparison`): fused or not,
+    and why not."""
     from inference.calibration import (
         AnnotatedImages,
         JoinedImages,
@@ -227,9 +228,10 @@ def _fit_fusion(
     from inference.data.export import opened
     from inference.interface import open_analyser
 
-    tta_views = int(
-        load_checkpoint(model_version_local_path(base), stage="classifier").meta.get("tta_views", 1)
-    )
+    base_meta = load_checkpoint(model_version_local_path(base), stage="classifier").meta
+    tta_views = int(base_meta.get("tta_views", 1))
+    # The active classifier's threshold rule carries over (a false-alarm budget, or none).
+    far_budget = (base_meta.get("fusion") or {}).get("far_budget")
     calibration, skipped = None, None
     with opened(data) as export:
         if not export.points_path("val").is_file():
@@ -240,7 +242,9 @@ def _fit_fusion(
                 dataset = JoinedImages([dataset, base_validation_images()])
             pipeline = open_analyser(detector, classifier, use_fusion=False, tta_views=tta_views)
             try:
-                calibration = calibrate_pipeline_on(pipeline, dataset, sorted(dataset.images))
+                calibration = calibrate_pipeline_on(
+                    pipeline, dataset, sorted(dataset.images), far_budget=far_budget
+                )
             except TooFewCellsError as exc:
                 skipped = str(exc)
     version = save_calibrated_classifier(

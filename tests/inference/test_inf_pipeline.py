@@ -504,6 +504,7 @@ def test_calibrate_pipeline_on_an_export_split_fits_the_fusion_or_says_why_not(
             cells.append(
                 SimpleNamespace(
                     box=Box(int(c.x) - 5, int(c.y) - 5, 10, 10),
+                    label="HSIL" if p_abn >= 0.5 else "NILM",
                     probabilities=probs,
                     detection_score=float(rng.uniform(0.3, 0.9)),
                 )
@@ -518,6 +519,11 @@ def test_calibrate_pipeline_on_an_export_split_fits_the_fusion_or_says_why_not(
     assert calibration.fusion.detector_version == "det-abc"
     meta = calibrated_meta({"version": "cls-1"}, calibration, tta_views=2)
     assert meta["tta_views"] == 2 and ("fusion" in meta) != ("fusion_skipped" in meta)
+    # every call sits on a marked cell: no far call, so a budget keeps every call abnormal-able
+    budgeted = calibrate_pipeline_on(pipeline, table, sorted(table.images), far_budget=1.0)
+    rule = budgeted.report["threshold_rule"]
+    assert rule["far_per_field"] == 0.0 and budgeted.fusion.abnormal_threshold == 0.0
+    assert budgeted.fusion.far_budget == 1.0 and rule["fields"] == 4
     with pytest.raises(TooFewCellsError, match="at least 10 needed"):
         calibrate_pipeline_on(pipeline, table, ["f0.png"])
     skipped = calibrated_meta(meta, None, tta_views=1, skipped="why")

@@ -123,3 +123,32 @@ def test_evaluate_on_fields_with_a_field_label_only_resized_first(
     assert out.with_name("lbc_reviewer.png").is_file()
     assert inference_main(["evaluate", "--images", str(images)]) == 2
     assert "--cells and/or --fields" in capsys.readouterr().err
+
+
+def test_threshold_for_a_budget_of_far_calls_per_field() -> None:
+    """The lowest threshold keeping the calls far from every marked cell within the budget:
+    far calls here are a's SCC (0.7) and NILM (0.1) calls, b's (0.6) and c's (0.8, 35 px off)."""
+    from inference.reviewer_load import threshold_for_budget
+
+    one = threshold_for_budget(FIELDS, 1.0)  # 3 far calls allowed over 3 fields
+    assert 0.1 < one["threshold"] < 0.6 and one["far_per_field"] == pytest.approx(1.0)
+    tight = threshold_for_budget(FIELDS, 0.5)  # 1 allowed: only the 0.8 call stays
+    assert 0.7 < tight["threshold"] < 0.8
+    assert tight["far_per_field"] == pytest.approx(1 / 3)
+    assert tight["abnormal_recall"] == 0.5  # a's HSIL (0.9); c's LSIL call is 35 px off
+    assert threshold_for_budget(FIELDS, 10.0)["threshold"] == 0.0  # never spent: every call
+
+
+def test_a_budget_rule_is_kept_in_the_fusion_and_named_in_the_version() -> None:
+    from inference.calibration import PipelineCalibration, calibrated_meta
+    from inference.fusion import Fusion
+
+    fusion = Fusion(0.7, 1.2, 0.0, "detector-1-abcd", 0.19, far_budget=5.0)
+    assert Fusion.from_dict(fusion.to_dict()) == fusion
+    meta = calibrated_meta(
+        {"version": "classifier-1-ef01"}, PipelineCalibration(fusion, {}, True), tta_views=2
+    )
+    assert meta["version"] == "classifier-1-ef01-tta2-fused-abcd-fa5"
+    assert meta["fusion"]["far_budget"] == 5.0
+    old = {k: v for k, v in fusion.to_dict().items() if k != "far_budget"}
+    assert Fusion.from_dict(old).far_budget is None  # checkpoints from before the rule
