@@ -227,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize the fields by this factor first (1.77 brings lbc/ to cric/'s scale)",
     )
     p.add_argument(
+        "--grey",
+        action="store_true",
+        help="make the fields monochrome first (a grey camera, an extended-depth-of-field frame)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=None,

@@ -71,9 +71,26 @@ def gaussian_noise(img: np.ndarray, rng: np.random.Generator, p: float = 0.2) ->
     return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
+def to_grey(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Monochrome in all three channels, as a grey camera or an extended-depth-of-field
+    composite gives a field: luminance, or a random mix of the channels (another filter)."""
+    if rng.random() < 0.5:
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+    else:
+        weights = rng.dirichlet((2.0, 2.0, 2.0)).astype(np.float32)
+    grey = np.clip(img.astype(np.float32) @ weights, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+GREY_P = 0.2  # share of training samples made monochrome
+
+
 def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Stain/colour jitter (HED or HSV), contrast, blur/sharpen, noise."""
+    """Stain/colour jitter (HED or HSV), contrast, blur/sharpen, noise; a share made grey
+    (without it stage 1 finds half the nuclei of a monochrome field)."""
     out = hed_jitter(img, rng) if rng.random() < 0.5 else hsv_jitter(img, rng)
+    if rng.random() < GREY_P:
+        out = to_grey(out, rng)
     if rng.random() < 0.5:
         out = contrast_gamma(out, rng)
     out = blur_or_sharpen(out, rng)

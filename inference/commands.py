@@ -406,8 +406,10 @@ def _write_evaluation(out: Path, result: dict[str, Any], images: int) -> None:
 
 
 @contextlib.contextmanager
-def upscaled(table: Any, names: list[str], factor: float) -> Iterator[Any]:
-    """The named images resized by `factor` (and their marked cells moved) in a temporary folder."""
+def upscaled(table: Any, names: list[str], factor: float, *, grey: bool = False) -> Iterator[Any]:
+    """The named images resized by `factor` (and their marked cells moved), and made monochrome
+    with `grey` (luminance in all three channels, as a grey camera or an extended-depth-of-field
+    composite gives them), in a temporary folder."""
     import tempfile
 
     import cv2
@@ -422,12 +424,14 @@ def upscaled(table: Any, names: list[str], factor: float) -> Iterator[Any]:
         images = {}
         for name in names:
             img = read_image(table.image_path(name))
-            size = (round(img.shape[1] * factor), round(img.shape[0] * factor))
-            interpolation = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
+            if factor != 1.0:
+                size = (round(img.shape[1] * factor), round(img.shape[0] * factor))
+                interpolation = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
+                img = cv2.resize(img, size, interpolation=interpolation)
+            if grey:
+                img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
             out = Path(tmp) / name  # the same name: JPEG kept at quality 95
-            Image.fromarray(cv2.resize(img, size, interpolation=interpolation)).save(
-                out, quality=95
-            )
+            Image.fromarray(img).save(out, quality=95)
             cells = [
                 CellPoint(c.x * factor, c.y * factor, c.label) for c in table.images[name].cells
             ]
@@ -485,13 +489,14 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         if not names:
             raise InputError(f"no images left to evaluate with --split {args.split}")
         with contextlib.ExitStack() as stack:
-            if args.upscale != 1.0:  # e.g. x1.77 brings the LBC fields to CRIC's scale
-                table = stack.enter_context(upscaled(table, names, args.upscale))
+            if args.upscale != 1.0 or args.grey:  # x1.77 brings the LBC fields to CRIC's scale
+                table = stack.enter_context(upscaled(table, names, args.upscale, grey=args.grey))
             result = {
                 **head,
                 "images_dir": str(images_dir),
                 "cells_csv": str(args.cells) if args.cells else None,
                 "upscale": args.upscale,
+                "grey": args.grey,
                 **split_info,
                 **evaluate_pipeline(
                     pipeline, table, names, radius=args.radius, field_labels=field_labels

@@ -76,3 +76,19 @@ def test_classifier_crops_keep_the_cell_at_the_centre(
         crop = _augment_crop(patch, 40, np.random.default_rng(seed), jitter)
         offset = _dot_centre(crop) - 20.0
         assert (np.abs(offset) <= jitter + 0.75).all(), (seed, offset)
+
+
+def test_grey_is_monochrome_in_three_channels_and_a_share_of_samples_get_it() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    for _ in range(4):  # luminance or a random channel mix
+        grey = augment.to_grey(img, rng)
+        assert grey.shape == img.shape and grey.dtype == np.uint8
+        assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[..., 0] = 200  # pure red: jitter keeps it coloured unless made grey
+    mono = 0
+    for seed in range(400):
+        out = augment.photometric(colour, np.random.default_rng(seed)).astype(int)
+        mono += int(np.abs(out[..., 0] - out[..., 2]).max() <= 3)
+    assert 0.1 < mono / 400 < 0.3  # GREY_P = 0.2

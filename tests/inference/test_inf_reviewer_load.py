@@ -121,6 +121,10 @@ def test_evaluate_on_fields_with_a_field_label_only_resized_first(
     assert auc["labels"] == "given" and auc["fields"] == 3 and auc["abnormal_fields"] == 1
     assert result["reviewer"]["false_alarms_per_nilm_field"]["mean"] is not None
     assert out.with_name("lbc_reviewer.png").is_file()
+    grey_out = tmp_path / "grey.json"
+    grey = [*argv, "--grey", "--split", "all", "--device", "cpu", "--out", str(grey_out)]
+    assert inference_main(grey) == 0
+    assert json.loads(grey_out.read_text())["grey"] is True
     assert inference_main(["evaluate", "--images", str(images)]) == 2
     assert "--cells and/or --fields" in capsys.readouterr().err
 
