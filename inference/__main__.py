@@ -67,6 +67,15 @@ def _add_ema(p: argparse.ArgumentParser, default: float) -> None:
     )
 
 
+def _upscale(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector", type=Path, default=None, help="detector checkpoint (default: committed)"
@@ -188,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bf16(p, "inference")
     _add_common(p)
 
+    p = sub.add_parser(
+        "estimate-scale",
+        help="the images' scale from their nucleus sizes: per field and for the batch (JSON)",
+    )
+    p.add_argument("images", nargs="+", type=Path, help="field images (or folders of them)")
+    _add_common(p)
+
     p = sub.add_parser("predict", help="run the pipeline on images; JSON + overlay PNG per image")
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
@@ -222,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--upscale",
-        type=float,
+        type=_upscale,
         default=1.0,
-        help="resize the fields by this factor first (1.77 brings lbc/ to cric/'s scale)",
+        help="resize the fields by this factor first (1.77 brings lbc/ to cric/'s scale); "
+        "auto: the factor the fields' own nucleus sizes give (inference.scale, one for the batch)",
     )
     p.add_argument(
         "--grey",
@@ -287,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mine-negatives": commands.mine_negatives_cmd,
         "calibrate": commands.calibrate_cmd,
         "predict": commands.predict_cmd,
+        "estimate-scale": commands.estimate_scale_cmd,
         "evaluate": commands.evaluate_cmd,
         "evaluate-classifier": commands.evaluate_classifier_cmd,
         "bench": commands.bench_cmd,

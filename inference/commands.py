@@ -337,6 +337,32 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def batch_scale(paths: list[Path]) -> Any:
+    """`inference.scale.estimate_batch_scale` over these field images."""
+    from .scale import estimate_batch_scale, estimate_scale
+    from .slides import read_image
+
+    return estimate_batch_scale([estimate_scale(read_image(p)) for p in paths])
+
+
+def estimate_scale_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from .scale import estimate_batch_scale, estimate_scale
+    from .slides import read_image
+
+    paths: list[Path] = []
+    for p in args.images:
+        paths += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+    if not paths:
+        raise InputError("no images given")
+    fields = {str(p): estimate_scale(read_image(p)) for p in paths}
+    batch = estimate_batch_scale(list(fields.values()))
+    return {
+        "batch": batch.to_dict(),
+        "fields": {name: e.to_dict() for name, e in fields.items()},
+        "note": "factor: resize by it to reach the models' scale (--upscale); use the batch's",
+    }
+
+
 def predict_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from PIL import Image
     from tqdm import tqdm
@@ -489,6 +515,11 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         if not names:
             raise InputError(f"no images left to evaluate with --split {args.split}")
         with contextlib.ExitStack() as stack:
+            if args.upscale == "auto":  # the batch's own nucleus sizes
+                batch = batch_scale([table.image_path(n) for n in names])
+                if batch.factor is None:
+                    raise InputError("--upscale auto: too few round dark nuclei to find a scale")
+                args.upscale = round(batch.factor, 3)
             if args.upscale != 1.0 or args.grey:  # x1.77 brings the LBC fields to CRIC's scale
                 table = stack.enter_context(upscaled(table, names, args.upscale, grey=args.grey))
             result = {
