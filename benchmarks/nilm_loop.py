@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 CRIC_ONLY_CLASSIFIER = "af9d454"  # the commit whose classifier had seen no LBC data
 
 
-def _setup(media: Path, epochs: int) -> None:
+def _setup(media: Path, epochs: int, threads: int) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "papreview.settings.base")
     os.environ["MEDIA_ROOT"] = str(media)
     os.environ["RETRAIN_MERGE_BASE"] = "true"
@@ -58,10 +58,8 @@ def _setup(media: Path, epochs: int) -> None:
     from papreview.celery import celery_app
 
     celery_app.conf.task_always_eager = True  # the workers' tasks, run in this process
-    settings.RETRAIN_TRAINING_ARGS = {
-        "detector": ["--epochs", str(epochs), "--bf16", "off"],
-        "classifier": ["--epochs", str(epochs), "--bf16", "off"],
-    }
+    common = ["--epochs", str(epochs), "--bf16", "off", "--threads", str(threads)]
+    settings.RETRAIN_TRAINING_ARGS = {"detector": common, "classifier": common}
     call_command("migrate", verbosity=0)
     call_command("flush", interactive=False, verbosity=0)
 
@@ -242,6 +240,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per stage")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "nilm_loop")
     ap.add_argument("--seed", type=int, default=0, help="order in which the lab meets the fields")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     args = ap.parse_args()
     data_dir = Path(os.environ.get("PAPREVIEW_DATA_DIR", ROOT.parent / "shared" / "data"))
     data_dir = data_dir.resolve()
@@ -250,7 +249,7 @@ def main() -> None:
     steps = sorted({int(v) for v in args.n.split(",")})
     with tempfile.TemporaryDirectory(prefix="papreview-loop-") as tmp_name:
         tmp = Path(tmp_name)
-        _setup(tmp / "media", args.epochs)
+        _setup(tmp / "media", args.epochs, args.threads)
         import random
 
         from papreview.registry.services import model_version_register_checkpoint
