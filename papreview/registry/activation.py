@@ -5,8 +5,9 @@ The gate compares the candidate with the stage's active version on the test spli
 export: the candidate's most recent finished evaluation on an export the active version was also
 evaluated on. The figures compared are those `model_evaluation_run` stores (FIGURES); a figure
 missing on either side is not compared. Activation is refused (409) when the candidate is worse
-on any figure, or when it has no evaluation on any test split the active one was evaluated on
-(nothing to compare it with), unless an admin gives a reason. The reason, the figures compared
+on any figure, when it has no evaluation on any test split the active one was evaluated on
+(nothing to compare it with), or when that split holds no marked abnormal cell (recall cannot be
+compared), unless an admin gives a reason. The reason, the figures compared
 and what the gate said go into the MODEL_ACTIVATED audit event. With no active version, or an
 active version never evaluated, there is nothing to compare and activation goes ahead.
 
@@ -143,6 +144,15 @@ def activation_check(*, model_version: ModelVersion) -> ActivationCheck:
             f"{model_version.name} does worse than the active version {active.name} on the "
             f"{GATE_SPLIT} split of {ours.export}: {'; '.join(worse)}. Give a reason to "
             "activate it anyway."
+        )
+    elif check.figures["abnormal_sensitivity"]["candidate"] is None:
+        # A split with no marked abnormal cell (a lab's NILM sign-outs) measures false alarms
+        # only: a version that finds fewer abnormal cells would pass unseen.
+        check.problem = (
+            f"The {GATE_SPLIT} split of {ours.export} holds no marked abnormal cell, so the "
+            "abnormal-cell recall of the two versions cannot be compared (fewer false alarms "
+            "alone may mean fewer abnormal cells found). Evaluate both on an export with "
+            "abnormal cells, or give a reason to activate it anyway."
         )
     return check
 

@@ -8,12 +8,17 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from papreview.accounts.roles import Role
 from papreview.analysis.models import ModelStage, ModelVersion
 from papreview.audit.models import AuditAction, AuditEvent
 from papreview.datasets.models import DatasetExport, ExportStatus
-from papreview.registry.activation import activation_check
+from papreview.registry.activation import (
+    ActivationRefusedError,
+    activation_check,
+    model_version_activate_by,
+)
 from papreview.registry.models import EvaluationStatus, ModelEvaluation, ModelTraining
-from tests.factories import ModelVersionFactory
+from tests.factories import ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -246,3 +251,18 @@ def test_model_version_list_names_the_training_export_or_null(api, viewer, expor
     assert listed["no-export"]["training_export"] is None
     assert listed["trained"]["training_export"] == "gate v3"
     assert listed["no-export"]["previous"] is None
+
+
+def test_a_split_without_abnormal_cells_cannot_vouch_for_recall(export):
+    """A lab's NILM-only export measures false alarms only: fewer of them is no proof, since a
+    version that finds fewer abnormal cells has fewer too. A reason is needed."""
+    active = ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="c-on", is_active=True)
+    quieter = ModelVersionFactory.create(stage=ModelStage.CLASSIFIER, name="c-quiet")
+    nilm_only = {"metrics": {"abnormal_recall": None}, "reviewer": {"false_alarms_per_field": 9}}
+    evaluated(active, export, nilm_only)
+    evaluated(quieter, export, {**nilm_only, "reviewer": {"false_alarms_per_field": 1.0}})
+    check = activation_check(model_version=quieter)
+    assert check.figures["false_alarms_per_field"]["worse"] is False
+    assert "holds no marked abnormal cell" in check.problem
+    with pytest.raises(ActivationRefusedError):
+        model_version_activate_by(model_version=quieter, by=UserFactory.create(role=Role.ADMIN))
