@@ -54,8 +54,8 @@ def _blob_diameters(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(rest) < 16:
         return np.zeros(0), np.zeros(0)
     second, _ = cv2.threshold(rest.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = np.where(dark > second, 255, 0).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    nuclei = np.where(dark > second, 255, 0).astype(np.uint8)
+    mask = cv2.morphologyEx(nuclei, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     h, w = mask.shape
     diameters, darkness = [], []
