@@ -33,6 +33,7 @@ def field(zoom: float, seed: int = 0) -> np.ndarray:
 
 def test_the_nucleus_size_follows_the_magnification() -> None:
     small, large = estimate_scale(field(1.0)), estimate_scale(field(2.0))
+    assert small.nucleus_px is not None and large.nucleus_px is not None
     assert small.nucleus_px == pytest.approx(12.0, rel=0.15)
     assert large.nucleus_px / small.nucleus_px == pytest.approx(2.0, rel=0.1)
     assert small.factor == pytest.approx(REFERENCE_NUCLEUS_PX / small.nucleus_px)
