@@ -4,6 +4,9 @@ its cells in the compact form the viewer draws. Each is a fixed number of querie
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +185,112 @@ def slide_cell_layer(*, slide_id: int, since: dt.datetime | None = None) -> list
         ]
         for cid, x, y, w, h, cls, pred, status, p, score, version in rows
     ]
+
+
+# The columnar layer (what the review page loads): one array per field, the classes and review
+# statuses as indices into these tables, the confidence in 1/CONFIDENCE_SCALE (an integer), so that
+# 100,000 cells are about 2.5 MB of plain numbers that the browser parses into columns quickly.
+CELL_LAYER_CLASSES: tuple[str, ...] = ("", *BETHESDA_CLASSES)
+CELL_LAYER_STATUSES: tuple[str, ...] = tuple(ReviewStatus.values)
+CONFIDENCE_SCALE = 10_000
+
+# The last columnar layer of recently opened slides, per process, with the state of the slide's
+# cells it was made from (count, highest id, sum of versions, latest update: every change moves
+# one of them). At most this many slides and bytes.
+_COLUMNS_CACHE: OrderedDict[int, tuple[tuple[Any, ...], str]] = OrderedDict()
+_COLUMNS_CACHE_LOCK = threading.Lock()
+COLUMNS_CACHE_SLIDES = 8
+COLUMNS_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _cells_state(*, slide_id: int) -> tuple[Any, ...]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), max(id), sum(version), max(updated_at) FROM {Cell._meta.db_table} "
+            "WHERE slide_id = %s",
+            [slide_id],
+        )
+        row = cursor.fetchone()
+    return tuple(row or ())
+
+
+def _columns_sql(*, slide_id: int, since: dt.datetime | None) -> tuple[tuple[Any, ...], str]:
+    """The columns built by PostgreSQL in one statement (about 3x faster than rows through
+    Python for 100,000 cells), with the state of the cells they were built from."""
+    table = Cell._meta.db_table
+    where, params = "slide_id = %s", [slide_id]
+    if since is not None:
+        where, params = where + " AND updated_at > %s", [*params, since]
+
+    def agg(expr: str) -> str:
+        return f"coalesce(array_to_json(array_agg({expr})), '[]'::json)"
+
+    code = "array_position(%s::text[], {}::text) - 1"
+    sql = f"""
+        WITH c AS (
+            SELECT id, x, y, width, height, current_class, predicted_class, review_status,
+                   version, updated_at,
+                   CASE WHEN review_status = %s THEN 1.0
+                        ELSE coalesce((probabilities ->> predicted_class)::double precision,
+                                      detection_score, 0) END AS conf
+            FROM {table} WHERE {where} ORDER BY id
+        )
+        SELECT count(*), max(id), sum(version), max(updated_at), json_build_object(
+            'id', {agg("id")}, 'x', {agg("x")}, 'y', {agg("y")},
+            'width', {agg("width")}, 'height', {agg("height")},
+            'current_class', {agg(code.format("current_class"))},
+            'predicted_class', {agg(code.format("predicted_class"))},
+            'review_status', {agg(code.format("review_status"))},
+            'confidence', {agg(f"round((conf * {CONFIDENCE_SCALE})::numeric)::int")},
+            'version', {agg("version")})::text
+        FROM c"""  # (no user input in the SQL text: the values are parameters)
+    classes, statuses = list(CELL_LAYER_CLASSES), list(CELL_LAYER_STATUSES)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ReviewStatus.ADDED.value, *params, classes, classes, statuses])
+        *state, text = cursor.fetchone()
+    return tuple(state), text
+
+
+def _columns_python(*, slide_id: int, since: dt.datetime | None) -> str:
+    """The same columns from the rows (any database)."""
+    rows = slide_cell_layer(slide_id=slide_id, since=since)
+    cols: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)] or [[]] * 10
+    classes = {name: i for i, name in enumerate(CELL_LAYER_CLASSES)}
+    statuses = {name: i for i, name in enumerate(CELL_LAYER_STATUSES)}
+    body = dict(zip(CELL_LAYER_FIELDS, cols, strict=True))
+    for name in ("current_class", "predicted_class"):
+        body[name] = [classes.get(v, -1) for v in body[name]]
+    body["review_status"] = [statuses.get(v, -1) for v in body["review_status"]]
+    body["confidence"] = [round(v * CONFIDENCE_SCALE) for v in body["confidence"]]
+    return json.dumps(body, separators=(",", ":"))
+
+
+def slide_cell_columns(*, slide_id: int, since: dt.datetime | None = None) -> str:
+    """The cells of CELL_LAYER_FIELDS as JSON text `{"id": [...], "x": [...], ...}` (one array
+    per field; classes and statuses coded, see CELL_LAYER_CLASSES). The whole layer is kept per
+    process and served again while the slide's cells have not changed (one small query)."""
+    if connection.vendor != "postgresql":
+        return _columns_python(slide_id=slide_id, since=since)
+    if since is not None:
+        return _columns_sql(slide_id=slide_id, since=since)[1]
+    # The state first, then the columns with their own state (one snapshot): a change in between
+    # makes the next request build them again, never serves them as older than they are.
+    state = _cells_state(slide_id=slide_id)
+    with _COLUMNS_CACHE_LOCK:
+        hit = _COLUMNS_CACHE.get(slide_id)
+        if hit and hit[0] == state:
+            _COLUMNS_CACHE.move_to_end(slide_id)
+            return hit[1]
+    state, text = _columns_sql(slide_id=slide_id, since=None)
+    with _COLUMNS_CACHE_LOCK:
+        _COLUMNS_CACHE[slide_id] = (state, text)
+        _COLUMNS_CACHE.move_to_end(slide_id)
+        while len(_COLUMNS_CACHE) > COLUMNS_CACHE_SLIDES or (
+            len(_COLUMNS_CACHE) > 1
+            and sum(len(t) for _, t in _COLUMNS_CACHE.values()) > COLUMNS_CACHE_BYTES
+        ):
+            _COLUMNS_CACHE.popitem(last=False)
+    return text
 
 
 def slide_event_list(*, slide_id: int) -> QuerySet[SlideEvent]:
