@@ -240,3 +240,34 @@ def test_cell_layer_columns_are_the_rows_and_cached_until_a_change(
     assert since["columns"]["id"] == []
     Cell.objects.filter(pk=cell.pk).delete()
     assert cell.pk not in client.get(url, {"layout": "columns"}).json()["columns"]["id"]
+
+
+def test_cell_layer_columns_are_shared_through_a_file_per_slide(
+    api, pathologist, settings, tmp_path, monkeypatch
+) -> None:
+    """Another web process of the host (its own cache empty) reads the layer's file instead of
+    building it; a change writes a new file in place of the slide's old one."""
+    from papreview.workflow import selectors
+
+    settings.CELL_LAYER_CACHE_DIR = tmp_path
+    slide = SlideFactory.create()
+    cells = CellFactory.create_batch(3, slide=slide)
+    client = api(pathologist)
+    url = f"/api/slides/{slide.pk}/cell-layer/"
+    first = client.get(url, {"layout": "columns"}).json()["columns"]
+    files = list(tmp_path.glob(f"{slide.pk}-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == first
+    selectors._COLUMNS_CACHE.clear()  # as in another process
+    built = selectors._columns_sql
+
+    def no_build(**kwargs):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(selectors, "_columns_sql", no_build)
+    assert client.get(url, {"layout": "columns"}).json()["columns"] == first
+    monkeypatch.setattr(selectors, "_columns_sql", built)
+    client.patch(f"/api/cells/{cells[0].pk}/", {"version": 1, "current_class": "LSIL"})
+    after = client.get(url, {"layout": "columns"}).json()["columns"]
+    assert after["version"][after["id"].index(cells[0].pk)] == 2
+    files = list(tmp_path.glob(f"{slide.pk}-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == after
