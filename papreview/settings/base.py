@@ -266,6 +266,10 @@ if AWS_STORAGE_BUCKET_NAME:
 # The health page shows staff its figures (hit rate); see README "Several machines".
 MEDIA_CACHE_DIR = _path_from_env("MEDIA_CACHE_DIR", VAR_DIR / "media-cache")
 MEDIA_CACHE_MAX_BYTES: int = env.int("MEDIA_CACHE_MAX_BYTES", default=50 * 1024**3)
+# The review page's whole cell layers (papreview.workflow.selectors.slide_cell_columns), shared by
+# a host's web processes: one file per slide while its cells are unchanged, this many at most.
+CELL_LAYER_CACHE_DIR = _path_from_env("CELL_LAYER_CACHE_DIR", VAR_DIR / "cell-layers")
+CELL_LAYER_CACHE_FILES: int = env.int("CELL_LAYER_CACHE_FILES", default=32)
 # Serve static files from the app directories without collectstatic (development and `make run`).
 WHITENOISE_USE_FINDERS = True
 FILE_UPLOAD_TEMP_DIR: str | None = env.str("FILE_UPLOAD_TEMP_DIR", default=None)

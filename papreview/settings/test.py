@@ -13,6 +13,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-test-key-not-for-pro
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests point MEDIA_ROOT at a temporary folder per test (tests/conftest.py); this is the fallback.
 MEDIA_ROOT = VAR_DIR / "test-media"
+CELL_LAYER_CACHE_DIR = VAR_DIR / "test-cell-layers"
 WHITENOISE_AUTOREFRESH = True
 PAPREVIEW_TEST_HOOKS = True  # the browser tests read the review page's state (window.__review)
 # Two-factor is required of no role here, so the other tests sign in with a password alone; the

@@ -162,6 +162,8 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             # the tile geometry in the URL (and so in every tile's): see imaging.selectors
             "dzi": reverse("slide-deepzoom", args=[slide.pk]) + f"?g={TILE_GEOMETRY}",
             "cellLayer": reverse("slide-cell-layer", args=[slide.pk]),
+            # the whole layer, as the page loads it (preloaded: the same URL in the template)
+            "cellColumns": reverse("slide-cell-layer", args=[slide.pk]) + "?layout=columns",
             "cells": reverse("slide-cells", args=[slide.pk]),
             "cell": reverse("cell-detail", args=[0]).replace("/0/", "/{id}/"),
             "crop": reverse("cell-crop", args=[0]).replace("/0/", "/{id}/"),

@@ -28,9 +28,13 @@ from papreview.core.api import ERROR_RESPONSES, StrictCharField, request_user
 from papreview.core.choices import BETHESDA_CHOICES
 from papreview.workflow.models import InterpretationDraft, SlideEvent
 from papreview.workflow.selectors import (
+    CELL_LAYER_CLASSES,
     CELL_LAYER_FIELDS,
+    CELL_LAYER_STATUSES,
+    CONFIDENCE_SCALE,
     interpretation_suggestion,
     reviewer_list,
+    slide_cell_columns,
     slide_cell_layer,
     slide_event_list,
 )
@@ -45,7 +49,22 @@ from papreview.workflow.services import (
 
 
 class CellLayerOutputSerializer(serializers.Serializer):
-    rows = serializers.ListField(child=serializers.ListField(), help_text="One row per cell.")
+    rows = serializers.ListField(
+        child=serializers.ListField(), required=False, help_text="One row per cell."
+    )
+    columns = serializers.DictField(
+        child=serializers.ListField(),
+        required=False,
+        help_text="With ?layout=columns: one array per field, instead of rows.",
+    )
+    codes = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField(allow_blank=True)),
+        required=False,
+        help_text="With ?layout=columns: the tables that the class and status columns index.",
+    )
+    confidence_scale = serializers.IntegerField(
+        required=False, help_text="With ?layout=columns: confidence = column value / this."
+    )
 
     class Meta:
         ref_name = "CellLayer"
@@ -67,10 +86,16 @@ class SlideCellLayerApi(APIView):
     review_status, confidence, version], ...], "as_of": <server time>}`; `GET /api/cells/{id}/`
     has the full cell. `?since=<time>` answers only the cells changed after it (the page asks
     every few seconds, with a few seconds of overlap, to show other reviewers' changes).
+
+    `?layout=columns` (what the review page loads): `"columns": {"id": [...], "x": [...], ...}`
+    instead of rows, the classes and review statuses as indices into `"codes"`, the confidence
+    as an integer in 1/`confidence_scale`: smaller, quicker to parse, served from a per-process
+    cache while the slide's cells are unchanged.
     """
 
     class FilterSerializer(serializers.Serializer):
         since = serializers.DateTimeField(required=False)
+        layout = serializers.ChoiceField(choices=["rows", "columns"], default="rows")
 
         class Meta:
             ref_name = "CellLayerFilter"
@@ -85,12 +110,22 @@ class SlideCellLayerApi(APIView):
         slide = slide_get(slide_id=slide_id)
         audit_read(request=request, what="cells", target=slide)
         as_of = timezone.now()
-        rows = slide_cell_layer(slide_id=slide.pk, since=filters.validated_data.get("since"))
-        body = {"fields": list(CELL_LAYER_FIELDS), "rows": rows, "as_of": as_of.isoformat()}
-        # Plain JSON, encoded once: the layer of a large slide is big and asked for often.
-        response = HttpResponse(
-            json.dumps(body, separators=(",", ":")), content_type="application/json"
-        )
+        since = filters.validated_data.get("since")
+        head: dict[str, Any] = {"fields": list(CELL_LAYER_FIELDS), "as_of": as_of.isoformat()}
+        if filters.validated_data["layout"] == "columns":
+            head["codes"] = {
+                "current_class": list(CELL_LAYER_CLASSES),
+                "predicted_class": list(CELL_LAYER_CLASSES),
+                "review_status": list(CELL_LAYER_STATUSES),
+            }
+            head["confidence_scale"] = CONFIDENCE_SCALE
+            columns = slide_cell_columns(slide_id=slide.pk, since=since)
+            text = json.dumps(head, separators=(",", ":"))[:-1] + ',"columns":' + columns + "}"
+        else:
+            # Plain JSON, encoded once: the layer of a large slide is big and asked for often.
+            head["rows"] = slide_cell_layer(slide_id=slide.pk, since=since)
+            text = json.dumps(head, separators=(",", ":"))
+        response = HttpResponse(text, content_type="application/json")
         response["Cache-Control"] = "no-store"
         return response
 

@@ -3,6 +3,8 @@ assignment, and sign-out rules enforced on the server."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from papreview.cases.models import Slide, SlideStatus
@@ -189,3 +191,83 @@ def test_cell_layer_since_answers_only_changed_cells(api, pathologist) -> None:
     assert [(r[0], r[5], r[9]) for r in rows] == [(cells[2].pk, "LSIL", changed["version"])]
     bad = client.get(f"/api/slides/{slide.pk}/cell-layer/", {"since": "yesterday"})
     assert bad.status_code == 400 and "since" in bad.json()["fields"]
+
+
+def _rows_of_columns(body: dict) -> dict[int, list]:
+    """The rows a columnar layer stands for (classes and statuses decoded)."""
+    cols, codes = body["columns"], body["codes"]
+    rows = {}
+    for i, cid in enumerate(cols["id"]):
+        row = []
+        for name in body["fields"]:
+            value = cols[name][i]
+            if name in codes:
+                value = codes[name][value]
+            elif name == "confidence":
+                value = value / body["confidence_scale"]
+            row.append(value)
+        rows[cid] = row
+    return rows
+
+
+def test_cell_layer_columns_are_the_rows_and_cached_until_a_change(
+    api, pathologist, django_assert_max_num_queries
+) -> None:
+    """`?layout=columns` (what the review page loads) says what the rows say; the whole layer
+    comes from a per-process cache while the cells are unchanged, and never outlives a change."""
+    from papreview.workflow import selectors
+
+    slide = SlideFactory.create()
+    CellFactory.create_batch(20, slide=slide)
+    CellFactory.create(slide=slide, run=None, predicted_class="", review_status="added")
+    client = api(pathologist)
+    url = f"/api/slides/{slide.pk}/cell-layer/"
+    rows = {r[0]: r for r in client.get(url).json()["rows"]}
+    body = client.get(url, {"layout": "columns"}).json()
+    assert "rows" not in body and _rows_of_columns(body) == rows
+    # the same from any database (the rows through Python)
+    python = selectors._columns_python(slide_id=slide.pk, since=None)
+    assert _rows_of_columns({**body, "columns": json.loads(python)}) == rows
+    with django_assert_max_num_queries(6):  # served again: one small query for the cells' state
+        assert client.get(url, {"layout": "columns"}).json()["columns"] == body["columns"]
+    cell = Cell.objects.filter(slide=slide, run__isnull=False).first()
+    assert cell is not None
+    client.patch(f"/api/cells/{cell.pk}/", {"version": 1, "current_class": "SCC"})
+    after = client.get(url, {"layout": "columns"}).json()
+    assert _rows_of_columns(after)[cell.pk][5] == "SCC"
+    assert _rows_of_columns(after) == {r[0]: r for r in client.get(url).json()["rows"]}
+    since = client.get(url, {"layout": "columns", "since": after["as_of"]}).json()
+    assert since["columns"]["id"] == []
+    Cell.objects.filter(pk=cell.pk).delete()
+    assert cell.pk not in client.get(url, {"layout": "columns"}).json()["columns"]["id"]
+
+
+def test_cell_layer_columns_are_shared_through_a_file_per_slide(
+    api, pathologist, settings, tmp_path, monkeypatch
+) -> None:
+    """Another web process of the host (its own cache empty) reads the layer's file instead of
+    building it; a change writes a new file in place of the slide's old one."""
+    from papreview.workflow import selectors
+
+    settings.CELL_LAYER_CACHE_DIR = tmp_path
+    slide = SlideFactory.create()
+    cells = CellFactory.create_batch(3, slide=slide)
+    client = api(pathologist)
+    url = f"/api/slides/{slide.pk}/cell-layer/"
+    first = client.get(url, {"layout": "columns"}).json()["columns"]
+    files = list(tmp_path.glob(f"{slide.pk}-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == first
+    selectors._COLUMNS_CACHE.clear()  # as in another process
+    built = selectors._columns_sql
+
+    def no_build(**kwargs):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(selectors, "_columns_sql", no_build)
+    assert client.get(url, {"layout": "columns"}).json()["columns"] == first
+    monkeypatch.setattr(selectors, "_columns_sql", built)
+    client.patch(f"/api/cells/{cells[0].pk}/", {"version": 1, "current_class": "LSIL"})
+    after = client.get(url, {"layout": "columns"}).json()["columns"]
+    assert after["version"][after["id"].index(cells[0].pk)] == 2
+    files = list(tmp_path.glob(f"{slide.pk}-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == after

@@ -1,10 +1,10 @@
 // The cells of a slide in memory, a spatial grid to find those in view, and the canvas overlay
 // that draws them (one canvas, never one DOM node per cell). How each class is drawn: styles.js.
 
-import { drawDensity, drawScaleBar, overlayMode } from "./density.js";
+import { BIN_PX, BOX_MIN_PX, DensityGrid, drawDensity, drawScaleBar, overlayMode } from "./density.js";
 import { dedupeBoxes } from "./overlap.js";
 import { drawRuler } from "./ruler.js";
-import { CLASS_STYLE, PLAIN, casingOf, drawCorners } from "./styles.js";
+import { CLASS_STYLE, PLAIN, drawCorners, strokeCased } from "./styles.js";
 
 
 export class CellStore {
@@ -23,6 +23,8 @@ export class CellStore {
     this.minConfidence = 0;
     this.showRejected = false;
     this.listeners = new Set();
+    this.version = 0; // moves on every change of a cell or of the grid (the columns' cache)
+    this._columns = null;
   }
 
   /** Rows of a partial layer (cells changed since some time): newer versions replace ours.
@@ -40,19 +42,25 @@ export class CellStore {
         probabilities: known ? known.probabilities : undefined,
       });
       cell.conf = r[f.confidence];
+      this.version++;
       changed.push(cell);
     }
     return changed;
   }
 
+  /** The whole layer: rows, or columns (`?layout=columns`, what the page loads). */
   load(layer) {
-    const f = Object.fromEntries(layer.fields.map((name, i) => [name, i]));
-    this.cells = layer.rows.map((r) => ({
-      id: r[f.id], x: r[f.x], y: r[f.y], w: r[f.width], h: r[f.height],
-      cls: r[f.current_class], pred: r[f.predicted_class], status: r[f.review_status],
-      conf: r[f.confidence], version: r[f.version],
-    }));
-    this.byId = new Map(this.cells.map((c) => [c.id, c]));
+    if (layer.columns) {
+      this.cells = cellsFromColumns(layer);
+    } else {
+      const f = Object.fromEntries(layer.fields.map((name, i) => [name, i]));
+      this.cells = layer.rows.map((r) => newCell(
+        r[f.id], r[f.x], r[f.y], r[f.width], r[f.height], r[f.current_class], r[f.predicted_class],
+        r[f.review_status], r[f.confidence], r[f.version],
+      ));
+    }
+    this.byId = new Map();
+    for (const c of this.cells) this.byId.set(c.id, c);
     this._typical = undefined;
     // About 4 cells per bucket on average, within sensible bounds.
     const area = this.width * this.height;
@@ -60,11 +68,19 @@ export class CellStore {
     this.rebuild();
   }
 
+  /** The grid is made again on its first use (the density map far out does without it, so the
+   * first view of a large slide does not wait for it; the page makes it soon after: indexNow). */
   rebuild() {
-    this.grid = new Map();
+    this.grid = null;
     this.cols = Math.ceil(this.width / this.bucket) + 1;
-    for (const cell of this.cells) this.index(cell);
+    this.version++;
     this.changed();
+  }
+
+  indexNow() {
+    if (this.grid) return;
+    this.grid = new Map();
+    for (const cell of this.cells) this.index(cell);
   }
 
   keys(cell) {
@@ -77,6 +93,8 @@ export class CellStore {
   }
 
   index(cell) {
+    this.version++;
+    if (!this.grid) return; // (all are indexed when it is made)
     cell._keys = this.keys(cell);
     for (const k of cell._keys) {
       let list = this.grid.get(k);
@@ -86,6 +104,8 @@ export class CellStore {
   }
 
   unindex(cell) {
+    this.version++;
+    if (!this.grid) return;
     for (const k of cell._keys || []) {
       const list = this.grid.get(k);
       if (!list) continue;
@@ -103,7 +123,7 @@ export class CellStore {
     let cell = this.byId.get(data.id);
     if (!cell) {
       const conf = data.review_status === "added" ? 1 : confidenceOf(data);
-      cell = { ...fields, conf };
+      cell = newCell(fields.id, fields.x, fields.y, fields.w, fields.h, fields.cls, fields.pred, fields.status, conf, fields.version);
       this.cells.push(cell);
       this.byId.set(cell.id, cell);
       this.index(cell);
@@ -141,6 +161,7 @@ export class CellStore {
 
   /** Cells intersecting the level-0 rectangle, passing the display filters. */
   query(x0, y0, x1, y1, cb) {
+    this.indexNow();
     const b = this.bucket;
     const bx0 = Math.max(0, Math.floor(x0 / b)), by0 = Math.max(0, Math.floor(y0 / b));
     const bx1 = Math.min(this.cols - 1, Math.floor(x1 / b)), by1 = Math.floor(Math.min(y1, this.height) / b);
@@ -162,10 +183,44 @@ export class CellStore {
   /** The median short side of the cells' boxes (level-0 px): how large a cell is drawn. */
   typicalSide() {
     if (this._typical === undefined) {
-      const sides = this.cells.map((c) => Math.min(c.w, c.h)).sort((a, b) => a - b);
+      const sides = new Float64Array(this.cells.length);
+      for (let i = 0; i < sides.length; i++) sides[i] = Math.min(this.cells[i].w, this.cells[i].h);
+      sides.sort(); // numeric, in place
       this._typical = sides.length ? sides[sides.length >> 1] : 40;
     }
     return this._typical;
+  }
+
+  /** The cells as columns for scanning them all at once (the density map far out): box edges,
+   * centre, and per cell the index of its class in `classes` (classes.length for another class)
+   * or -1 when the display filters hide it. Made again only after a change of the cells or of
+   * the filters. */
+  columns(classes) {
+    const filters = `${this.minConfidence}|${this.showRejected}|${Object.values(this.classOn).join()}`;
+    let cols = this._columns;
+    if (cols && cols.version === this.version && cols.filters === filters && cols.classes === classes) return cols;
+    const n = this.cells.length;
+    if (!cols || cols.x0.length < n) {
+      const size = Math.max(n, 1024);
+      cols = {
+        x0: new Float64Array(size), y0: new Float64Array(size), x1: new Float64Array(size), y1: new Float64Array(size),
+        cx: new Float64Array(size), cy: new Float64Array(size), k: new Int32Array(size),
+      };
+    }
+    const index = new Map(classes.map((c, i) => [c, i]));
+    let side = 0;
+    for (let i = 0; i < n; i++) {
+      const c = this.cells[i];
+      cols.x0[i] = c.x; cols.y0[i] = c.y; cols.x1[i] = c.x + c.w; cols.y1[i] = c.y + c.h;
+      cols.cx[i] = c.x + c.w / 2; cols.cy[i] = c.y + c.h / 2;
+      const k = index.get(c.cls);
+      cols.k[i] = this.visible(c) ? (k === undefined ? classes.length : k) : -1;
+      if (c.w > side) side = c.w;
+      if (c.h > side) side = c.h;
+    }
+    Object.assign(cols, { n, side, version: this.version, filters, classes });
+    this._columns = cols;
+    return cols;
   }
 
   suspicion(cell) {
@@ -185,6 +240,27 @@ export class CellStore {
 
   onChange(fn) { this.listeners.add(fn); }
   changed() { for (const fn of this.listeners) fn(); }
+}
+
+/** A cell in memory (every cell the same shape, set at once: fast to make and to read). */
+function newCell(id, x, y, w, h, cls, pred, status, conf, version) {
+  return { id, x, y, w, h, cls, pred, status, conf, version, _keys: null, _seen: 0 };
+}
+
+/** The cells of a columnar layer: classes and statuses decoded, the confidence scaled back. */
+function cellsFromColumns(layer) {
+  const col = layer.columns, codes = layer.codes, scale = layer.confidence_scale;
+  const { id, x, y, width, height, confidence, version } = col;
+  const cc = col.current_class, pc = col.predicted_class, rs = col.review_status;
+  const classes = codes.current_class, preds = codes.predicted_class, statuses = codes.review_status;
+  const cells = new Array(id.length);
+  for (let i = 0; i < id.length; i++) {
+    cells[i] = newCell(
+      id[i], x[i], y[i], width[i], height[i], classes[cc[i]], preds[pc[i]], statuses[rs[i]],
+      confidence[i] / scale, version[i],
+    );
+  }
+  return cells;
 }
 
 export function confidenceOf(data) {
@@ -215,6 +291,8 @@ export class Overlay {
     this.ruler = false; // the nuclear-size ruler (M), at `pointer` (screen px) or the centre
     this.rulerDrawn = null;
     this.pointer = null;
+    this.grid = new DensityGrid();
+    this.classes = Object.keys(colours); // the density map's class order
     viewer.element.addEventListener("mousemove", (e) => {
       const r = this.canvas.getBoundingClientRect();
       this.pointer = { x: e.clientX - r.left, y: e.clientY - r.top };
@@ -265,13 +343,17 @@ export class Overlay {
     const t = this.transform();
     const x0 = -t.ox / t.s, y0 = -t.oy / t.s;
     const x1 = (cw - t.ox) / t.s, y1 = (ch - t.oy) / t.s;
-    const inView = [];
-    this.store.query(x0, y0, x1, y1, (c) => inView.push(c));
-    const n = inView.length;
+    let n = -1, inView = null;
+    if (this.store.typicalSide() * t.s < BOX_MIN_PX) n = this.densityFar(t, x0, y0, x1, y1, cw, ch);
+    if (n < 0) {
+      inView = [];
+      this.store.query(x0, y0, x1, y1, (c) => inView.push(c));
+      n = inView.length;
+    }
     this.mode = overlayMode(this.store.typicalSide(), t.s, n);
     if (this.mode === "density") {
-      this.densityBins = drawDensity(ctx, inView, t, this.colours, this.store.severity).length;
-      this.hidden = new Set();
+      if (inView) this.densityBins = drawDensity(ctx, inView, t, this.colours, this.store.severity, this.grid);
+      if (this.hidden.size) this.hidden = new Set();
     } else {
       const { kept, hidden } = dedupeBoxes(inView, (c) => this.priority(c));
       this.hidden = hidden;
@@ -285,6 +367,27 @@ export class Overlay {
     if (this.onDrawn) this.onDrawn(n, t.s, this.mode);
   }
 
+  /** Far out (cells a few pixels wide: the density map whatever their number), the cells in view
+   * are counted per square straight from the store's columns, no list of them made; the same
+   * cells and squares as the grid's query and drawDensity. Returns how many are in view, or -1
+   * (nothing drawn) when one falls outside the squares expected. */
+  densityFar(t, x0, y0, x1, y1, cw, ch) {
+    const cols = this.store.columns(this.classes);
+    const margin = Math.ceil((cols.side * t.s) / 2 / BIN_PX) + 1; // centres off screen, boxes in view
+    const grid = this.grid;
+    grid.reset(-margin, -margin, Math.ceil(cw / BIN_PX) + 2 * margin + 1, Math.ceil(ch / BIN_PX) + 2 * margin + 1, this.classes.length);
+    const { x0: ax0, y0: ay0, x1: ax1, y1: ay1, cx, cy, k } = cols;
+    const ox = t.ox, oy = t.oy, s = t.s;
+    let n = 0;
+    for (let i = 0; i < cols.n; i++) {
+      if (k[i] < 0 || ax0[i] > x1 || ay0[i] > y1 || ax1[i] < x0 || ay1[i] < y0) continue;
+      if (!grid.add(ox + cx[i] * s, oy + cy[i] * s, k[i])) return -1;
+      n++;
+    }
+    this.densityBins = grid.draw(this.ctx, this.classes, this.colours, this.store.severity);
+    return n;
+  }
+
   /** Which of two overlapping boxes is drawn: a person's decision, then the more suspicious. */
   priority(c) {
     return (this.store.decided.has(c.status) ? 1000 : 0) + this.store.suspicion(c);
@@ -293,23 +396,25 @@ export class Overlay {
   /** Each cell's box once, grouped by class and style, each group stroked as one path. */
   drawBoxes(inView, t) {
     const ctx = this.ctx;
-    const groups = new Map();
+    // Groups by class and style (0 predicted, 1 reviewed, 2 rejected), in the order first met.
+    const byClass = new Map(); // class -> its three groups
+    const groups = [];
     for (const c of inView) {
-      const style = c.status === "rejected" ? "rejected" : (c.status === "predicted" ? "p" : "r");
-      const key = `${c.cls}|${style}`;
-      let g = groups.get(key);
-      if (!g) { g = []; groups.set(key, g); }
-      g.push(c);
+      const style = c.status === "rejected" ? 2 : (c.status === "predicted" ? 0 : 1);
+      let three = byClass.get(c.cls);
+      if (!three) { three = [null, null, null]; byClass.set(c.cls, three); }
+      let g = three[style];
+      if (!g) { g = three[style] = { cls: c.cls, style, cells: [] }; groups.push(g); }
+      g.cells.push(c);
     }
     const thin = t.s < 0.05;
     ctx.globalAlpha = this.opacity;
     ctx.lineJoin = "miter";
-    for (const [key, cells] of groups) {
-      const [cls, style] = key.split("|");
-      const rejected = style === "rejected";
+    for (const { cls, style, cells } of groups) {
+      const rejected = style === 2;
       const st = rejected ? PLAIN : (CLASS_STYLE[cls] || PLAIN);
       const colour = rejected ? "rgba(120,120,120,.9)" : this.colours[cls];
-      const lw = thin ? Math.min(1, this.lineWidth) : (style === "r" ? this.lineWidth * 1.8 : this.lineWidth);
+      const lw = thin ? Math.min(1, this.lineWidth) : (style === 1 ? this.lineWidth * 1.8 : this.lineWidth);
       const boxes = (inset) => {
         ctx.beginPath();
         for (const c of cells) {
@@ -320,14 +425,7 @@ export class Overlay {
       };
       boxes(0);
       ctx.setLineDash(rejected ? [2, 4] : st.dash.map((d) => d * Math.sqrt(Math.max(1, lw / 1.6)))); // longer dashes for thicker lines, not in proportion
-      if (!thin && !rejected) { // the casing first, one pixel wider on each side
-        ctx.strokeStyle = casingOf(colour);
-        ctx.lineWidth = lw + 2;
-        ctx.stroke();
-      }
-      ctx.strokeStyle = colour;
-      ctx.lineWidth = lw;
-      ctx.stroke();
+      strokeCased(ctx, colour, lw, !thin && !rejected);
       if (thin || rejected) continue;
       ctx.setLineDash([]);
       if (st.double) { // SCC: an inner line as well

@@ -17,9 +17,14 @@ export function iou(a, b) {
 /** The cells to draw: `cells` without the boxes that duplicate a cell drawn before them.
  * `priority(c)` orders them (higher first). Returns {kept, hidden} (hidden: a Set of ids). */
 export function dedupeBoxes(cells, priority) {
-  const live = cells.filter((c) => c.status !== "rejected");
+  const key = (x, y) => (y + 2) * 4194304 + x + 2; // a number per square, not a string
+  const unsorted = cells.filter((c) => c.status !== "rejected");
   const rejected = cells.filter((c) => c.status === "rejected");
-  live.sort((a, b) => priority(b) - priority(a) || b.conf - a.conf || a.id - b.id);
+  const pr = new Float64Array(unsorted.length); // each cell's priority once, not per comparison
+  for (let i = 0; i < pr.length; i++) pr[i] = priority(unsorted[i]);
+  const order = Array.from(pr, (_, i) => i).sort((i, j) => pr[j] - pr[i]
+    || unsorted[j].conf - unsorted[i].conf || unsorted[i].id - unsorted[j].id);
+  const live = order.map((i) => unsorted[i]);
   let side = 0;
   for (const c of live) side = Math.max(side, c.w, c.h);
   const bucket = Math.max(1, side);
@@ -31,16 +36,17 @@ export function dedupeBoxes(cells, priority) {
     let dup = false;
     for (let y = by - 1; y <= by + 1 && !dup; y++) {
       for (let x = bx - 1; x <= bx + 1 && !dup; x++) {
-        for (const k of grid.get(`${x},${y}`) || []) {
+        const list = grid.get(key(x, y));
+        if (!list) continue;
+        for (const k of list) {
           if (iou(c, k) >= DUPLICATE_IOU) { dup = true; break; }
         }
       }
     }
     if (dup) { hidden.add(c.id); continue; }
     kept.push(c);
-    const key = `${bx},${by}`;
-    const list = grid.get(key);
-    if (list) list.push(c); else grid.set(key, [c]);
+    const list = grid.get(key(bx, by));
+    if (list) list.push(c); else grid.set(key(bx, by), [c]);
   }
   return { kept: kept.concat(rejected), hidden };
 }

@@ -18,6 +18,17 @@ export const PLAIN = { dash: [], corners: false, double: false };
 /** A contrasting casing under a class colour: dark under light colours, white under dark ones, so
  * a line shows on pale background and on dark nuclei alike. */
 export function casingOf(hex) {
+  let casing = CASINGS.get(hex);
+  if (casing === undefined) {
+    casing = casingFor(hex);
+    CASINGS.set(hex, casing);
+  }
+  return casing;
+}
+
+const CASINGS = new Map();
+
+function casingFor(hex) {
   const v = parseInt(String(hex).slice(1), 16);
   const lin = (c) => { c /= 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
   const lum = 0.2126 * lin((v >> 16) & 255) + 0.7152 * lin((v >> 8) & 255) + 0.0722 * lin(v & 255);
@@ -50,6 +61,19 @@ export function swatchSvg(cls, colour) {
   return svg;
 }
 
+/** Stroke the current path in a class colour: over its casing, one pixel wider on each side,
+ * unless `cased` is false (thin or rejected lines). */
+export function strokeCased(ctx, colour, lw, cased = true) {
+  if (cased) {
+    ctx.strokeStyle = casingOf(colour);
+    ctx.lineWidth = lw + 2;
+    ctx.stroke();
+  }
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = lw;
+  ctx.stroke();
+}
+
 /** Corner brackets just outside each box (high-grade classes), cased like the lines. */
 export function drawCorners(ctx, cells, t, lw, colour) {
   const gap = lw + 2;
@@ -65,10 +89,5 @@ export function drawCorners(ctx, cells, t, lw, colour) {
     ctx.moveTo(x1, y1 - arm); ctx.lineTo(x1, y1); ctx.lineTo(x1 - arm, y1);
     ctx.moveTo(x0 + arm, y1); ctx.lineTo(x0, y1); ctx.lineTo(x0, y1 - arm);
   }
-  ctx.strokeStyle = casingOf(colour);
-  ctx.lineWidth = lw + 2;
-  ctx.stroke();
-  ctx.strokeStyle = colour;
-  ctx.lineWidth = lw;
-  ctx.stroke();
+  strokeCased(ctx, colour, lw);
 }

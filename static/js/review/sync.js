@@ -15,15 +15,18 @@ export function createSync(page) {
 
   async function loadCells() {
     const t0 = performance.now();
-    const layer = await api(config.urls.cellLayer);
+    // The whole layer as columns (preloaded by the page's head: the same URL).
+    const layer = await api(config.urls.cellColumns);
+    performance.mark("cells-fetched");
     state.layerAsOf = layer.as_of;
-    store.load(layer);
+    store.load(layer); // (the counts follow the store's change)
+    performance.mark("cells-indexed");
     state.cellsLoaded = true;
     state.cellsLoadMs = performance.now() - t0;
-    page.renderCounts();
     page.overlay.schedule();
     // The gallery's crops wait until the cells are drawn, so they do not compete with the tiles.
-    requestAnimationFrame(() => setTimeout(() => page.gallery.renderNow(), 150));
+    // So does the cells' grid (what finds the boxes in view closer in).
+    requestAnimationFrame(() => setTimeout(() => { store.indexNow(); page.gallery.renderNow(); }, 150));
   }
 
   async function watchOthers() {

@@ -42,7 +42,7 @@ export function startViewer(page, mouse) {
       if (config.testHooks) window.__cellsDrawnAt = state.cellsDrawnAt; // the browser tests wait on it
     }
   };
-  viewer.addHandler("open", () => { state.viewerOpen = true; overlay.schedule(); });
+  viewer.addHandler("open", () => { performance.mark("viewer-open"); state.viewerOpen = true; overlay.schedule(); });
   viewer.addHandler("open-failed", (e) => toast(`The slide image cannot be shown: ${e.message || "tile server error"}.`, "error", 10000));
   viewer.addHandler("canvas-click", mouse.onClick);
   viewer.addHandler("canvas-press", mouse.onPress);
