@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DictConfig
+from .detector import normalise_nhwc
 from .types import BETHESDA_CLASSES, FOUR_CLASSES, TO_FOUR_CLASS
 
 
@@ -144,11 +145,8 @@ def argmax_labels(probs6: np.ndarray) -> list[str]:
 def normalise_crops(
     crops_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float."""
-    x = crops_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    sd = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / sd
+    """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float (channels-last memory)."""
+    return normalise_nhwc(crops_uint8, mean, std)
 
 
 # The dihedral group of the square, on (N, C, H, W) batches: cells have no orientation, so a

@@ -294,11 +294,29 @@ def point_nms(points: np.ndarray, scores: np.ndarray, radius: float) -> np.ndarr
 def normalise(
     batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> normalised (B, 3, H, W) float."""
-    x = batch_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    sd = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / sd
+    """(B, H, W, 3) uint8 -> normalised (B, 3, H, W) float (channels-last memory)."""
+    return normalise_nhwc(batch_uint8, mean, std)
+
+
+def normalise_nhwc(
+    batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float32 view of channels-last memory, each value
+    (v / 255 - mean[c]) / std[c].
+
+    One float buffer, normalised in place with the per-channel constants repeated along a row
+    (an inner dimension of W * C, not C = 3, so the arithmetic vectorises): the same operations
+    in the same order as `(x / 255 - mean) / std` on (B, C, H, W), so the same bits, faster on
+    the CPU and without two temporary copies of the batch.
+    """
+    b, h, w, c = batch_uint8.shape
+    x = batch_uint8.contiguous().float()
+    rows = x.view(b, h, w * c)
+    rows.div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).repeat(w)
+    sd = torch.tensor(std, dtype=x.dtype, device=x.device).repeat(w)
+    rows.sub_(m).div_(sd)
+    return x.permute(0, 3, 1, 2)
 
 
 def build_detector(config: dict[str, object] | DetectorConfig | None = None) -> DetectorNet:

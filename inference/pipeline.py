@@ -43,7 +43,7 @@ from .classifier import (
     dihedral_mean_logits,
     normalise_crops,
 )
-from .detector import DetectorConfig, DetectorNet, build_detector, decode, normalise
+from .detector import DetectorConfig, DetectorNet, Peak, build_detector, decode, normalise
 from .errors import CheckpointError
 from .fusion import Fusion
 from .slides import DEFAULT_MAX_PIXELS, FieldReader, SlideReader, Tile, open_slide, tile_grid
@@ -97,10 +97,19 @@ def _core_bounds(starts: list[int], tile: int, length: int) -> dict[int, tuple[f
     return out
 
 
-def _pad_batch(tiles: Sequence[np.ndarray], multiple: int = 16) -> np.ndarray:
+def _padded_shape(tiles: Sequence[np.ndarray], multiple: int = 16) -> tuple[int, int]:
+    """The (height, width) a batch of these tiles is padded to (multiples of `multiple`)."""
     H = max(t.shape[0] for t in tiles)
     W = max(t.shape[1] for t in tiles)
-    H, W = math.ceil(H / multiple) * multiple, math.ceil(W / multiple) * multiple
+    return math.ceil(H / multiple) * multiple, math.ceil(W / multiple) * multiple
+
+
+def _pad_batch(
+    tiles: Sequence[np.ndarray], multiple: int = 16, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The tiles in one (N, H, W, 3) array, padded with white to `shape` (by default the
+    smallest multiple of `multiple` that holds them all)."""
+    H, W = shape or _padded_shape(tiles, multiple)
     batch = np.full((len(tiles), H, W, 3), 255, np.uint8)
     for i, t in enumerate(tiles):
         batch[i, : t.shape[0], : t.shape[1]] = t
@@ -258,7 +267,7 @@ class Pipeline:
         """`analyse` on an open reader (the caller closes it); `prefetch` as in `analyse`."""
         if prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more tiles, not {prefetch}")
-        timings = {"read": 0.0, "detector": 0.0, "classifier": 0.0}
+        timings = {"read": 0.0, "detector": 0.0, "classifier": 0.0, "background": 0.0}
         if prefetch:
             timings["wait"] = 0.0  # time the models waited for the reader thread
         t_start = time.perf_counter()
@@ -277,6 +286,7 @@ class Pipeline:
         with contextlib.closing(batches):
             for count, read in batches:
                 tiles = [j for j in read if j is not None]
+                timings["background"] += len(read) - len(tiles)  # tiles of glass, skipped
                 if tiles:
                     cells += self._process(tiles, [reader], timings)
                 done += count
@@ -434,15 +444,18 @@ class Pipeline:
         ys = sorted({t.y for t in grid})
         cx = _core_bounds(xs, tile_l, lw)
         cy = _core_bounds(ys, tile_l, lh)
+        look = _look_level(reader, level) if self.skip_background else None
         plans = []
         for t in grid:
             core = (cx[t.x][0] * ds, cy[t.y][0] * ds, cx[t.x][1] * ds, cy[t.y][1] * ds)
-            plans.append(_TilePlan(t, level, ds, r, scale, core, source))
+            plans.append(_TilePlan(t, level, ds, r, scale, core, source, look))
         return plans
 
     def _read_tile(self, reader: SlideReader, plan: _TilePlan) -> _TileJob | None:
         t = plan.tile
         origin = (t.x * plan.downsample, t.y * plan.downsample)
+        if plan.look_level is not None and _is_glass(reader, plan):
+            return None  # empty glass on the low-resolution level: the tile is not read
         px = reader.read_region(
             (round(origin[0]), round(origin[1])), plan.level, (t.width, t.height)
         )
@@ -469,21 +482,31 @@ class Pipeline:
     ) -> list[tuple[CellPrediction, int]]:
         """Stage 1 on a batch of tiles, then stage 2 on all their candidates at once."""
         t = time.perf_counter()
-        batch = _pad_batch([j.pixels for j in jobs])
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        with torch.inference_mode(), self._autocast():
-            x = normalise(x, self.det_config.mean, self.det_config.std)
-            heat, offsets = self.detector(x)
-            peaks = decode(
-                heat,
-                offsets,
-                self.det_config,
-                cell_threshold=self.cell_threshold,
-                abnormal_threshold=self.abnormal_threshold,
-            )
+        # every tile padded to the batch's shape (what a tile's padding is does not depend on
+        # how the batch is cut); the CPU runs them a few at a time: the activations of one
+        # 1024 px tile stay in cache, those of eight do not (faster, and far less memory)
+        shape = _padded_shape([j.pixels for j in jobs])
+        peaks: list[list[Peak]] = []
+        for part in _chunks(jobs, self._detector_chunk(len(jobs))):
+            batch = _pad_batch([j.pixels for j in part], shape=shape)
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            del batch
+            with torch.inference_mode(), self._autocast():
+                x = normalise(x, self.det_config.mean, self.det_config.std)
+                heat, offsets = self.detector(x)
+                del x
+                peaks += decode(
+                    heat,
+                    offsets,
+                    self.det_config,
+                    cell_threshold=self.cell_threshold,
+                    abnormal_threshold=self.abnormal_threshold,
+                )
+            del heat, offsets
         candidates: list[tuple[float, float, float, int]] = []  # x, y, abnormal score, source
         for job, pk in zip(jobs, peaks, strict=True):
             h, w = job.pixels.shape[:2]
+            job.pixels = job.pixels[:0, :0]  # the crops are read from the slide: free the tile
             x0c, y0c, x1c, y1c = job.core
             for p in pk:
                 if p.x >= w or p.y >= h:
@@ -529,25 +552,40 @@ class Pipeline:
             crop = cv2.resize(crop, (c, c), interpolation=cv2.INTER_AREA)
         return crop, plane
 
+    def _detector_chunk(self, n: int) -> int:
+        """Tiles per detector pass: all of them on a GPU, one at a time on the CPU."""
+        return n if self.device.type == "cuda" else 1
+
+    def _classifier_chunk(self) -> int:
+        """Crops per classifier pass: the whole crop batch on a GPU; on the CPU 128, half the
+        activations' memory of 256 as fast (fewer crops per pass cost more than they save when
+        the cores are shared: each pass's many short parallel steps wait for both threads)."""
+        if self.device.type == "cuda":
+            return math.ceil(max(self.crop_batch_size, 1) / _CROP_MULTIPLE) * _CROP_MULTIPLE
+        return 4 * _CROP_MULTIPLE
+
     def _classify(self, crops: np.ndarray) -> np.ndarray:
         n = len(crops)
         # pad the batch to a multiple of 32: a handful of shapes, so the CPU backend reuses its
         # compiled kernels instead of preparing new ones for every candidate count
-        padded = math.ceil(n / 32) * 32
+        padded = math.ceil(n / _CROP_MULTIPLE) * _CROP_MULTIPLE
         if padded != n:
             crops = np.concatenate([crops, np.zeros((padded - n, *crops.shape[1:]), crops.dtype)])
-        x = torch.from_numpy(crops).to(self.device, non_blocking=True)
-        with torch.inference_mode(), self._autocast():
-            x = normalise_crops(x, self.cls_config.mean, self.cls_config.std)
-            logits = dihedral_mean_logits(self.classifier, x, self.tta_views)
-        probs = torch.softmax(logits[:n] / self.temperature, dim=1)
+        logits = []
+        for part in _chunks_array(crops, self._classifier_chunk()):
+            x = torch.from_numpy(part).to(self.device, non_blocking=True)
+            with torch.inference_mode(), self._autocast():
+                x = normalise_crops(x, self.cls_config.mean, self.cls_config.std)
+                logits.append(dihedral_mean_logits(self.classifier, x, self.tta_views))
+            del x
+        probs = torch.softmax(torch.cat(logits)[:n] / self.temperature, dim=1)
         return probs.cpu().numpy().astype(np.float64)
 
     def warmup(self) -> None:
-        """Run each stage-2 batch shape once (multiples of 32 up to crop_batch_size): the CPU
+        """Run each stage-2 pass shape once (multiples of 32 up to the pass size): the CPU
         backend prepares kernels per shape, which makes the first call of a shape slow."""
         c = self.cls_config.crop_px
-        for n in range(32, max(32, self.crop_batch_size) + 1, 32):
+        for n in range(_CROP_MULTIPLE, self._classifier_chunk() + 1, _CROP_MULTIPLE):
             self._classify(np.zeros((n, c, c, 3), np.uint8))
 
     @property
@@ -605,9 +643,11 @@ class _TilePlan:
     scale: float  # detector input px per level-0 px
     core: tuple[float, float, float, float]
     source: int
+    look_level: int | None = None  # a coarse level that tells empty glass cheaply, if any
 
 
 _DONE = object()  # the reader thread read every tile
+_CROP_MULTIPLE = 32  # stage-2 batches are padded to a multiple of this many crops
 
 
 @dataclass(frozen=True)
@@ -617,13 +657,60 @@ class _Failed:
     exc: BaseException
 
 
+# Background (empty glass) is skipped, conservatively: a tile is skipped only when nothing in it
+# is darker than _DARK in any channel, bar a few specks far smaller than a nucleus.
+_DARK = 215  # a pixel with a channel below this is stained material
+_MIN_DARK_PX = 4  # dark pixels (on a 2 px grid of the detector's input) that make a tile tissue
+# The low-resolution look: the coarsest level at most _LOOK_UM microns per pixel (a nucleus,
+# 5 um or more, still darkens a whole pixel there), at least _LOOK_MIN_RATIO times coarser than
+# the detector's level (else the look would cost about what the tile does). Averaging lightens
+# small dark objects, so a look pixel below _LOOK_DARK already counts as stained material.
+_LOOK_UM = 4.0
+_LOOK_MPP_UNKNOWN = 0.25  # microns per level-0 pixel assumed when the file does not say
+_LOOK_MIN_RATIO = 4.0
+_LOOK_DARK = 225
+
+
 def _is_background(px: np.ndarray) -> bool:
-    """A tile with (almost) no stained material: skip it."""
+    """A tile with no stained material: skip it.
+
+    Both rules must call it empty: the sparse one (under 0.2 % of a 1-in-8 grid dark: cheap,
+    decides nearly every tile of tissue) and a dense count (fewer than `_MIN_DARK_PX` dark
+    pixels on a 1-in-2 grid), which keeps a tile holding one small cell (a few dozen dark
+    pixels, under 0.2 % of a 1024 px tile) that the sparse rule alone would drop."""
     if px.size == 0:
         return True
     small = px[::8, ::8]
-    dark = (small.min(axis=2) < 215).mean()
-    return bool(dark < 0.002)
+    if (small.min(axis=2) < _DARK).mean() >= 0.002:
+        return False
+    grid = px[::2, ::2]
+    darkest = np.minimum(np.minimum(grid[..., 0], grid[..., 1]), grid[..., 2])
+    return int(np.count_nonzero(darkest < _DARK)) < _MIN_DARK_PX
+
+
+def _look_level(reader: SlideReader, level: int) -> int | None:
+    """The level the tiles of `level` are checked for glass on before they are read, if any."""
+    mpp = reader.info.mpp or _LOOK_MPP_UNKNOWN
+    best = None
+    for i, ds in enumerate(reader.level_downsamples):
+        if ds * mpp <= _LOOK_UM and ds >= _LOOK_MIN_RATIO * reader.level_downsamples[level]:
+            best = i if best is None or ds > reader.level_downsamples[best] else best
+    return best
+
+
+def _is_glass(reader: SlideReader, plan: _TilePlan) -> bool:
+    """Whether the tile's area (and one look pixel around it) is empty glass on the look
+    level: no look pixel darker than `_LOOK_DARK` in any channel."""
+    assert plan.look_level is not None
+    ds = reader.level_downsamples[plan.look_level]
+    t, d = plan.tile, plan.downsample
+    x0 = math.floor(t.x * d / ds) - 1
+    y0 = math.floor(t.y * d / ds) - 1
+    x1 = math.ceil((t.x + t.width) * d / ds) + 1
+    y1 = math.ceil((t.y + t.height) * d / ds) + 1
+    px = reader.read_region((round(x0 * ds), round(y0 * ds)), plan.look_level, (x1 - x0, y1 - y0))
+    darkest = np.minimum(np.minimum(px[..., 0], px[..., 1]), px[..., 2])
+    return bool(darkest.min() >= _LOOK_DARK)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:

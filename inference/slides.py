@@ -157,6 +157,8 @@ def to_rgb8(array: np.ndarray) -> np.ndarray:
         if top > 1.0:
             f = f / top
         out = np.clip(np.nan_to_num(f) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if alpha is not None and alpha.dtype == np.uint8 and alpha.min() == 255:
+        alpha = None  # opaque (what OpenSlide gives inside a slide): compositing changes nothing
     if alpha is not None:  # composite on white, as OpenSlide does for transparent areas
         a8 = to_rgb8(alpha)[:, :, :1].astype(np.float32) / 255.0
         out = (out.astype(np.float32) * a8 + _BACKGROUND * (1.0 - a8) + 0.5).astype(np.uint8)

@@ -6,6 +6,7 @@ without ever holding it in memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,14 +34,57 @@ def synthetic_field(
     return img
 
 
-def _tile_pattern(x0: int, y0: int, h: int, w: int, scale: int) -> np.ndarray:
-    """Deterministic, cheap content for a tile at level-0 origin (x0, y0), `scale` px per pixel."""
+_PERIOD = 400  # one cell (a nucleus in its cytoplasm) per 400 x 400 level-0 px grid square
+_SPOT = 0.75  # "spot" layout: the cells' disc, as a fraction of the slide's shorter side
+_STRAY = 127  # "spot" layout: about one grid square in this many outside the disc has a cell
+
+
+def _populated(i: np.ndarray, j: np.ndarray, width: int, height: int, layout: str) -> np.ndarray:
+    """Whether grid squares (column i, row j) hold a cell."""
+    if layout == "uniform":
+        return np.ones(np.broadcast_shapes(i.shape, j.shape), bool)
+    if layout != "spot":
+        raise ValueError(f"unknown layout {layout!r} (uniform or spot)")
+    cx = (i + 0.5) * _PERIOD - width / 2
+    cy = (j + 0.5) * _PERIOD - height / 2
+    inside = cx**2 + cy**2 <= (_SPOT * min(width, height) / 2) ** 2
+    stray = (i * 7919 + j * 104_729) % _STRAY == 0  # a scattered, deterministic few
+    return np.asarray(inside | stray)
+
+
+def slide_cell_centres(width: int, height: int, layout: str = "uniform") -> np.ndarray:
+    """(N, 2) level-0 centres of the cells `write_pyramidal_tiff` draws with this layout."""
+    i = np.arange(math.ceil(width / _PERIOD))
+    j = np.arange(math.ceil(height / _PERIOD))
+    keep = _populated(i[None, :], j[:, None], width, height, layout)
+    jj, ii = np.nonzero(keep)
+    centres = np.stack([ii * _PERIOD + _PERIOD // 2, jj * _PERIOD + _PERIOD // 2], axis=1)
+    inside = (centres[:, 0] < width) & (centres[:, 1] < height)
+    return np.asarray(centres[inside], np.float64)
+
+
+def _tile_pattern(
+    x0: int,
+    y0: int,
+    h: int,
+    w: int,
+    scale: int,
+    layout: str = "uniform",
+    size: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Deterministic, cheap content for a tile at level-0 origin (x0, y0), `scale` px per pixel:
+    glass, and a cell centred in each populated grid square of `layout` on a slide of `size`."""
     tile = np.empty((h, w, 3), np.uint8)
     tile[:] = (236, 232, 238)
-    period = 400  # a nucleus-like dark disc every 400 level-0 px
-    ys = (y0 + np.arange(h) * scale) % period - period // 2
-    xs = (x0 + np.arange(w) * scale) % period - period // 2
+    gy = y0 + np.arange(h) * scale
+    gx = x0 + np.arange(w) * scale
+    ys = gy % _PERIOD - _PERIOD // 2
+    xs = gx % _PERIOD - _PERIOD // 2
     d2 = ys[:, None] ** 2 + xs[None, :] ** 2
+    if layout != "uniform":
+        d2 = np.where(
+            _populated(gx[None, :] // _PERIOD, gy[:, None] // _PERIOD, *size, layout), d2, 10**9
+        )
     tile[d2 <= 60**2] = (200, 170, 205)
     tile[d2 <= 14**2] = (70, 50, 120)
     return tile
@@ -55,9 +99,16 @@ def write_pyramidal_tiff(
     tile: int = 256,
     mpp: float | None = 0.25,
     compression: str = "zlib",
+    layout: str = "uniform",
 ) -> Path:
     """Write a tiled pyramidal TIFF (each level /2, flagged reduced-resolution) that OpenSlide
-    reads as "generic-tiff". Tiles are generated on the fly: memory stays at a few tiles."""
+    reads as "generic-tiff". Tiles are generated on the fly: memory stays at a few tiles.
+
+    `layout` "uniform": a cell in every 400 px grid square, edge to edge (no glass at all).
+    "spot": as a liquid-based preparation is scanned, the cells fill a centred disc (its
+    diameter 3/4 of the shorter side, like a 13-20 mm cell spot in the scanned area around it)
+    with empty glass around it, where about one grid square in 127 holds a stray cell;
+    `slide_cell_centres` lists the cells either way."""
     import tifffile
 
     path = Path(path)
@@ -73,7 +124,9 @@ def write_pyramidal_tiff(
             def tiles(lw: int = lw, lh: int = lh, scale: int = scale) -> Iterator[np.ndarray]:
                 for ty in range(0, lh, tile):
                     for tx in range(0, lw, tile):
-                        yield _tile_pattern(tx * scale, ty * scale, tile, tile, scale)
+                        yield _tile_pattern(
+                            tx * scale, ty * scale, tile, tile, scale, layout, (width, height)
+                        )
 
             kwargs: dict[str, object] = {}
             if resolution is not None:

@@ -364,7 +364,9 @@ ANALYSIS_WARM_UP: bool = env.bool("ANALYSIS_WARM_UP", default=True)  # load mode
 ANALYSIS_BATCH_SIZE: int = env.int("ANALYSIS_BATCH_SIZE", default=8)  # detector tiles per pass
 ANALYSIS_TILE_SIZE: int = env.int("ANALYSIS_TILE_SIZE", default=1024)  # detector tile side, px
 # Batches of tiles read ahead by a background thread while the models work (0: no read-ahead).
-ANALYSIS_PREFETCH_BATCHES: int = env.int("ANALYSIS_PREFETCH_BATCHES", default=2)
+# One is enough to hide the reads (a tile reads in a fraction of its detector time; glass tiles
+# are not read at all), and each batch ahead holds 8 tiles of 3 MB and their read buffers.
+ANALYSIS_PREFETCH_BATCHES: int = env.int("ANALYSIS_PREFETCH_BATCHES", default=1)
 # Progress (tiles done / total) is written at most this often; each write is also a heartbeat.
 ANALYSIS_PROGRESS_INTERVAL_S: float = env.float("ANALYSIS_PROGRESS_INTERVAL_S", default=1.0)
 # Time limits, sized for the largest slide in production: a 40x whole-slide image of about

@@ -529,3 +529,77 @@ def test_calibrate_pipeline_on_an_export_split_fits_the_fusion_or_says_why_not(
     skipped = calibrated_meta(meta, None, tta_views=1, skipped="why")
     assert skipped["fusion_skipped"] == "why" and "fusion" not in skipped
     assert skipped["version"] == "cls-1"
+
+
+# ------------------------------------------------------------------ background (glass) skip
+
+
+def _pyramid_from_array(path: Path, image: np.ndarray, levels: int, mpp: float = 0.25) -> Path:
+    """A tiled pyramidal TIFF of `image`, each level an area average of the one above (as
+    scanners make them), read by OpenSlide as generic-tiff."""
+    import cv2
+    import tifffile
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        level = image
+        for i in range(levels):
+            res = 1e4 / mpp / 2**i
+            tif.write(
+                level,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="zlib",
+                subfiletype=0 if i == 0 else 1,
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                metadata=None,
+            )
+            h, w = level.shape[:2]
+            level = cv2.resize(level, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return path
+
+
+def test_a_lone_small_cell_on_a_large_empty_tile_is_not_background() -> None:
+    from inference.pipeline import _is_background
+
+    glass = synthetic_field(1024, 1024, seed=5)
+    assert _is_background(glass)
+    # one small cell (nucleus r 6, cytoplasm r 18): a few dozen dark pixels, under 0.2 % of the
+    # tile, which the sparse 1-in-8 rule alone called background
+    cell = synthetic_field(1024, 1024, cells=[(500.0, 300.0, 6.0)], seed=5)
+    sparse = (cell[::8, ::8].min(axis=2) < 215).mean()
+    assert 0 < sparse < 0.002
+    assert not _is_background(cell)
+
+
+def test_glass_tiles_are_skipped_on_a_low_level_and_a_lone_cell_is_still_found(
+    tmp_path: Path,
+) -> None:
+    cell = (1410.0, 630.0, 10.0)  # a 5 um nucleus on a slide of otherwise empty glass
+    image = synthetic_field(2048, 1536, cells=[cell], seed=1)
+    path = _pyramid_from_array(tmp_path / "glass.tiff", image, levels=5)
+    pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=4)
+    res = pipe.analyse(path, prefetch=2)
+    assert len(res.cells) == 1
+    assert np.hypot(*(np.array(res.cells[0].box.centre) - cell[:2])) < 8
+    with _open(path) as reader:
+        plans = pipe._plan_tiles(reader, pipe._detector_scale(reader.info))
+    assert {p.look_level for p in plans} == {4}  # 4 um per px at most, 8x the detector's level
+    # every tile but those touching the cell was skipped without reading it at full size
+    assert 0 < res.timings["tiles"] - res.timings["background"] <= 4
+    plain = _pipeline(tile_size=256, tile_overlap=32, batch_size=4, skip_background=False)
+    assert _cells(plain.analyse(path)) == _cells(res)
+
+
+def test_skipping_glass_finds_every_cell_of_a_spot_slide(tmp_path: Path) -> None:
+    from inference.synthetic import slide_cell_centres
+
+    path = write_pyramidal_tiff(tmp_path / "spot.tiff", 5200, 4400, levels=5, layout="spot")
+    pipe = _pipeline(tile_size=256, batch_size=4)
+    res = pipe.analyse(path, prefetch=4)
+    truth = slide_cell_centres(5200, 4400, "spot")
+    assert len(res.cells) == len(truth) > 0
+    assert len(match_points(_centres(res), truth, radius=12)) == len(truth)
+    assert res.timings["background"] > 0.2 * res.timings["tiles"]  # the glass around the spot
+    plain = _pipeline(tile_size=256, batch_size=4, skip_background=False)
+    assert _cells(plain.analyse(path)) == _cells(res)
