@@ -349,3 +349,21 @@ def test_upload_while_the_broker_is_down_runs_once_the_broker_is_back(
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.attempts == 1 and run.published_at
     assert analysis_sweep(now=timezone.now() + timedelta(hours=1)).published == []
+
+
+def test_a_time_limit_that_strikes_inside_a_decoder_is_reported_as_the_time_limit() -> None:
+    """The soft limit is an exception raised wherever the worker is: inside an image decoder it
+    turns into "damaged or truncated" unless the cause is looked for."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from inference.errors import UnreadableSlideError
+    from papreview.analysis.services.run import _raised_by
+
+    try:
+        try:
+            raise SoftTimeLimitExceeded()
+        except Exception as exc:
+            raise UnreadableSlideError("huge.jpg: the JPEG image is damaged") from exc
+    except UnreadableSlideError as wrapped:
+        assert _raised_by(wrapped, SoftTimeLimitExceeded)
+    assert not _raised_by(UnreadableSlideError("really damaged"), SoftTimeLimitExceeded)

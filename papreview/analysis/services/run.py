@@ -247,6 +247,33 @@ def run_heartbeat(*, run_id: int, interval_s: float) -> Iterator[None]:
         thread.join()
 
 
+def _raised_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `exc` was raised while handling (or from) an exception of `kind`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _fail_over_time(*, run_id: int) -> None:
+    """Fail the run for its time limit. The limit is a signal: it may have interrupted a query
+    (a progress write, the commit), leaving the connection mid-statement, so start afresh (this
+    also frees the execution lock; a later delivery would find the run failed)."""
+    _connection_reset()
+    limit = int(settings.ANALYSIS_SOFT_TIME_LIMIT_S)
+    span = f"{limit} s" if limit < 120 else f"{limit / 60:.0f} min"
+    run_fail(
+        run_id=run_id,
+        reason=(
+            f"The analysis did not finish within its time limit ({span}); the slide may be too "
+            "large for this worker. Run it again on a GPU worker or ask an administrator to "
+            "raise ANALYSIS_SOFT_TIME_LIMIT_S."
+        ),
+    )
+
+
 def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
     """Analyse the slide's unfinished run. Idempotent: safe to deliver any number of times.
 
@@ -299,23 +326,13 @@ def analysis_run(*, slide_id: int, task_id: str = "") -> RunOutcome:
                 classifier=classifier,
             )
         except InputError as exc:
-            run_fail(run_id=run.pk, reason=str(exc))
+            if _raised_by(exc, SoftTimeLimitExceeded):  # the limit struck inside a decoder
+                _fail_over_time(run_id=run.pk)
+            else:
+                run_fail(run_id=run.pk, reason=str(exc))
             return RunOutcome.FAILED
         except SoftTimeLimitExceeded:
-            # The limit is a signal: it may have interrupted a query (a progress write, the
-            # commit), leaving the connection mid-statement. Start afresh (this also frees the
-            # execution lock; a later delivery would find the run failed).
-            _connection_reset()
-            limit = int(settings.ANALYSIS_SOFT_TIME_LIMIT_S)
-            span = f"{limit} s" if limit < 120 else f"{limit / 60:.0f} min"
-            run_fail(
-                run_id=run.pk,
-                reason=(
-                    f"The analysis did not finish within its time limit ({span}); the slide may "
-                    "be too large for this worker. Run it again on a GPU worker or ask an "
-                    "administrator to raise ANALYSIS_SOFT_TIME_LIMIT_S."
-                ),
-            )
+            _fail_over_time(run_id=run.pk)
             return RunOutcome.FAILED
         except TRANSIENT_ERRORS:
             raise
