@@ -219,10 +219,14 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     n = [r["n"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(n, [r["lbc_val"]["calls_per_nilm_field"]["median"] for r in rows], "o-", label="median")
-    a.plot(n, [r["lbc_val"]["calls_per_nilm_field"]["mean"] for r in rows], "s--", label="mean")
-    a.set(xlabel="NILM fields signed out by the lab (N)", ylabel="abnormal calls per NILM field")
-    a.set_title("LBC validation fields: false alarms")
+    lbc = [r["lbc_val"]["calls_per_nilm_field"] for r in rows]
+    a.plot(n, [c["median"] for c in lbc], "o-", label="LBC val NILM fields, median")
+    a.plot(n, [c["mean"] for c in lbc], "s--", label="LBC val NILM fields, mean")
+    a.plot(
+        n, [r["cric_val"]["far_per_field"] for r in rows], "^:", label="CRIC val, far calls/field"
+    )
+    a.set(xlabel="NILM fields signed out by the lab (N)", ylabel="abnormal calls per field")
+    a.set_title("False alarms: LBC NILM fields (and CRIC, the cost)")
     a.legend()
     b.plot(n, [r["lbc_val"]["auc_max_cell"] for r in rows], "o-", label="LBC val, max cell")
     b.plot(n, [r["lbc_val"]["auc_top3_mean"] for r in rows], "s--", label="LBC val, top-3 mean")
