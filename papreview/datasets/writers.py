@@ -7,6 +7,9 @@ one `FormatWriter` subclass and a line in `format_writers`.
 
 The layout and the label conventions come from `inference.data.export` (the reader), so the
 writers and the reader cannot drift apart.
+
+Just over our ~400-line norm: the seven small writers sit beside the types they share, so a
+format's layout reads in one place.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Unset variables fall back to embedded defaults so that one command starts the app on a bare
 machine: SQLite in `var/db.sqlite3` and kombu's filesystem transport in `var/broker/` (a real
 asynchronous broker that a worker process consumes, not eager mode).
+
+Over our ~400-line norm: one commented line per setting, grouped by subject, is what an operator
+reads; split across files, the defaults would be harder to find.
 """
 
 from __future__ import annotations
