@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,14 +89,14 @@ print(json.dumps({"total": time.perf_counter() - t0, "tiles": t_tiles}))
 """
 
 
-def _run(code: str, *args: str) -> dict[str, float]:
+def _run(code: str, *args: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
     if out.returncode != 0:
         sys.exit(out.stderr[-4000:])
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
