@@ -365,6 +365,26 @@ def bench_api_paced(
         print("  first errors:", errors[:3])
 
 
+def django_for_browser_bench(media_prefix: str) -> Path:
+    """Django set up in this process for a page benchmark: production-like settings with the
+    page's timing hooks on (off by default), media in a new temporary folder (returned), the
+    PostgreSQL database of DATABASE_URL migrated; Playwright's sync API allowed in this thread."""
+    media = Path(tempfile.mkdtemp(prefix=media_prefix))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "papreview.settings.base")
+    os.environ.setdefault("PAPREVIEW_TEST_HOOKS", "true")
+    os.environ["MEDIA_ROOT"] = str(media)
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        sys.exit("Set DATABASE_URL to a PostgreSQL database (e.g. .../papreview_web).")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return media
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=10_000)
@@ -384,20 +404,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    media = Path(tempfile.mkdtemp(prefix="bench-review-"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "papreview.settings.base")
-    # The benchmark reads the page's timing through its test hooks (off by default).
-    os.environ.setdefault("PAPREVIEW_TEST_HOOKS", "true")
-    os.environ["MEDIA_ROOT"] = str(media)
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API in this thread
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("Set DATABASE_URL to a PostgreSQL database (e.g. .../papreview_web).")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    media = django_for_browser_bench("bench-review-")
     print(f"{os.cpu_count()} CPUs; gunicorn {args.workers} workers x {args.threads} threads")
     data = setup_data(media, args.cells, args.width, args.height, args.clients, args.edits)
     port = free_port()

@@ -190,8 +190,8 @@ def _evaluate(out: Path, tag: str, data_dir: Path) -> dict[str, Any]:
         target = out / f"{tag}_{key}.json"
         cmd = [sys.executable, "-m", "inference", "evaluate", *pair, *args, "--out", str(target)]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-        reviewer = json.loads(target.read_text())["reviewer"]
-        metrics = json.loads(target.read_text())["metrics"]
+        scored = json.loads(target.read_text())
+        reviewer, metrics = scored["reviewer"], scored["metrics"]
         if key == "lbc_val":
             figures[key] = {
                 "nilm_fields": reviewer["field_auc"]["fields"]

@@ -21,7 +21,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_review import free_port, setup_data, start_server  # noqa: E402
+from bench_review import (  # noqa: E402
+    django_for_browser_bench,
+    free_port,
+    setup_data,
+    start_server,
+)
 
 MOVE = """async ({seconds, overlay}) => {
   const r = window.__review, o = r.overlay, v = r.viewer.viewport, OSD = window.OpenSeadragon;
@@ -149,20 +153,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs with and without overlay")
     args = parser.parse_args()
 
-    media = Path(tempfile.mkdtemp(prefix="bench-overlay-"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "papreview.settings.base")
-    os.environ.setdefault("PAPREVIEW_TEST_HOOKS", "true")  # the page's timing hooks
     os.environ.setdefault("TWO_FACTOR_REQUIRED_ROLES", "none")  # the form login, no second factor
-    os.environ["MEDIA_ROOT"] = str(media)
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API in this thread
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("Set DATABASE_URL to a PostgreSQL database.")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    media = django_for_browser_bench("bench-overlay-")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     data = setup_data(media, args.cells, args.width, args.height, 0, 0)
     port = free_port()

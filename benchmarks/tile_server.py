@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from testkit.stack import AppServer, bench_app_env  # noqa: E402
+from testkit.stack import AppServer, bench_app_env, run_script  # noqa: E402
 
 SEED = r"""
 import json, sys, time
@@ -121,14 +119,7 @@ def main() -> int:
     server: AppServer | None = None
     with bench_app_env("papreview-tiles-") as (env, media, pg):
         try:
-            seed = subprocess.run(
-                [sys.executable, "-c", SEED, str(media), str(args.size)],
-                cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if seed.returncode != 0:
-                print(seed.stderr[-4000:])
-                return 1
-            seeded = json.loads(seed.stdout.strip().splitlines()[-1])
+            seeded = run_script(SEED, str(media), str(args.size), env=env)
             server = AppServer(env, workers=args.workers, threads=args.threads)
             port = server.port
             base = f"{server.base_url}/api/slides/{seeded['slide']}/deepzoom_files"

@@ -16,7 +16,6 @@ codes seen; exits 1 when any request failed or the RSS is above `--target-mb` (2
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from testkit.stack import AppServer, bench_app_env  # noqa: E402
+from testkit.stack import AppServer, bench_app_env, run_script  # noqa: E402
 
 SEED = r"""
 import json, sys
@@ -123,14 +122,7 @@ def main() -> int:
     server: AppServer | None = None
     with bench_app_env("papreview-mem-media-") as (env, media, _pg):
         try:
-            seed = subprocess.run(
-                [sys.executable, "-c", SEED, str(media)],
-                cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if seed.returncode != 0:
-                print(seed.stderr[-4000:])
-                return 1
-            seeded = json.loads(seed.stdout.strip().splitlines()[-1])
+            seeded = run_script(SEED, str(media), env=env)
             server = AppServer(env, workers=1, threads=4)
             (worker,) = _worker_pids(server.proc.pid)
             time.sleep(1.0)

@@ -156,23 +156,19 @@ class AnnotatedImages(Protocol):
     def image_path(self, name: str) -> Path: ...
 
 
-@dataclass
 class JoinedImages:
     """Several annotated sets read as one (an export's validation split and the base data's);
     a name in two sets is taken from the first."""
 
-    parts: list[AnnotatedImages]
-
-    @property
-    def images(self) -> dict[str, AnnotatedImage]:
-        out: dict[str, AnnotatedImage] = {}
-        for part in reversed(self.parts):
-            out.update(part.images)
-        return out
+    def __init__(self, parts: list[AnnotatedImages]) -> None:
+        self._part_of: dict[str, AnnotatedImages] = {}
+        for part in parts:
+            for name in part.images:
+                self._part_of.setdefault(name, part)
+        self.images = {name: part.images[name] for name, part in self._part_of.items()}
 
     def image_path(self, name: str) -> Path:
-        part = next(p for p in self.parts if name in p.images)
-        return part.image_path(name)
+        return self._part_of[name].image_path(name)
 
 
 def base_validation_images(data_dir: Path | None = None, split_seed: int = 2021) -> CricDataset:

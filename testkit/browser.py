@@ -113,3 +113,10 @@ def wait_viewer_still(pg: Any) -> None:
             && v.getCenter(true).distanceTo(v.getCenter(false)) < 1e-9; })()"""
     )
     pg.wait_for_timeout(100)  # one more frame for the overlay
+
+
+def state_when_still(pg: Any, script: str) -> Any:
+    """The page's `script` evaluated once the viewer has stopped and the overlay has redrawn."""
+    pg.wait_for_timeout(300)  # a zoom started just before may not have begun animating yet
+    wait_viewer_still(pg)
+    return pg.evaluate(script)

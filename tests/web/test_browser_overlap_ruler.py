@@ -8,7 +8,7 @@ import pytest
 
 from papreview.cases.models import Slide
 from papreview.review.models import Cell, ReviewStatus
-from testkit.browser import log_in, screenshot, wait_viewer_still
+from testkit.browser import log_in, screenshot, state_when_still, wait_viewer_still
 from testkit.fixtures import make_cells
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -62,9 +62,7 @@ def _zoom_to(page, cell: Cell) -> dict:
         y - 2 * h, 7 * w, 5 * h)), true); }""",
         [cell.x, cell.y, cell.width, cell.height],
     )
-    page.wait_for_timeout(300)
-    wait_viewer_still(page)
-    return page.evaluate(STATE)
+    return state_when_still(page, STATE)
 
 
 def test_one_cell_boxed_three_times_is_drawn_once(

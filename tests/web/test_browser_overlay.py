@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from papreview.cases.models import Slide
-from testkit.browser import log_in, screenshot, wait_viewer_still
+from testkit.browser import log_in, screenshot, state_when_still, wait_viewer_still
 from testkit.fixtures import make_cells
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -22,9 +22,7 @@ STATE = """() => {
 
 
 def _drawn(page) -> dict:
-    page.wait_for_timeout(300)
-    wait_viewer_still(page)
-    return page.evaluate(STATE)
+    return state_when_still(page, STATE)
 
 
 def test_density_map_far_out_boxes_close_in_and_a_scale_bar(
