@@ -237,7 +237,7 @@ def _verify_field(path: Path, fmt: str) -> None:
 @dataclass(frozen=True)
 class _Probe:
     info: SlideInfo
-    backend: str  # "pil", "tifffile" (field), "tiffpyramid" (tiffreader) or "openslide"
+    backend: str  # "pil", "tifffile" (field), "stack" (`stack_reader`) or "openslide"
 
 
 def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
@@ -249,6 +249,14 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
     fmt = sniff_format(head)
 
     single_level_tiff: SlideInfo | None = None
+    if fmt == "dicom":
+        from .dicomreader import dicom_focal_planes, probe_dicom_stack
+
+        if dicom_focal_planes(path) > 1:  # OpenSlide refuses focal planes
+            info = probe_dicom_stack(path)
+            if info.level_count == 1:  # one level: every zoom reads it, the pixel limit holds
+                _check_dims(path, info.width, info.height, max_pixels)
+            return _Probe(info, "stack")
     if fmt in (None, "tiff", "dicom"):
         vendor = openslide_vendor(path)
         if vendor is not None:
@@ -277,7 +285,7 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
                 level_count=levels,
                 planes=planes,
             )
-            return _Probe(info, "tiffpyramid")
+            return _Probe(info, "stack")
         if single_level_tiff is not None:
             # tiled or not, a single level is read whole at low zoom: the pixel limit holds
             _check_dims(path, single_level_tiff.width, single_level_tiff.height, max_pixels)
@@ -447,17 +455,34 @@ class OpenSlideReader(SlideReader):
         self._slide.close()
 
 
+def stack_reader(path: Path, info: SlideInfo, *, plane: int | None) -> SlideReader | None:
+    """Our own reader of the whole slides OpenSlide does not read as pyramids or stacks (tiled
+    TIFF pyramids through tifffile, DICOM WSI focal planes through wsidicom), reading focal
+    `plane` (None: the sharpest of each region); None for the slides OpenSlide reads."""
+    if info.kind != SlideKind.WHOLE_SLIDE:
+        return None
+    from .tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
+
+    if info.format in TIFFFILE_FORMATS:
+        return TiffPyramidReader(path, info, plane=plane)
+    if info.format == "dicom" and info.planes > 1:
+        from .dicomreader import DicomStackReader
+
+        return DicomStackReader(path, info, plane=plane)
+    return None
+
+
 def open_slide(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SlideReader:
     """Open a slide for reading (probing it first); close it or use it as a context manager."""
     path = Path(path)
     probe = _probe(path, max_pixels, verify=False)
     if probe.backend == "openslide":
         return OpenSlideReader(path, probe.info)
-    if probe.backend == "tiffpyramid":
-        from .tiffreader import TiffPyramidReader
-
+    if probe.backend == "stack":
         # analysis reads the sharpest focal plane of each region of a Z stack
-        return TiffPyramidReader(path, probe.info, plane=None)
+        reader = stack_reader(path, probe.info, plane=None)
+        assert reader is not None
+        return reader
     image = _decode_field(path, probe.info.format, max_pixels)
     return FieldReader(image, probe.info)
 

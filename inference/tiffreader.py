@@ -4,13 +4,7 @@ SubIFD levels), through tifffile: only the tiles a region touches are read and d
 `TiffPyramidReader(path, info)` is a `SlideReader`; `tiff_pyramid_levels(path)` says whether a file
 is such a pyramid (levels of its first series, each tiled) and how many focal planes it has.
 
-Focal planes (a Z stack, OME axes ZYXS): `plane=k` reads plane k (the viewer's focus control);
-`plane=None` (what analysis opens) reads every plane of the region and returns the sharpest, by
-the variance of its Laplacian (`focus_measure`). Per region, hence per detector tile and per cell
-crop: a thick preparation's cells lie at different depths, and each is classified in its own best
-focus. We pick planes rather than merge them (extended depth of field) because a merge invents
-pixels no plane holds (halos, doubled nuclei at depth edges) that the models never saw in
-training, while the sharpest plane is real pixels; the price is reading every plane (N decodes).
+Focal planes (a Z stack, OME axes ZYXS) are read as `focus.PlaneStackReader` reads every stack.
 """
 
 from __future__ import annotations
@@ -22,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UnreadableSlideError
-from .slides import SlideReader, to_rgb8
+from .focus import PlaneStackReader
+from .slides import to_rgb8
 from .types import SlideInfo
 
 _BACKGROUND = 255
@@ -52,16 +47,7 @@ def tiff_pyramid_levels(path: Path) -> tuple[int, int]:
         return 0, 0
 
 
-def focus_measure(rgb: np.ndarray) -> float:
-    """How sharp a region is: the variance of the Laplacian of its grey levels (higher: sharper)."""
-    g = rgb.astype(np.float32).mean(axis=2) if rgb.ndim == 3 else rgb.astype(np.float32)
-    if g.shape[0] < 3 or g.shape[1] < 3:
-        return 0.0
-    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
-    return float(lap.var())
-
-
-class TiffPyramidReader(SlideReader):
+class TiffPyramidReader(PlaneStackReader):
     """Levels of a tiled TIFF pyramid; `plane` picks the focal plane (Z) of stacks, None the
     sharpest plane of each region read."""
 
@@ -77,7 +63,7 @@ class TiffPyramidReader(SlideReader):
         self.info = info
         axes = series.axes
         self.plane_count = int(series.shape[axes.index("Z")]) if "Z" in axes else 1
-        self.plane = None if plane is None else min(max(0, plane), self.plane_count - 1)
+        self._pick_plane(plane)
         dims = []
         for level in self._levels:
             page = level.keyframe
@@ -91,27 +77,7 @@ class TiffPyramidReader(SlideReader):
         pages = self._levels[level].pages
         return pages[plane] if len(pages) > plane else pages[0]
 
-    def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> np.ndarray:
-        return self.read_region_plane(location, level, size)[0]
-
-    def read_region_plane(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> tuple[np.ndarray, int]:
-        if self.plane is not None or self.plane_count == 1:
-            plane = self.plane or 0
-            return self._read(location, level, size, plane), plane
-        best: tuple[float, int, np.ndarray] | None = None
-        for plane in range(self.plane_count):
-            pixels = self._read(location, level, size, plane)
-            score = focus_measure(pixels)
-            if best is None or score > best[0]:
-                best = (score, plane, pixels)
-        assert best is not None
-        return best[2], best[1]
-
-    def _read(
+    def _read_plane(
         self, location: tuple[int, int], level: int, size: tuple[int, int], plane: int
     ) -> np.ndarray:
         w, h = int(size[0]), int(size[1])

@@ -110,10 +110,14 @@ def write_dicom_wsi(
     tile: int = 256,
     series_uid: str | None = None,
     downsample: int = 1,
+    planes: list[np.ndarray] | None = None,
+    plane_spacing_um: float = 2.0,
 ) -> Path:
     """One level of a DICOM WSI (VL Whole Slide Microscopy Image, TILED_FULL, JPEG baseline
     frames), written with pydicom. Levels of one slide share `series_uid` and lie in one folder,
-    where OpenSlide 4 finds them from any one of the files."""
+    where OpenSlide 4 finds them from any one of the files. Given `planes`, a Z stack of those
+    focal planes `plane_spacing_um` apart instead of `image` (TILED_FULL: the frames of plane 0,
+    then of plane 1, ...)."""
     import io
 
     import pydicom
@@ -122,17 +126,18 @@ def write_dicom_wsi(
     from pydicom.encaps import encapsulate
     from pydicom.uid import UID, JPEGBaseline8Bit, generate_uid
 
-    level = _reduced(image, downsample) if downsample > 1 else image
-    h, w = level.shape[:2]
+    stack = [_reduced(p, downsample) if downsample > 1 else p for p in planes or [image]]
+    h, w = stack[0].shape[:2]
     frames = []
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            frame = np.full((tile, tile, 3), 255, np.uint8)
-            part = level[y : y + tile, x : x + tile]
-            frame[: part.shape[0], : part.shape[1]] = part
-            buffer = io.BytesIO()
-            Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
-            frames.append(buffer.getvalue())
+    for level in stack:
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                frame = np.full((tile, tile, 3), 255, np.uint8)
+                part = level[y : y + tile, x : x + tile]
+                frame[: part.shape[0], : part.shape[1]] = part
+                buffer = io.BytesIO()
+                Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
+                frames.append(buffer.getvalue())
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.77.1.6")  # VL WSI
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -149,7 +154,8 @@ def write_dicom_wsi(
     ds.PatientName, ds.PatientID = "Test^Slide", "T1"
     ds.Rows, ds.Columns, ds.NumberOfFrames = tile, tile, len(frames)
     ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = w, h
-    ds.TotalPixelMatrixFocalPlanes = ds.NumberOfFocalPlanes = ds.NumberOfOpticalPaths = 1
+    ds.TotalPixelMatrixFocalPlanes = ds.NumberOfFocalPlanes = len(stack)
+    ds.NumberOfOpticalPaths = 1
     ds.DimensionOrganizationType = "TILED_FULL"
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
@@ -159,6 +165,9 @@ def write_dicom_wsi(
     measures = Dataset()
     measures.PixelSpacing = [spacing_mm, spacing_mm]
     measures.SliceThickness = 0.001
+    if len(stack) > 1:
+        measures.SpacingBetweenSlices = plane_spacing_um / 1000
+        ds.DistanceBetweenFocalPlanes = plane_spacing_um / 1000
     shared = Dataset()
     shared.PixelMeasuresSequence = [measures]
     ds.SharedFunctionalGroupsSequence = [shared]

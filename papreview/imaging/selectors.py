@@ -26,8 +26,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from inference.errors import InputError
-from inference.slides import read_image
-from inference.tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
+from inference.slides import read_image, stack_reader
 from inference.types import SlideInfo, SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
@@ -126,6 +125,7 @@ def _info(slide: Slide) -> SlideInfo:
         height=slide.height,
         mpp=slide.mpp,
         level_count=slide.level_count,
+        planes=slide.focal_planes,
     )
 
 
@@ -133,8 +133,9 @@ def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
     held = contextlib.ExitStack()
     path = _local_file(slide, held)
     try:
-        if slide.kind == SlideKind.WHOLE_SLIDE and slide.format in TIFFFILE_FORMATS:
-            osr: Any = ReaderSlide(TiffPyramidReader(path, _info(slide), plane=plane))
+        reader = stack_reader(path, _info(slide), plane=plane)
+        if reader is not None:
+            osr: Any = ReaderSlide(reader)
         elif slide.kind == SlideKind.WHOLE_SLIDE:
             osr = openslide.OpenSlide(str(path))
         else:

@@ -1,6 +1,6 @@
-"""Focal planes in the web tier (issue 15, item 2): a Z-stack upload records its planes, the tile
-server serves each plane (`?z=`), a cell's crop comes from the plane it was classified in, and
-analysis results store each cell's plane."""
+"""Focal planes in the web tier (issue 15, item 2): a Z-stack upload (OME-TIFF or DICOM WSI)
+records its planes, the tile server serves each plane (`?z=`), a cell's crop comes from the plane
+it was classified in, and analysis results store each cell's plane."""
 
 from __future__ import annotations
 
@@ -19,17 +19,25 @@ from papreview.analysis.models import AnalysisRun
 from papreview.cases.services import slide_create
 from papreview.review.models import Cell, ReviewStatus
 from testkit.images import field_image
-from testkit.slidefiles import write_ome_tiff
+from testkit.slidefiles import write_dicom_wsi, write_ome_tiff
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def z_slide(tmp_path: Path):
+WRITERS = {
+    "ome-tiff": lambda d, img, planes: write_ome_tiff(
+        d / "z.ome.tif", img, mpp=0.5, levels=2, planes=planes
+    ),
+    "dicom": lambda d, img, planes: write_dicom_wsi(d / "z.dcm", img, mpp=0.5, planes=planes),
+}
+
+
+@pytest.fixture(params=sorted(WRITERS))
+def z_slide(request, tmp_path: Path):
     img = field_image(1024, 768, seed=12)
     planes = [img, 255 - img, (img // 2).astype(np.uint8)]
-    path = write_ome_tiff(tmp_path / "z.ome.tif", img, mpp=0.5, levels=2, planes=planes)
+    path = WRITERS[request.param](tmp_path, img, planes)
     slide = slide_create(
         patient=PatientFactory.create(),
         file=SimpleUploadedFile(path.name, path.read_bytes()),
@@ -45,7 +53,7 @@ def _image(response) -> np.ndarray:
 
 def test_each_plane_is_served(z_slide, api, pathologist) -> None:
     slide, planes = z_slide
-    assert (slide.format, slide.focal_planes) == ("ome-tiff", 3)
+    assert (slide.focal_planes, slide.mpp) == (3, pytest.approx(0.5))
     client = api(pathologist)
     top = math.ceil(math.log2(1024))
     base = f"/api/slides/{slide.pk}/deepzoom_files/{top}/0_0.jpeg"

@@ -230,3 +230,19 @@ def test_a_dicom_file_that_is_no_slide_is_refused(tmp_path: Path) -> None:
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     with pytest.raises(UnreadableSlideError, match="DICOM file that is not a whole-slide image"):
         probe_slide(path)
+
+
+def test_a_dicom_stack_declaring_more_than_its_frames_is_refused(tmp_path: Path) -> None:
+    """OpenSlide refuses DICOM focal planes, so wsidicom reads them: a stack whose declared size
+    does not match its frames gets a clear refusal, not a read of 40 Gpx."""
+    import pydicom
+
+    img = field_image(600, 400, seed=3)
+    path = write_dicom_wsi(tmp_path / "z.dcm", img, planes=[img, img])
+    ds = pydicom.dcmread(path)
+    ds.TotalPixelMatrixColumns = ds.TotalPixelMatrixRows = 200_000
+    ds.save_as(path)
+    with pytest.raises(
+        UnreadableSlideError, match="DICOM WSI with focal planes but cannot be read"
+    ):
+        probe_slide(path)
