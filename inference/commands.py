@@ -266,7 +266,7 @@ def _pipeline(args: argparse.Namespace, **kwargs: Any) -> Any:
     )
 
 
-def _model_splits(pipeline: Any) -> list[dict[str, list[str]]]:
+def model_splits(pipeline: Any) -> list[dict[str, list[str]]]:
     """The train/val/test image names each checkpoint of the pipeline recorded: its own split
     and, trained on an export with --merge-base, the base data's split too."""
     out = []
@@ -290,7 +290,7 @@ def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
     pipeline = _pipeline(args)
     if args.cells is not None:  # far from every marked cell, on the models' training fields
         table = CellsTable.read(args.images, args.cells)
-        splits = _model_splits(pipeline)
+        splits = model_splits(pipeline)
         names, _ = split_filter(sorted(table.images), "train", splits)
     else:  # every abnormal call on a NILM field of the train part
         labels = read_field_labels(args.fields)
@@ -500,7 +500,7 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(
                 f"none of the images named in {args.cells or args.fields} is in {images_dir}"
             )
-        splits = _model_splits(pipeline)
+        splits = model_splits(pipeline)
         if args.cells is None and args.split in ("train", "val", "test"):
             from .data.fields import field_split  # fields without marks: split by image
 

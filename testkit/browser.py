@@ -93,6 +93,13 @@ def log_in(page: Any, base_url: str, username: str) -> None:
     page.wait_for_url(f"{base_url}/")
 
 
+def open_review(page: Any, base_url: str, username: str, slide_id: int) -> None:
+    """Log in as `username`, open the slide's review page and wait until its cells are drawn."""
+    log_in(page, base_url, username)
+    page.goto(f"{base_url}/slides/{slide_id}/")
+    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+
+
 def screenshot(page: Any, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name

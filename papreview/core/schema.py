@@ -2,8 +2,8 @@
 postprocessing hook; `tests/test_fuzz_api.py` holds the API to it with every schemathesis check).
 
 * Every operation documents the refusals any request may get (the `Error` shape): 400, 401, 403,
-  404 and 429 (the token endpoint's throttle, the sign-in lockout), and for a body also 409, 413
-  (too large) and 415 (not a type we read).
+  404 and 429 (the token endpoint's throttle, the sign-in lockout); a change also 409 (conflict),
+  and one that sends a body (not DELETE) 413 (too large) and 415 (not a type we read).
 * Bodies are documented as JSON, the API's format; multipart only where a file is sent. The API
   still reads HTML forms (the browsable API), but a form cannot say `null` or hold a JSON
   object, so a client written from the schema should not use one.
@@ -23,8 +23,10 @@ ANY_REQUEST = {
     "404": "No such object, or no such address.",
     "429": "Too many attempts: wait and try again.",
 }
-WITH_BODY = {
+A_CHANGE = {
     "409": "Conflicts with the current state (duplicate, stale version, illegal status change).",
+}
+WITH_BODY = {
     "413": "The body is larger than the server accepts.",
     "415": "The body is not of a type this operation reads.",
 }
@@ -59,7 +61,11 @@ def document_refusals_and_bodies(
             operation = item.get(method)
             if operation is None:
                 continue
-            refusals = {**ANY_REQUEST, **(WITH_BODY if method != "get" else {})}
+            refusals = {
+                **ANY_REQUEST,
+                **(A_CHANGE if method != "get" else {}),
+                **(WITH_BODY if method in ("put", "post", "patch") else {}),
+            }
             responses = operation.setdefault("responses", {})
             for code, description in refusals.items():
                 responses.setdefault(

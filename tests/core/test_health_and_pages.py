@@ -129,3 +129,18 @@ def test_healthz_is_503_when_the_database_is_down(client, monkeypatch) -> None:
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable"}  # the details are for staff only
+
+
+def test_schema_promises_body_refusals_only_where_a_body_is_sent(tmp_path: Path) -> None:
+    """413 and 415 are about a request body: a DELETE sends none, so it is not promised them;
+    409 (a conflict) stays with every change."""
+    import yaml
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--file", str(out))
+    paths = yaml.safe_load(out.read_text())["paths"]
+    deletes = [ops["delete"]["responses"] for ops in paths.values() if "delete" in ops]
+    posts = [ops["post"]["responses"] for ops in paths.values() if "post" in ops]
+    assert deletes and posts
+    assert all("409" in r and "413" not in r and "415" not in r for r in deletes)
+    assert all({"409", "413", "415"} <= set(r) for r in posts)

@@ -26,7 +26,7 @@ from papreview.registry.retrain import retrain_job_run
 from papreview.registry.services import model_version_register_checkpoint
 from papreview.review.models import Cell
 from papreview.review.selectors import slide_flag_summary
-from testkit.browser import log_in, screenshot, wait_saved
+from testkit.browser import open_review, screenshot, wait_saved
 from testkit.checkpoints import write_random_checkpoints
 from tests.factories import UserFactory
 from tests.registry.test_retrain_job import TINY
@@ -116,9 +116,7 @@ def test_the_retraining_loop_in_the_browser(
     base_cls = base_versions["classifier"]
 
     # 1. Review (page): U walks to each undecided flagged cell, 1 relabels it NILM; sign out.
-    log_in(page, live_server.url, lab_admin.username)
-    page.goto(f"{live_server.url}/slides/{fresh.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, lab_admin.username, fresh.pk)
     page.get_by_label("Bethesda category").select_option("NILM")
     for expected in flagged:
         page.keyboard.press("u")

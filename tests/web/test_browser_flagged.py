@@ -20,7 +20,14 @@ from papreview.cases.demo import synthetic_pap_bytes
 from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, CellSighting, ReviewStatus
 from papreview.workflow.models import SlideEvent, SlideEventKind
-from testkit.browser import ARTIFACTS, log_in, screenshot, wait_saved, wait_viewer_still
+from testkit.browser import (
+    ARTIFACTS,
+    log_in,
+    open_review,
+    screenshot,
+    wait_saved,
+    wait_viewer_still,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -74,12 +81,6 @@ def place(slide: Slide, specs: list[Spec], *, seed: int, size: int = 76) -> dict
     return cells
 
 
-def open_review(page, live_server, user, slide: Slide) -> None:
-    log_in(page, live_server.url, user.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
-
-
 def test_flagged_counter_next_and_reviewed_none_abnormal(
     live_server, page, pathologist, stored_slide
 ) -> None:
@@ -109,7 +110,7 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
         ),
     )
     page.add_init_script("window.__reviewWatchMs = 1000")  # look for others' changes each second
-    open_review(page, live_server, pathologist, slide)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
 
     # The counter: 7 flagged, 1 of them decided; amber while some are left.
     wait_counter(page, 7, 1)
@@ -271,7 +272,7 @@ def test_palette_and_line_sliders(live_server, page, pathologist, stored_slide) 
         Spec(f"{c}-r", c, 0.9, ReviewStatus.CONFIRMED) for c in BETHESDA_CLASSES
     ]
     cells = place(slide, specs, seed=7, size=84)
-    open_review(page, live_server, pathologist, slide)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     page.wait_for_function(f"window.__review.overlay.drawnCount === {len(specs)}")
     assert page.evaluate("window.__review.overlay.colours") == CLASS_COLOURS
 

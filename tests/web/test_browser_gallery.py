@@ -8,7 +8,7 @@ import pytest
 
 from inference.types import SEVERITY
 from papreview.review.models import Cell, ReviewStatus
-from testkit.browser import log_in, screenshot, wait_saved, wait_viewer_still
+from testkit.browser import open_review, screenshot, wait_saved, wait_viewer_still
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -34,9 +34,7 @@ def test_gallery_grouped_by_class_marked_and_keyboard_driven(
     live_server, page, pathologist, stored_slide
 ) -> None:
     slide = stored_slide(cells=120, seed=31)
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     page.wait_for_function("document.querySelectorAll('#gallery .thumb').length > 0")
     page.locator("#gallery-n").select_option("24")
     page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 24")

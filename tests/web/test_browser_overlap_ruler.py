@@ -8,7 +8,7 @@ import pytest
 
 from papreview.cases.models import Slide
 from papreview.review.models import Cell, ReviewStatus
-from testkit.browser import log_in, screenshot, state_when_still, wait_viewer_still
+from testkit.browser import open_review, screenshot, state_when_still, wait_viewer_still
 from testkit.fixtures import make_cells
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -49,9 +49,7 @@ def _twins(slide: Slide) -> tuple[Cell, Cell, Cell]:
 
 
 def _open(page, live_server, user, slide: Slide) -> None:
-    log_in(page, live_server.url, user.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, user.username, slide.pk)
     wait_viewer_still(page)
 
 

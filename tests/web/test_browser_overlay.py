@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from papreview.cases.models import Slide
-from testkit.browser import log_in, screenshot, state_when_still, wait_viewer_still
+from testkit.browser import open_review, screenshot, state_when_still, wait_viewer_still
 from testkit.fixtures import make_cells
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,9 +31,7 @@ def test_density_map_far_out_boxes_close_in_and_a_scale_bar(
     slide = stored_slide(cells=0, seed=5)
     make_cells(slide, 6000, seed=5)
     Slide.objects.filter(pk=slide.pk).update(mpp=0.25)
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
 
     far = _drawn(page)
     assert far["n"] > 4000 and far["mode"] == "density"  # (the home view may clip an edge)
@@ -57,9 +55,7 @@ def test_density_map_far_out_boxes_close_in_and_a_scale_bar(
 def test_no_scale_bar_without_microns_per_pixel(live_server, page, pathologist, stored_slide):
     slide = stored_slide(cells=50, seed=6)
     assert slide.mpp is None
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     state = _drawn(page)
     assert state["mode"] == "boxes" and state["bar"] is None
 
@@ -71,9 +67,7 @@ def test_gallery_crops_at_one_magnification_with_a_scale(
     across at 144 px (its own pixels, never enlarged), with a 20 µm bar beside the count."""
     slide = stored_slide(cells=300, seed=8)
     Slide.objects.filter(pk=slide.pk).update(mpp=0.5)
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     page.wait_for_function("document.querySelectorAll('#gallery .thumb').length === 48")
     page.wait_for_function(
         """[...document.querySelectorAll('#gallery .thumb img')].slice(0, 6)
@@ -123,9 +117,7 @@ def test_focus_keys_step_through_the_planes_of_a_z_stack(
     make_cells(slide, 20, seed=1)
     tiles: list[str] = []
     page.on("request", lambda r: tiles.append(r.url) if "deepzoom_files" in r.url else None)
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     assert page.locator("#focus").inner_text().startswith("Focus 1 / 3")
     wait_viewer_still(page)
     zoom = page.evaluate("window.__review.viewer.viewport.getZoom()")

@@ -10,16 +10,14 @@ from papreview.cases.models import Slide, SlideStatus
 from papreview.review.models import Cell, ReviewStatus
 from papreview.review.selectors import slide_flag_summary
 from papreview.review.services import cell_update
-from testkit.browser import log_in, screenshot, wait_saved, wait_viewer_still
+from testkit.browser import open_review, screenshot, wait_saved, wait_viewer_still
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) -> None:
     slide = stored_slide(cells=300, seed=2)
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     assert page.evaluate("window.__review.store.cells.length") == 300
     hud = page.locator("#hud").inner_text()
     assert "300" in hud
@@ -131,9 +129,7 @@ def test_display_filters_gallery_move_and_conflict(
 ) -> None:
     slide = stored_slide(cells=400, seed=3)
     page.add_init_script("window.__reviewWatchMs = 1000")  # look for others' changes each second
-    log_in(page, live_server.url, pathologist.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
     page.wait_for_function("window.__review.overlay.drawnCount === 400")
 
     # The help overlay lists the shortcuts.
@@ -246,9 +242,7 @@ def test_a_cytotechnologist_reviews_the_flagged_cells_and_signs_out_nilm(
     live_server, page, cytotech, stored_slide
 ) -> None:
     slide = stored_slide(cells=5, seed=4)
-    log_in(page, live_server.url, cytotech.username)
-    page.goto(f"{live_server.url}/slides/{slide.pk}/")
-    page.wait_for_function("window.__cellsDrawnAt !== undefined", timeout=30_000)
+    open_review(page, live_server.url, cytotech.username, slide.pk)
     category = page.get_by_label("Bethesda category")
     category.select_option("HSIL")
     assert page.get_by_role("button", name="Sign out as HSIL").is_disabled()
