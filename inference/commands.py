@@ -36,10 +36,9 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _bf16(args: argparse.Namespace) -> bool:
-    from .train.engine import cpu_supports_bf16
+    from .interface import resolve_cpu_bf16
 
-    choice = getattr(args, "bf16", "off")
-    return choice == "on" or (choice == "auto" and cpu_supports_bf16())
+    return resolve_cpu_bf16(getattr(args, "bf16", "off"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .errors import InputError
 from .types import CropCalls, ProgressCallback, SlideResult
 
 if TYPE_CHECKING:
@@ -64,22 +65,44 @@ def default_weights() -> tuple[Path, Path]:
     return DEFAULT_DETECTOR, DEFAULT_CLASSIFIER
 
 
+BF16_CHOICES = ("auto", "on", "off")
+
+
+def resolve_cpu_bf16(choice: bool | str) -> bool:
+    """Whether to run the models under bfloat16 autocast on the CPU: "on", "off", or "auto"
+    (on where the CPU has AVX512-BF16 or AMX: stage 1 about 3x faster there, the same calls on
+    the CRIC validation fields, see MODEL_CARD.md)."""
+    if isinstance(choice, bool):
+        return choice
+    if choice not in BF16_CHOICES:
+        raise InputError(f"bfloat16 choice {choice!r}: expected one of {', '.join(BF16_CHOICES)}")
+    from .train.engine import cpu_supports_bf16
+
+    return choice == "on" or (choice == "auto" and cpu_supports_bf16())
+
+
 def open_analyser(
     detector: Path | None = None,
     classifier: Path | None = None,
     *,
     device: str = "auto",
+    cpu_bf16: bool | str = "auto",
     **options: Any,
 ) -> CellAnalyser:
     """Load both checkpoints (the committed defaults for those not given) on `device`.
 
-    `options` are the pipeline's run options (batch_size, tile_size, max_pixels, prefetch,
-    cpu_bf16, use_fusion, tta_views...). A missing, corrupt or wrong-stage checkpoint raises
-    `inference.errors.CheckpointError`.
+    `cpu_bf16` (`resolve_cpu_bf16`): every caller (workers, registry, retraining, the CLI) gets
+    the same default, so what is evaluated is what the workers run. `options` are the pipeline's
+    run options (batch_size, tile_size, max_pixels, prefetch, use_fusion, tta_views...). A
+    missing, corrupt or wrong-stage checkpoint raises `inference.errors.CheckpointError`.
     """
     from .pipeline import Pipeline  # torch loads here, not when the interface is imported
 
     default_det, default_cls = default_weights()
     return Pipeline.from_checkpoints(
-        Path(detector or default_det), Path(classifier or default_cls), device=device, **options
+        Path(detector or default_det),
+        Path(classifier or default_cls),
+        device=device,
+        cpu_bf16=resolve_cpu_bf16(cpu_bf16),
+        **options,
     )

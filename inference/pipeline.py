@@ -599,6 +599,7 @@ class Pipeline:
             "temperature": self.temperature,
             "tta_views": self.tta_views,
             "fusion": self.fusion is not None,
+            "cpu_bf16": self.cpu_bf16,
         }
 
     @property

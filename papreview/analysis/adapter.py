@@ -123,6 +123,7 @@ def pipeline_for(*, detector: ModelVersion, classifier: ModelVersion) -> CellAna
             paths[0],
             paths[1],
             device=settings.INFERENCE_DEVICE,
+            cpu_bf16=settings.INFERENCE_CPU_BF16,
             batch_size=batch,
             tile_size=settings.ANALYSIS_TILE_SIZE,
             max_pixels=settings.SLIDE_MAX_PIXELS,

@@ -240,7 +240,13 @@ def _fit_fusion(
             dataset: AnnotatedImages = export.points("val")
             if settings.RETRAIN_MERGE_BASE:  # the base data's validation images too
                 dataset = JoinedImages([dataset, base_validation_images()])
-            pipeline = open_analyser(detector, classifier, use_fusion=False, tta_views=tta_views)
+            pipeline = open_analyser(
+                detector,
+                classifier,
+                cpu_bf16=settings.INFERENCE_CPU_BF16,
+                use_fusion=False,
+                tta_views=tta_views,
+            )
             try:
                 calibration = calibrate_pipeline_on(
                     pipeline, dataset, sorted(dataset.images), far_budget=far_budget

@@ -222,7 +222,10 @@ def model_evaluation_run(*, evaluation_id: int) -> str:
         with export_opened(evaluation.export) as export:
             paths = [model_version_local_path(v) for v in (detector, classifier)]
             analyser = open_analyser(
-                *paths, device=settings.INFERENCE_DEVICE, max_pixels=settings.SLIDE_MAX_PIXELS
+                *paths,
+                device=settings.INFERENCE_DEVICE,
+                cpu_bf16=settings.INFERENCE_CPU_BF16,
+                max_pixels=settings.SLIDE_MAX_PIXELS,
             )
             from inference.evaluation import evaluate_export  # torch: workers only
 

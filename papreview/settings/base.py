@@ -15,6 +15,7 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets Django classes be subscripted in annotations at runtime (ModelAdmin[Patient], QuerySet[...]).
 django_stubs_ext.monkeypatch()
@@ -290,6 +291,11 @@ UPLOAD_EXPIRE_INTERVAL_S: float = env.float("UPLOAD_EXPIRE_INTERVAL_S", default=
 # --- PapReview ------------------------------------------------------------------------------------
 PAPREVIEW_DATA_DIR = _path_from_env("PAPREVIEW_DATA_DIR", ROOT_DIR.parent / "shared" / "data")
 INFERENCE_DEVICE: str = env.str("INFERENCE_DEVICE", default="auto")
+# bfloat16 on the CPU for workers, registry evaluations and retraining alike (inference's
+# resolve_cpu_bf16): auto = where the CPU has AVX512-BF16/AMX, as the CLI's default.
+INFERENCE_CPU_BF16: str = env.str("INFERENCE_CPU_BF16", default="auto")
+if INFERENCE_CPU_BF16 not in ("auto", "on", "off"):
+    raise ImproperlyConfigured(f"INFERENCE_CPU_BF16 is auto, on or off, not {INFERENCE_CPU_BF16!r}")
 # Most pixels a field image may declare (decompression-bomb guard for uploads).
 SLIDE_MAX_PIXELS: int = env.int("SLIDE_MAX_PIXELS", default=100_000_000)
 

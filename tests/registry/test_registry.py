@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from papreview.analysis.models import ModelStage
@@ -143,7 +144,7 @@ def test_the_compare_page_figures_are_those_of_inference_evaluate(
         zip_path.write_bytes(src.read())
     out = tmp_path / "cli.json"
     argv = ["evaluate", "--data", str(zip_path), "--split", "test", "--device", "cpu"]
-    argv += ["--bf16", "off"]  # the workers run float32 on the CPU
+    argv += ["--bf16", settings.INFERENCE_CPU_BF16]  # as the workers run
     argv += ["--detector", str(det_path), "--classifier", str(cls_path), "--out", str(out)]
     assert inference_main(argv) == 0, capsys.readouterr().err
     cli = json.loads(out.read_text())
