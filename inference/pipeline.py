@@ -288,7 +288,7 @@ class Pipeline:
                 tiles = [j for j in read if j is not None]
                 timings["background"] += len(read) - len(tiles)  # tiles of glass, skipped
                 if tiles:
-                    cells += self._process(tiles, [reader], timings)
+                    cells += self._process(tiles, [reader], timings, reader_thread=prefetch > 0)
                 done += count
                 if progress is not None:
                     progress(done, total)
@@ -467,9 +467,29 @@ class Pipeline:
         return _TileJob(px, origin, plan.scale, plan.core, plan.source)
 
     def _process(
-        self, jobs: list[_TileJob], readers: Sequence[SlideReader], timings: dict[str, float]
+        self,
+        jobs: list[_TileJob],
+        readers: Sequence[SlideReader],
+        timings: dict[str, float],
+        *,
+        reader_thread: bool = False,
     ) -> list[CellPrediction]:
-        return [c for c, _ in self._process_with_source(jobs, readers, timings)]
+        return [c for c, _ in self._process_with_source(jobs, readers, timings, reader_thread)]
+
+    @contextlib.contextmanager
+    def _stage1_threads(self, reader_thread: bool) -> Iterator[None]:
+        """On the CPU, stage 1 leaves a core to the read-ahead thread, which decodes the next
+        tiles meanwhile: one torch thread more only fights it for the core (40,000 px slide on
+        2 cores: 2.2x -> 1.9x the decode floor). Stage 2 runs on every thread."""
+        threads = torch.get_num_threads()
+        if not reader_thread or self.device.type != "cpu" or threads < 2:
+            yield
+            return
+        torch.set_num_threads(threads - 1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def _autocast(self) -> Any:
         """fp16 autocast on CUDA; bfloat16 on CPU when asked (AMX/AVX512-BF16 CPUs)."""
@@ -478,7 +498,11 @@ class Pipeline:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16)
 
     def _process_with_source(
-        self, jobs: list[_TileJob], readers: Sequence[SlideReader], timings: dict[str, float]
+        self,
+        jobs: list[_TileJob],
+        readers: Sequence[SlideReader],
+        timings: dict[str, float],
+        reader_thread: bool = False,
     ) -> list[tuple[CellPrediction, int]]:
         """Stage 1 on a batch of tiles, then stage 2 on all their candidates at once."""
         t = time.perf_counter()
@@ -487,22 +511,23 @@ class Pipeline:
         # 1024 px tile stay in cache, those of eight do not (faster, and far less memory)
         shape = _padded_shape([j.pixels for j in jobs])
         peaks: list[list[Peak]] = []
-        for part in _chunks(jobs, self._detector_chunk(len(jobs))):
-            batch = _pad_batch([j.pixels for j in part], shape=shape)
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            del batch
-            with torch.inference_mode(), self._autocast():
-                x = normalise(x, self.det_config.mean, self.det_config.std)
-                heat, offsets = self.detector(x)
-                del x
-                peaks += decode(
-                    heat,
-                    offsets,
-                    self.det_config,
-                    cell_threshold=self.cell_threshold,
-                    abnormal_threshold=self.abnormal_threshold,
-                )
-            del heat, offsets
+        with self._stage1_threads(reader_thread):
+            for part in _chunks(jobs, self._detector_chunk(len(jobs))):
+                batch = _pad_batch([j.pixels for j in part], shape=shape)
+                x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+                del batch
+                with torch.inference_mode(), self._autocast():
+                    x = normalise(x, self.det_config.mean, self.det_config.std)
+                    heat, offsets = self.detector(x)
+                    del x
+                    peaks += decode(
+                        heat,
+                        offsets,
+                        self.det_config,
+                        cell_threshold=self.cell_threshold,
+                        abnormal_threshold=self.abnormal_threshold,
+                    )
+                del heat, offsets
         candidates: list[tuple[float, float, float, int]] = []  # x, y, abnormal score, source
         for job, pk in zip(jobs, peaks, strict=True):
             h, w = job.pixels.shape[:2]

@@ -167,6 +167,34 @@ def test_prefetch_finds_the_same_cells_as_inline_reads(
     assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
 
 
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_stage1_leaves_a_core_to_the_read_ahead_thread(field_png: Path, prefetch: int) -> None:
+    """With a reader thread decoding ahead, stage 1 runs on one torch thread fewer (the reader
+    has the other core); stage 2 and what follows get them all back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=2)
+        seen: dict[str, list[int]] = {"detector": [], "classifier": []}
+
+        def recording(stage: str, forward: Any) -> Any:
+            def run(x: torch.Tensor) -> Any:
+                seen[stage].append(torch.get_num_threads())
+                return forward(x)
+
+            return run
+
+        for stage in seen:
+            model = getattr(pipe, stage)
+            model.forward = recording(stage, model.forward)
+        result = pipe.analyse(field_png, prefetch=prefetch)
+        assert result.cells and seen["detector"] and seen["classifier"]
+        assert set(seen["detector"]) == {1 if prefetch else 2}
+        assert set(seen["classifier"]) == {2} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 class _BrokenReader(FieldReader):
     def __init__(self, image: np.ndarray, fail_after: int) -> None:
         super().__init__(image)
