@@ -167,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "ensemble-classifiers",
+        help="one stage-2 checkpoint averaging classifiers trained apart (then run calibrate)",
+    )
+    p.add_argument("members", type=Path, nargs="+", help="classifier checkpoints, 2 or more")
+    p.add_argument("--out", type=Path, required=True, help="the ensemble's checkpoint")
+    p.add_argument("--data-dir", type=Path, default=None)
+    _add_common(p)
+
+    p = sub.add_parser(
         "calibrate",
         help="fit the late fusion of stage 1 and stage 2 abnormality on validation images",
     )
@@ -302,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train-detector": commands.train_detector_cmd,
         "train-classifier": commands.train_classifier_cmd,
         "mine-negatives": commands.mine_negatives_cmd,
+        "ensemble-classifiers": commands.ensemble_classifiers_cmd,
         "calibrate": commands.calibrate_cmd,
         "predict": commands.predict_cmd,
         "estimate-scale": commands.estimate_scale_cmd,

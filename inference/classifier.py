@@ -9,7 +9,7 @@ are known, `crop_um = crop_px * model_mpp` fixes its physical size instead). The
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ class ClassifierConfig(DictConfig):
     dropout: float = 0.2
     mean: tuple[float, float, float] = (0.70, 0.66, 0.74)
     std: tuple[float, float, float] = (0.20, 0.22, 0.18)
+    members: int = 1  # > 1: an ensemble of that many such networks (`ClassifierEnsemble`)
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -79,9 +80,32 @@ class CellClassifier(nn.Module):
         return self.fc(self.drop(self.features(x)))
 
 
-def build_classifier(config: dict[str, object] | ClassifierConfig | None = None) -> CellClassifier:
+class ClassifierEnsemble(nn.Module):
+    """`config.members` networks of one architecture, trained apart (other seeds, other data
+    order): their logits are averaged, so that errors one member makes and the others do not
+    average out. Built by `python -m inference ensemble-classifiers` (`inference.ensemble`)."""
+
+    def __init__(self, config: ClassifierConfig, num_classes: int = 6) -> None:
+        super().__init__()
+        self.config = config
+        single = replace(config, members=1)
+        self.members = nn.ModuleList(
+            CellClassifier(single, num_classes) for _ in range(config.members)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
+# Stage 2: one network or an ensemble of them (same input, same output).
+Classifier = CellClassifier | ClassifierEnsemble
+
+
+def build_classifier(config: dict[str, object] | ClassifierConfig | None = None) -> Classifier:
     if isinstance(config, dict):
         config = ClassifierConfig.from_dict(config)
+    if config is not None and config.members > 1:
+        return ClassifierEnsemble(config, num_classes=len(BETHESDA_CLASSES))
     return CellClassifier(config, num_classes=len(BETHESDA_CLASSES))
 
 

@@ -2,7 +2,7 @@
 
 Glue only: parse the options, load the data, call the library (`inference.train`,
 `inference.calibration`, `inference.evaluation`, `inference.bench`), write the outputs.
-Over ~400 lines because it is one function per command (seven of them) and their shared
+Over ~400 lines because it is one function per command (a dozen of them) and their shared
 option handling; the algorithms live in the library modules named above.
 """
 
@@ -312,6 +312,13 @@ def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
             max_per_field=args.max_per_field,
             source_files=originals,
         )
+
+
+def ensemble_classifiers_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from .ensemble import ensemble_classifiers
+
+    _setup(args)
+    return plain(ensemble_classifiers(args.members, args.out, data_dir=args.data_dir))
 
 
 def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:

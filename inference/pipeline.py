@@ -37,7 +37,9 @@ from .checkpoints import Checkpoint, load_checkpoint, load_weights
 from .classifier import (
     TTA_VIEW_COUNTS,
     CellClassifier,
+    Classifier,
     ClassifierConfig,
+    ClassifierEnsemble,
     build_classifier,
     decide_labels,
     dihedral_mean_logits,
@@ -123,7 +125,7 @@ class Pipeline:
         self,
         detector: DetectorNet,
         detector_meta: dict[str, Any],
-        classifier: CellClassifier,
+        classifier: Classifier,
         classifier_meta: dict[str, Any],
         *,
         device: str | torch.device = "auto",
@@ -212,7 +214,8 @@ class Pipeline:
         cls_ckpt = load_checkpoint(Path(classifier_path), stage="classifier")
         detector = load_weights(_build(det_ckpt, build_detector), det_ckpt)
         classifier = load_weights(_build(cls_ckpt, build_classifier), cls_ckpt)
-        assert isinstance(detector, DetectorNet) and isinstance(classifier, CellClassifier)
+        assert isinstance(detector, DetectorNet)
+        assert isinstance(classifier, CellClassifier | ClassifierEnsemble)
         det_meta = dict(det_ckpt.meta, version=det_ckpt.version)
         cls_meta = dict(cls_ckpt.meta, version=cls_ckpt.version)
         return cls(detector, det_meta, classifier, cls_meta, device=device, **kwargs)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import augment
 from ..calibration import calibrate_classifier, probability_metrics
 from ..checkpoints import Checkpoint, load_weights
-from ..classifier import CellClassifier, ClassifierConfig, build_classifier, normalise_crops
+from ..classifier import Classifier, ClassifierConfig, build_classifier, normalise_crops
 from ..data.leaks import refuse_leaks
 from ..types import BETHESDA_CLASSES
 from .engine import Log, LoopOptions, Stage, autocast, fit, log_line, seed_everything
@@ -30,7 +30,7 @@ from .samples import CellPatches, centre_crops, class_counts
 
 @dataclass
 class ClassifierTrainResult:
-    model: CellClassifier
+    model: Classifier
     config: ClassifierConfig
     history: list[dict[str, float]]
     best_epoch: int
@@ -238,7 +238,7 @@ def classifier_checkpoint_meta(
     """What a classifier checkpoint records: architecture, input, calibration, data, training."""
     config = result.config
     return {
-        "arch": "CellClassifier",
+        "arch": type(result.model).__name__,
         "config": config.to_dict(),
         "classes": list(BETHESDA_CLASSES),
         "normalisation": {"mean": list(config.mean), "std": list(config.std)},
