@@ -17,7 +17,7 @@ from typing import Any
 from .calibration import calibrate_classifier
 from .checkpoints import load_checkpoint, load_weights, save_checkpoint
 from .classifier import ClassifierConfig, ClassifierEnsemble
-from .data.cric import load_split
+from .data.cric import CricDataset
 from .errors import InputError
 from .train.classifier import classifier_logits
 from .train.samples import centre_crops, cric_patches
@@ -50,17 +50,18 @@ def ensemble_classifiers(
                 f"{ckpt.path}: trained on another split than {ckpts[0].path}: one member's "
                 "validation images would be another's training images"
             )
-    dataset, split, _ = load_split(data_dir, int(data.get("split_seed", 2021)))
-    if data.get("split") != split:
+    dataset = CricDataset.load(data_dir)
+    val_names = list((data.get("split") or {}).get("val", []))
+    if not val_names or any(name not in dataset.images for name in val_names):
         raise InputError(
-            "the members were not trained on the CRIC split this data gives (an export?): "
-            "their validation crops cannot be found to calibrate the ensemble"
+            "the members' validation images are not all in the CRIC data (trained on an "
+            "export?): the ensemble cannot be calibrated on them"
         )
     config = replace(configs[0], members=len(ckpts))
     model = ClassifierEnsemble(config, num_classes=len(BETHESDA_CLASSES))
     for member, ckpt in zip(model.members, ckpts, strict=True):
         load_weights(member, ckpt)
-    val = cric_patches(dataset, split["val"], config.crop_px, desc="val crops")
+    val = cric_patches(dataset, val_names, config.crop_px, desc="val crops")
     logits = classifier_logits(model, centre_crops(val.images, config.crop_px), config)
     temperature, threshold, metrics = calibrate_classifier(logits, val.labels)
     meta = {k: v for k, v in ckpts[0].meta.items() if k not in _PER_MODEL_KEYS}
