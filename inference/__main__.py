@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="add the NILM patches of a mine-negatives folder to training (repeatable)",
     )
+    p.add_argument(
+        "--positives",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add the patches of a mine-negatives --positives folder (the most suspicious "
+        "calls of abnormal fields, of the field's class) to training (repeatable)",
+    )
     _add_export_args(p)
     _add_start(p)
     _add_bf16(p, "training", default="off")
@@ -161,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", type=float, default=1.0, help="resize the fields first")
     p.add_argument("--far-px", type=float, default=40.0, help="distance from every marked cell")
     p.add_argument("--max-per-field", type=int, default=40)
+    p.add_argument(
+        "--positives",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --fields: multiple-instance positives instead, the N most suspicious calls "
+        "of each abnormal field of the train part, labelled with the field's class",
+    )
     p.add_argument("--patch", type=int, default=200, help="patch side, level-0 px")
     p.add_argument("--out", type=Path, required=True)
     _add_pipeline_args(p)

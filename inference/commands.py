@@ -203,16 +203,19 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         train = cric_patches(dataset, split["train"], patch, desc="train crops")
         val = cric_patches(dataset, split["val"], patch, desc="val crops")
         data_meta = split_meta(dataset, split, seed)
-    if args.negatives:  # the pipeline's own false alarms, as NILM (mine-negatives)
+    for kind in ("negatives", "positives"):  # mine-negatives folders (and --positives)
         from .train.negatives import read_negatives
 
-        parts = [read_negatives(folder, patch) for folder in args.negatives]
+        folders = getattr(args, kind, None) or []
+        if not folders:
+            continue
+        parts = [read_negatives(folder, patch) for folder in folders]
         train = CellPatches.joined([train, *parts])
         data_meta = {
             **data_meta,
-            "negatives": [
+            kind: [
                 {"folder": str(f), "patches": len(p.labels)}
-                for f, p in zip(args.negatives, parts, strict=True)
+                for f, p in zip(folders, parts, strict=True)
             ],
         }
     options = {
@@ -279,14 +282,36 @@ def model_splits(pipeline: Any) -> list[dict[str, list[str]]]:
 
 def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .data.cric import AnnotatedImage, CellsTable
-    from .data.fields import field_split, read_field_labels
+    from .data.fields import field_split, read_field_classes, read_field_labels
     from .evaluation import split_filter
-    from .train.negatives import mine_negatives
+    from .train.negatives import mine_negatives, mine_positives
 
     _setup(args)
     if (args.cells is None) == (args.fields is None):
         raise InputError("give --cells (annotated fields) or --fields (NILM fields), not both")
+    if args.positives is not None and (args.fields is None or args.positives < 1):
+        raise InputError("--positives N (1 or more) takes --fields: abnormal fields' calls")
     pipeline = _pipeline(args)
+    if args.positives is not None:  # the most suspicious calls of abnormal train fields
+        classes = read_field_classes(args.fields)
+        train = set(field_split(read_field_labels(args.fields))["train"])
+        classes = {n: c for n, c in classes.items() if n in train and (args.images / n).is_file()}
+        if not classes:
+            raise InputError("no abnormal training fields to mine")
+        table = CellsTable(args.images, {n: AnnotatedImage(n) for n in classes})
+        originals = {n: table.image_path(n) for n in classes}
+        with contextlib.ExitStack() as stack:
+            if args.upscale != 1.0:
+                table = stack.enter_context(upscaled(table, sorted(classes), args.upscale))
+            return mine_positives(
+                pipeline,
+                table,
+                classes,
+                args.out,
+                patch=args.patch,
+                per_field=args.positives,
+                source_files=originals,
+            )
     if args.cells is not None:  # far from every marked cell, on the models' training fields
         table = CellsTable.read(args.images, args.cells)
         splits = model_splits(pipeline)

@@ -29,6 +29,25 @@ def read_field_labels(path: Path) -> dict[str, bool]:
     return {r["image_filename"]: r["field_label"].strip().lower() != "nilm" for r in rows}
 
 
+def read_field_classes(path: Path) -> dict[str, str]:
+    """image file name -> its field class (`field_class`: a Bethesda code) for abnormal fields."""
+    from ..types import BETHESDA_CLASSES
+
+    labels = read_field_labels(path)
+    with path.open(newline="") as fh:
+        rows = {
+            r["image_filename"]: (r.get("field_class") or "").strip() for r in csv.DictReader(fh)
+        }
+    out = {name: rows[name] for name, abnormal in labels.items() if abnormal}
+    wrong = sorted({c for c in out.values() if c not in BETHESDA_CLASSES or c == "NILM"})
+    if wrong:
+        raise InputError(
+            f"--fields {path}: abnormal fields need a field_class among "
+            f"{', '.join(BETHESDA_CLASSES[1:])} (found {', '.join(map(repr, wrong))})"
+        )
+    return out
+
+
 def field_split(labels: dict[str, bool], seed: int = 2021) -> dict[str, list[str]]:
     """train / val / test names, each label split in the same shares (SPLIT_SHARES)."""
     rng = np.random.default_rng(seed)

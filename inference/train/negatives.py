@@ -14,11 +14,17 @@ cannot be abnormal cells:
 They are written as an ImageFolder (`<out>/NILM/*.png`, level-0 patches centred on the call) with
 `sources.csv` (patch, source image, SHA-256 of the source file), read back by `read_negatives`
 into training patches (`train-classifier --negatives DIR`), so the leak checks see their sources.
+
+`mine_positives` is the other side of fields with a field label only (issue 17, item 4): a field
+of an abnormal class holds at least one abnormal cell (a multiple-instance signal), and the
+pipeline's most suspicious call there is taken as one, of the field's class
+(`mine-negatives --fields F --positives`, `train-classifier --positives DIR`).
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +41,7 @@ from .samples import CellPatches
 if TYPE_CHECKING:
     from ..calibration import AnnotatedImages
     from ..interface import CellAnalyser
+    from ..types import SlideResult
 
 SOURCES = "sources.csv"
 
@@ -54,55 +61,105 @@ def mine_negatives(
     as NILM patches under `out`; `source_files` names the original file of each image (for its
     SHA-256) when `images` holds resized copies. The most confident calls first, at most
     `max_per_field` per field."""
-    folder = out / "NILM"
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    half = patch // 2
-    for name in tqdm(names, desc="mine negatives", unit="img"):
-        path = images.image_path(name)
-        result = analyser.analyse(path)
+
+    def calls(name: str, result: SlideResult) -> list[tuple[float, float, float, str]]:
         marked = np.array([(c.x, c.y) for c in images.images[name].cells]).reshape(-1, 2)
-        calls = []
+        found = []
         for cell in result.cells:
             if not is_abnormal(cell.label):
                 continue
             x, y = cell.box.centre
             if len(marked) and np.hypot(*(marked - (x, y)).T).min() <= far_px:
                 continue
-            calls.append((1.0 - cell.probabilities["NILM"], x, y))
-        if not calls:
+            found.append((1.0 - cell.probabilities["NILM"], x, y, "NILM"))
+        return found
+
+    written = _mine(analyser, images, names, out, calls, patch, max_per_field, source_files)
+    return {"fields": len(names), "negatives": written, "out": str(out)}
+
+
+def mine_positives(
+    analyser: CellAnalyser,
+    images: AnnotatedImages,
+    field_classes: dict[str, str],
+    out: Path,
+    *,
+    patch: int,
+    per_field: int = 1,
+    source_files: dict[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Multiple-instance positives from fields with a field label only: a field of an abnormal
+    class holds at least one abnormal cell, most likely the pipeline's most suspicious call
+    there. Write the `per_field` calls with the highest P(abnormal) of each field in
+    `field_classes` (name -> its Bethesda class) as patches of that class."""
+
+    def calls(name: str, result: SlideResult) -> list[tuple[float, float, float, str]]:
+        found = []
+        for cell in result.cells:
+            x, y = cell.box.centre
+            found.append((1.0 - cell.probabilities["NILM"], x, y, field_classes[name]))
+        return found
+
+    names = sorted(field_classes)
+    written = _mine(analyser, images, names, out, calls, patch, per_field, source_files)
+    return {"fields": len(names), "positives": written, "out": str(out)}
+
+
+def _mine(
+    analyser: CellAnalyser,
+    images: AnnotatedImages,
+    names: list[str],
+    out: Path,
+    calls: Callable[[str, SlideResult], list[tuple[float, float, float, str]]],
+    patch: int,
+    per_field: int,
+    source_files: dict[str, Path] | None,
+) -> int:
+    """Analyse each field, keep the `per_field` highest-scoring of its `calls` (score, x, y,
+    Bethesda class) and write them as `<out>/<class>/<field>_<i>.png` with `sources.csv`."""
+    rows = []
+    half = patch // 2
+    for name in tqdm(names, desc="mine", unit="img"):
+        path = images.image_path(name)
+        found = calls(name, analyser.analyse(path))
+        if not found:
             continue
         pixels = read_image(path)
-        source = (source_files or {}).get(name, path)
-        sha = file_sha256(source)
-        for i, (_, x, y) in enumerate(sorted(calls, reverse=True)[:max_per_field]):
+        sha = file_sha256((source_files or {}).get(name, path))
+        for i, (_, x, y, label) in enumerate(sorted(found, reverse=True)[:per_field]):
             crop = crop_padded(pixels, round(x) - half, round(y) - half, patch, patch)
-            file = f"{Path(name).stem}_{i:03d}.png"
-            Image.fromarray(crop).save(folder / file)
-            rows.append({"patch": f"NILM/{file}", "image": name, "sha256": sha})
+            file = f"{label}/{Path(name).stem}_{i:03d}.png"
+            (out / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(crop).save(out / file)
+            rows.append({"patch": file, "image": name, "sha256": sha})
+    out.mkdir(parents=True, exist_ok=True)
     with (out / SOURCES).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["patch", "image", "sha256"])
         writer.writeheader()
         writer.writerows(rows)
-    return {"fields": len(names), "negatives": len(rows), "out": str(out)}
+    return len(rows)
 
 
 def read_negatives(folder: Path, patch: int) -> CellPatches:
-    """The patches of a `mine_negatives` folder as NILM training patches, cut (or padded) to
-    `patch` around their centre: never resized, the cells keep their size in pixels."""
+    """The patches of a `mine_negatives` / `mine_positives` folder as training patches of the
+    class their sub-folder names (NILM for negatives), cut (or padded) to `patch` around their
+    centre: never resized, the cells keep their size in pixels."""
     sources = Path(folder) / SOURCES
     if not sources.is_file():
-        raise InputError(f"--negatives {folder}: {SOURCES} is missing (made by mine-negatives)")
+        raise InputError(f"{folder}: {SOURCES} is missing (made by mine-negatives)")
     with sources.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    images, names, sha = [], [], []
+    images, labels, names, sha = [], [], [], []
     for row in rows:
+        label = Path(row["patch"]).parts[0]
+        if label not in BETHESDA_CLASSES:
+            raise InputError(f"{folder}: {row['patch']} is not under a Bethesda class folder")
         img = read_image(Path(folder) / row["patch"])
         h, w = img.shape[:2]
         images.append(crop_padded(img, (w - patch) // 2, (h - patch) // 2, patch, patch))
+        labels.append(BETHESDA_CLASSES.index(label))
         names.append(row["image"])
         sha.append(row["sha256"])
     if not images:
         return CellPatches.empty(patch)
-    labels = np.full(len(images), BETHESDA_CLASSES.index("NILM"), np.int64)
-    return CellPatches(np.stack(images), labels, names, sha)
+    return CellPatches(np.stack(images), np.array(labels, np.int64), names, sha)

@@ -19,6 +19,7 @@ from inference.data.fields import field_split
 from inference.data.leaks import file_sha256
 from inference.synthetic import synthetic_field
 from inference.train.negatives import read_negatives
+from inference.types import BETHESDA_CLASSES
 from testkit.checkpoints import write_random_checkpoints
 
 NUCLEI = [(50.0 + 90 * i, 60.0 + 100 * j, 9.0) for i in range(4) for j in range(3)]
@@ -113,6 +114,60 @@ def test_nilm_fields_resized_and_train_classifier_takes_the_negatives(
     meta = load_checkpoint(run / "classifier.pt", stage="classifier").meta
     assert meta["data"]["negatives"][0]["patches"] == sum(1 for _ in (out / "NILM").iterdir())
     assert json.loads((run / "classifier_metrics.json").read_text())["history"]
+
+
+def test_abnormal_fields_give_their_most_suspicious_call_as_a_positive_of_their_class(
+    tmp_path: Path, calling_everything: tuple[Path, Path]
+) -> None:
+    """Multiple-instance positives: an abnormal field holds at least one abnormal cell; its
+    most suspicious call becomes a patch of the field's class (train part only)."""
+    names = [f"n{i}.jpg" for i in range(10)] + [f"a{i}.jpg" for i in range(10)]
+    images = tmp_path / "lbc"
+    fields(images, names)
+    classes = {n: ("HSIL" if int(n[1]) % 2 else "LSIL") for n in names if n.startswith("a")}
+    labels = tmp_path / "fields.csv"
+    labels.write_text(
+        "image_filename,field_class,field_label\n"
+        + "".join(
+            f"{n},{classes.get(n, 'NILM')},{'abnormal' if n in classes else 'NILM'}\n"
+            for n in names
+        )
+    )
+    det, cls = calling_everything
+    out = tmp_path / "pos"
+    argv = ["mine-negatives", "--images", str(images), "--fields", str(labels), "--positives", "1"]
+    argv += ["--out", str(out), "--detector", str(det), "--classifier", str(cls)]
+    assert inference_main(argv) == 0
+    with (out / "sources.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    train_abnormal = {n for n in field_split({n: n in classes for n in names})["train"]}
+    train_abnormal &= set(classes)
+    assert sorted(r["image"] for r in rows) == sorted(train_abnormal)  # one per field
+    assert all(r["patch"].startswith(classes[r["image"]] + "/") for r in rows)
+    positives = read_negatives(out, 160)
+    assert sorted(BETHESDA_CLASSES[i] for i in positives.labels) == sorted(
+        classes[r["image"]] for r in rows
+    )
+
+    run = tmp_path / "run"
+    argv = ["train-classifier", "--init-from", str(cls), "--epochs", "1", "--positives", str(out)]
+    argv += ["--samples-per-epoch", "64", "--out", str(run)]
+    argv += ["--data-dir", str(write_tiny_cric(tmp_path / "data"))]
+    assert inference_main(argv) == 0
+    meta = load_checkpoint(run / "classifier.pt", stage="classifier").meta
+    assert meta["data"]["positives"][0]["patches"] == len(rows)
+
+
+def test_positives_need_field_labels_with_a_class(tmp_path: Path, capsys) -> None:
+    images = tmp_path / "lbc"
+    fields(images, ["a0.jpg"])
+    labels = tmp_path / "fields.csv"
+    labels.write_text("image_filename,field_class,field_label\na0.jpg,HSL,abnormal\n")
+    argv = ["mine-negatives", "--images", str(images), "--out", str(tmp_path / "o")]
+    assert inference_main([*argv, "--cells", str(labels), "--positives", "1"]) != 0
+    assert "--positives N (1 or more) takes --fields" in capsys.readouterr().err
+    assert inference_main([*argv, "--fields", str(labels), "--positives", "1"]) != 0
+    assert "need a field_class among" in capsys.readouterr().err
 
 
 def write_tiny_cric(root: Path) -> Path:
