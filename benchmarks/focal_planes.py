@@ -144,11 +144,11 @@ def main() -> int:
     from inference.commands import model_splits
     from inference.data.cric import CricDataset
     from inference.evaluation import analyse_annotated, split_filter
-    from inference.pipeline import Pipeline
+    from inference.interface import open_analyser
     from inference.reviewer_load import reviewer_load
 
     torch.set_num_threads(2)
-    pipeline = Pipeline.default(device="cpu")
+    pipeline: Any = open_analyser(device="cpu")  # as a CPU worker runs it
     data = CricDataset.load()
     names, _ = split_filter(sorted(data.images), "val", model_splits(pipeline))
     names = names[: args.fields]

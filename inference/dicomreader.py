@@ -25,8 +25,6 @@ from .formats import check_declared_size
 from .slides import to_rgb8
 from .types import SlideInfo, SlideKind
 
-_BACKGROUND = 255
-
 
 def dicom_focal_planes(path: Path) -> int:
     """TotalPixelMatrixFocalPlanes of a DICOM file (1 when absent or unreadable)."""
@@ -93,14 +91,10 @@ class DicomStackReader(PlaneStackReader):
     def _read_plane(
         self, location: tuple[int, int], level: int, size: tuple[int, int], plane: int
     ) -> np.ndarray:
-        w, h = int(size[0]), int(size[1])
-        ds = self.level_downsamples[level]
-        x, y = round(location[0] / ds), round(location[1] / ds)
-        out = np.full((h, w, 3), _BACKGROUND, np.uint8)
-        lw, lh = self.level_dimensions[level]
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, lw), min(y + h, lh)
-        if x1 <= x0 or y1 <= y0:
+        out, x, y, inside = self._window(location, level, size)
+        if inside is None:
             return out  # outside the slide: white
+        x0, y0, x1, y1 = inside
         try:
             with self._lock:  # one file handle per instance
                 pixels = self._wsi.read_region(

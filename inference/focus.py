@@ -16,6 +16,8 @@ import numpy as np
 
 from .slides import SlideReader
 
+_BACKGROUND = 255  # outside the slide reads white, as everywhere (slides.py)
+
 
 def focus_measure(rgb: np.ndarray) -> float:
     """How sharp a region is: the variance of the Laplacian of its grey levels (higher: sharper)."""
@@ -39,6 +41,20 @@ class PlaneStackReader(SlideReader):
         self, location: tuple[int, int], level: int, size: tuple[int, int], plane: int
     ) -> np.ndarray:
         raise NotImplementedError
+
+    def _window(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> tuple[np.ndarray, int, int, tuple[int, int, int, int] | None]:
+        """For a `read_region` of `level`: a white canvas of the region, its origin (x, y) in
+        that level's pixels, and the part of it inside the level (x0, y0, x1, y1), None when
+        the region lies wholly outside (then the canvas is the answer)."""
+        w, h = int(size[0]), int(size[1])
+        ds = self.level_downsamples[level]
+        x, y = round(location[0] / ds), round(location[1] / ds)
+        out = np.full((h, w, 3), _BACKGROUND, np.uint8)
+        lw, lh = self.level_dimensions[level]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, lw), min(y + h, lh)
+        return out, x, y, ((x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None)
 
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]

@@ -20,7 +20,6 @@ from .focus import PlaneStackReader
 from .slides import to_rgb8
 from .types import SlideInfo
 
-_BACKGROUND = 255
 # SlideInfo.format of the slides this module reads (OpenSlide reads the other whole slides).
 TIFFFILE_FORMATS = frozenset({"ome-tiff", "pyramidal-tiff"})
 
@@ -80,20 +79,15 @@ class TiffPyramidReader(PlaneStackReader):
     def _read_plane(
         self, location: tuple[int, int], level: int, size: tuple[int, int], plane: int
     ) -> np.ndarray:
-        w, h = int(size[0]), int(size[1])
-        ds = self.level_downsamples[level]
-        x, y = round(location[0] / ds), round(location[1] / ds)
-        out = np.full((h, w, 3), _BACKGROUND, np.uint8)
+        out, x, y, inside = self._window(location, level, size)
         page = self._page(level, plane)
-        if page is None or not hasattr(page, "dataoffsets"):
+        if inside is None or page is None or not hasattr(page, "dataoffsets"):
             return out
+        x0, y0, x1, y1 = inside
         key = self._levels[level].keyframe  # geometry and codec (a plane may be a TiffFrame)
         lw, lh = self.level_dimensions[level]
         tw, th = int(key.tilewidth), int(key.tilelength)
         across = (lw + tw - 1) // tw
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, lw), min(y + h, lh)
-        if x1 <= x0 or y1 <= y0:
-            return out
         fh = self._tif.filehandle
         for ty in range(y0 // th, (y1 - 1) // th + 1):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1):
