@@ -12,7 +12,7 @@ the detector's scale, read tile by tile and resized); stage 2 classifies level-0
 on each candidate. Tiles overlap, and each candidate belongs to the tile whose centre is nearest
 (so nothing is found twice). Only one batch of tiles and its crops is in memory at a time.
 
-Longer than our ~400-line norm (about 740): `Pipeline` is one object whose tile reading,
+Longer than our ~400-line norm (about 770): `Pipeline` is one object whose tile reading,
 batching, both stages and merging share its state (device, models, thresholds, prefetch
 thread); split, its parts would only pass that state back and forth.
 """

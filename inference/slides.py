@@ -14,7 +14,7 @@ Coordinates are level-0 pixels, origin top-left (see DESIGN.md). Pixels outside 
 white (255), which is what OpenSlide gives for transparent areas composited on white and close to
 the bright background of a Pap smear.
 
-Longer than our ~400-line norm (about 520): the probe, the two readers and the tiling share
+Longer than our ~400-line norm (about 545): the probe, the two readers and the tiling share
 the pixel-limit checks (magic numbers, vendors and the declared-size check: formats.py), and the
 web side imports this one module
 (without torch) to check uploads.

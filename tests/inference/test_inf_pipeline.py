@@ -1,5 +1,6 @@
 """The pipeline end to end: fields and a pyramidal TIFF through OpenSlide, tiling without
-duplicates, border crops, progress, batching, the CLI, and no Django import."""
+duplicates, border crops, progress, batching, read-ahead and its threads, the CLI, and no Django
+import. Over ~400 lines: one module for one object's behaviour, sharing its small fake models."""
 
 from __future__ import annotations
 
