@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from inference.classifier import (
+    CellClassifier,
     ClassifierConfig,
     abnormal_probability,
     build_classifier,
@@ -201,6 +202,7 @@ def test_class_views_and_decision() -> None:
 def test_models_are_small_and_fully_convolutional() -> None:
     det = build_detector(DetectorConfig()).eval()
     cls = build_classifier(ClassifierConfig())
+    assert isinstance(cls, CellClassifier)  # one network unless members > 1
     n_det = sum(p.numel() for p in det.parameters())
     n_cls = sum(p.numel() for p in cls.parameters())
     assert 100_000 < n_det < 3_000_000 and 100_000 < n_cls < 3_000_000
