@@ -63,6 +63,18 @@ def _too_large(path: Path, width: int, height: int, max_pixels: int) -> SlideToo
     )
 
 
+def _check_one_level(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """A whole slide with one level (no reduced copies): every zoom of the viewer reads that
+    level, so the pixel limit of images read whole holds, with why and what to do."""
+    if width * height > max_pixels:
+        raise SlideTooLargeError(
+            f"{path.name}: a whole slide of {width} x {height} px ({width * height / 1e6:.1f} "
+            "Mpx) with no reduced levels: the viewer would read all of it at low zoom, above "
+            f"the limit of {max_pixels / 1e6:.1f} Mpx. Export it from the scanner's software "
+            "with its pyramid levels in one file (SVS or pyramidal TIFF)."
+        )
+
+
 def _bomb(path: Path, max_pixels: int) -> SlideTooLargeError:
     # Pillow refuses huge declared sizes itself (above 2 x Image.MAX_IMAGE_PIXELS) at open time.
     limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
@@ -255,7 +267,7 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
         if dicom_focal_planes(path) > 1:  # OpenSlide refuses focal planes
             info = probe_dicom_stack(path)
             if info.level_count == 1:  # one level: every zoom reads it, the pixel limit holds
-                _check_dims(path, info.width, info.height, max_pixels)
+                _check_one_level(path, info.width, info.height, max_pixels)
             return _Probe(info, "stack")
     if fmt in (None, "tiff", "dicom"):
         vendor = openslide_vendor(path)
@@ -265,7 +277,7 @@ def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
             if info.level_count > 1 or vendor != "generic-tiff":
                 if info.level_count == 1:
                     # no pyramid: every zoom reads level 0, so the pixel limit holds
-                    _check_dims(path, info.width, info.height, max_pixels)
+                    _check_one_level(path, info.width, info.height, max_pixels)
                 return _Probe(info, "openslide")
             single_level_tiff = info  # a field, or a pyramid OpenSlide does not see (OME)
     if fmt == "tiff":

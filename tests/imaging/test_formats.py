@@ -246,3 +246,17 @@ def test_a_dicom_stack_declaring_more_than_its_frames_is_refused(tmp_path: Path)
         UnreadableSlideError, match="DICOM WSI with focal planes but cannot be read"
     ):
         probe_slide(path)
+
+
+def test_a_one_level_dicom_stack_above_the_pixel_limit_says_why_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """An uploaded DICOM file is one level: every zoom reads it, so the pixel limit holds; the
+    refusal says so (not "a field image") and how to export the slide instead."""
+    from inference.errors import SlideTooLargeError
+
+    img = field_image(600, 400, seed=3)
+    path = write_dicom_wsi(tmp_path / "z.dcm", img, planes=[img, img])
+    assert probe_slide(path, max_pixels=240_000).planes == 2  # at the limit: accepted
+    with pytest.raises(SlideTooLargeError, match=r"no reduced levels.*pyramid levels in one file"):
+        probe_slide(path, max_pixels=239_999)
