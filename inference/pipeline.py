@@ -47,6 +47,7 @@ from .classifier import (
 )
 from .detector import DetectorConfig, DetectorNet, Peak, build_detector, decode, normalise
 from .errors import CheckpointError
+from .folding import fold_batch_norms
 from .fusion import Fusion
 from .slides import DEFAULT_MAX_PIXELS, FieldReader, SlideReader, Tile, open_slide, tile_grid
 from .types import (
@@ -148,8 +149,9 @@ class Pipeline:
         self.device = resolve_device(device)
         # channels-last weights: the NHWC input batches then run without layout conversions
         cl = torch.channels_last
-        self.detector = detector.to(self.device).to(memory_format=cl).eval()
-        self.classifier = classifier.to(self.device).to(memory_format=cl).eval()
+        # batch norms folded into their convolutions (a copy: the caller's models stay as given)
+        self.detector = fold_batch_norms(detector).to(self.device).to(memory_format=cl).eval()
+        self.classifier = fold_batch_norms(classifier).to(self.device).to(memory_format=cl).eval()
         self.detector_meta = detector_meta
         self.classifier_meta = classifier_meta
         self.det_config: DetectorConfig = detector.config
