@@ -203,13 +203,13 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         train = cric_patches(dataset, split["train"], patch, desc="train crops")
         val = cric_patches(dataset, split["val"], patch, desc="val crops")
         data_meta = split_meta(dataset, split, seed)
-    for kind in ("negatives", "positives"):  # mine-negatives folders (and --positives)
-        from .train.negatives import read_negatives
+    from .train.negatives import read_mined
 
+    for kind in ("negatives", "positives"):  # mine-negatives folders (and --positives)
         folders = getattr(args, kind, None) or []
         if not folders:
             continue
-        parts = [read_negatives(folder, patch) for folder in folders]
+        parts = [read_mined(folder, patch) for folder in folders]
         train = CellPatches.joined([train, *parts])
         data_meta = {
             **data_meta,
@@ -291,42 +291,34 @@ def mine_negatives_cmd(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("give --cells (annotated fields) or --fields (NILM fields), not both")
     if args.positives is not None and (args.fields is None or args.positives < 1):
         raise InputError("--positives N (1 or more) takes --fields: abnormal fields' calls")
+    classes: dict[str, str] = {}
+    if args.fields is not None:  # the train part: NILM fields, or abnormal ones (--positives)
+        labels = read_field_labels(args.fields)
+        if args.positives is not None:
+            classes = read_field_classes(args.fields)
+        train = [n for n in field_split(labels)["train"] if (args.images / n).is_file()]
+        names = [n for n in train if (n in classes if args.positives else not labels[n])]
+        table = CellsTable(args.images, {n: AnnotatedImage(n) for n in names})
     pipeline = _pipeline(args)
-    if args.positives is not None:  # the most suspicious calls of abnormal train fields
-        classes = read_field_classes(args.fields)
-        train = set(field_split(read_field_labels(args.fields))["train"])
-        classes = {n: c for n, c in classes.items() if n in train and (args.images / n).is_file()}
-        if not classes:
-            raise InputError("no abnormal training fields to mine")
-        table = CellsTable(args.images, {n: AnnotatedImage(n) for n in classes})
-        originals = {n: table.image_path(n) for n in classes}
-        with contextlib.ExitStack() as stack:
-            if args.upscale != 1.0:
-                table = stack.enter_context(upscaled(table, sorted(classes), args.upscale))
-            return mine_positives(
-                pipeline,
-                table,
-                classes,
-                args.out,
-                patch=args.patch,
-                per_field=args.positives,
-                source_files=originals,
-            )
     if args.cells is not None:  # far from every marked cell, on the models' training fields
         table = CellsTable.read(args.images, args.cells)
-        splits = model_splits(pipeline)
-        names, _ = split_filter(sorted(table.images), "train", splits)
-    else:  # every abnormal call on a NILM field of the train part
-        labels = read_field_labels(args.fields)
-        names = [n for n in field_split(labels)["train"] if not labels[n]]
-        names = [n for n in names if (args.images / n).is_file()]
-        table = CellsTable(args.images, {n: AnnotatedImage(n) for n in names})
+        names, _ = split_filter(sorted(table.images), "train", model_splits(pipeline))
     if not names:
         raise InputError("no training fields to mine")
     originals = {n: table.image_path(n) for n in names}
     with contextlib.ExitStack() as stack:
         if args.upscale != 1.0:
             table = stack.enter_context(upscaled(table, names, args.upscale))
+        if args.positives is not None:  # the most suspicious calls of abnormal train fields
+            return mine_positives(
+                pipeline,
+                table,
+                {n: classes[n] for n in names},
+                args.out,
+                patch=args.patch,
+                per_field=args.positives,
+                source_files=originals,
+            )
         return mine_negatives(
             pipeline,
             table,
@@ -368,24 +360,30 @@ def calibrate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def batch_scale(paths: list[Path]) -> Any:
-    """`inference.scale.estimate_batch_scale` over these field images."""
-    from .scale import estimate_batch_scale, estimate_scale
+def _field_scales(paths: list[Path]) -> dict[str, Any]:
+    """`inference.scale.estimate_scale` of each field image, by path."""
+    from .scale import estimate_scale
     from .slides import read_image
 
-    return estimate_batch_scale([estimate_scale(read_image(p)) for p in paths])
+    return {str(p): estimate_scale(read_image(p)) for p in paths}
+
+
+def batch_scale(paths: list[Path]) -> Any:
+    """`inference.scale.estimate_batch_scale` over these field images."""
+    from .scale import estimate_batch_scale
+
+    return estimate_batch_scale(list(_field_scales(paths).values()))
 
 
 def estimate_scale_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from .scale import estimate_batch_scale, estimate_scale
-    from .slides import read_image
+    from .scale import estimate_batch_scale
 
     paths: list[Path] = []
     for p in args.images:
         paths += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
     if not paths:
         raise InputError("no images given")
-    fields = {str(p): estimate_scale(read_image(p)) for p in paths}
+    fields = _field_scales(paths)
     batch = estimate_batch_scale(list(fields.values()))
     return {
         "batch": batch.to_dict(),

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import UnreadableSlideError
 from .focus import PlaneStackReader
-from .formats import check_declared_size
+from .formats import check_declared_size, positive_or_none
 from .slides import to_rgb8
 from .types import SlideInfo, SlideKind
 
@@ -57,13 +57,12 @@ def probe_dicom_stack(path: Path) -> SlideInfo:
     try:
         width, height = int(wsi.size.width), int(wsi.size.height)
         check_declared_size(path, width, height)
-        mpp = float(wsi.mpp.width) if wsi.mpp is not None else None
         return SlideInfo(
             format="dicom",
             kind=SlideKind.WHOLE_SLIDE,
             width=width,
             height=height,
-            mpp=mpp if mpp and mpp > 0 else None,
+            mpp=positive_or_none(wsi.mpp.width) if wsi.mpp is not None else None,
             level_count=len(wsi.levels.levels),
             planes=len(wsi.levels.base_level.focal_planes),
         )
@@ -81,11 +80,7 @@ class DicomStackReader(PlaneStackReader):
         self._z = list(self._wsi.levels.base_level.focal_planes)
         self.plane_count = len(self._z)
         self._pick_plane(plane)
-        self.level_dimensions = tuple(
-            (int(lv.size.width), int(lv.size.height)) for lv in self._levels
-        )
-        w0 = self.level_dimensions[0][0]
-        self.level_downsamples = tuple(w0 / w for w, _ in self.level_dimensions)
+        self._set_levels([(int(lv.size.width), int(lv.size.height)) for lv in self._levels])
         self._lock = threading.Lock()
 
     def _read_plane(

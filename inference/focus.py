@@ -37,6 +37,12 @@ class PlaneStackReader(SlideReader):
     def _pick_plane(self, plane: int | None) -> None:
         self.plane = None if plane is None else min(max(0, plane), self.plane_count - 1)
 
+    def _set_levels(self, dimensions: list[tuple[int, int]]) -> None:
+        """The levels' (width, height), level 0 first, and their downsamples from it."""
+        self.level_dimensions = tuple(dimensions)
+        w0 = dimensions[0][0]
+        self.level_downsamples = tuple(w0 / w for w, _ in dimensions)
+
     def _read_plane(
         self, location: tuple[int, int], level: int, size: tuple[int, int], plane: int
     ) -> np.ndarray:

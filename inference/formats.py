@@ -144,7 +144,7 @@ def openslide_vendor(path: Path) -> str | None:
     return str(vendor) if vendor else None
 
 
-def _positive(value: Any) -> float | None:
+def positive_or_none(value: Any) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -171,7 +171,7 @@ def probe_openslide(path: Path, vendor: str) -> SlideInfo:
             kind=SlideKind.WHOLE_SLIDE,
             width=width,
             height=height,
-            mpp=_positive(slide.properties.get(openslide.PROPERTY_NAME_MPP_X)),
+            mpp=positive_or_none(slide.properties.get(openslide.PROPERTY_NAME_MPP_X)),
             level_count=int(slide.level_count),
         )
     finally:
@@ -190,12 +190,12 @@ def tiff_mpp(path: Path) -> float | None:
                 for part in str(page.description).split("|"):
                     key, _, value = part.partition("=")
                     if key.strip() == "MPP":
-                        return _positive(value.strip())
+                        return positive_or_none(value.strip())
             if tif.is_ome and tif.ome_metadata:
                 found = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
                 xunit = re.search(r"PhysicalSizeXUnit=\"([^\"]+)\"", tif.ome_metadata)
                 if found and (xunit is None or xunit.group(1) in ("µm", "um", "\u00b5m")):
-                    return _positive(found.group(1))
+                    return positive_or_none(found.group(1))
             tags = page.tags
             if "XResolution" in tags and "ResolutionUnit" in tags:
                 num, den = tags["XResolution"].value
@@ -203,7 +203,7 @@ def tiff_mpp(path: Path) -> float | None:
                 per_unit = num / den if den else 0
                 microns = {2: 25_400.0, 3: 10_000.0}.get(unit)
                 if microns and per_unit > 0:
-                    mpp = _positive(microns / per_unit)
+                    mpp = positive_or_none(microns / per_unit)
                     return mpp if mpp is not None and mpp < 100 else None  # 72 dpi is no scan
     except Exception:
         return None

@@ -416,6 +416,15 @@ def crop_padded(
     return out
 
 
+def centred_patch(image: np.ndarray, patch: int) -> np.ndarray:
+    """`image` (RGB) cut or padded with white to `patch` x `patch` around its centre, at its own
+    scale (never resized: a nucleus keeps its size in pixels)."""
+    h, w = image.shape[:2]
+    x = (w - patch) // 2 if w >= patch else -((patch - w) // 2)
+    y = (h - patch) // 2 if h >= patch else -((patch - h) // 2)
+    return crop_padded(image[..., :3], x, y, patch, patch)
+
+
 class FieldReader(SlideReader):
     """A field image held in memory as 8-bit RGB (one level)."""
 

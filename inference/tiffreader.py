@@ -63,13 +63,9 @@ class TiffPyramidReader(PlaneStackReader):
         axes = series.axes
         self.plane_count = int(series.shape[axes.index("Z")]) if "Z" in axes else 1
         self._pick_plane(plane)
-        dims = []
-        for level in self._levels:
-            page = level.keyframe
-            dims.append((int(page.imagewidth), int(page.imagelength)))
-        self.level_dimensions = tuple(dims)
-        w0 = dims[0][0]
-        self.level_downsamples = tuple(w0 / w for w, _ in dims)
+        self._set_levels(
+            [(int(lv.keyframe.imagewidth), int(lv.keyframe.imagelength)) for lv in self._levels]
+        )
         self._lock = threading.Lock()
 
     def _page(self, level: int, plane: int) -> Any:

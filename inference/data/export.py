@@ -347,7 +347,7 @@ def export_patches(export: Export, split: str, patch: int) -> CellPatches:
     keeps its level-0 scale whatever the export's crop size."""
     import numpy as np
 
-    from ..slides import read_image
+    from ..slides import centred_patch, read_image
     from ..train.samples import CellPatches
 
     images, labels, names, sha = [], [], [], []
@@ -359,19 +359,6 @@ def export_patches(export: Export, split: str, patch: int) -> CellPatches:
         sha.append(export.source_sha256(names[-1]))
     arr = np.stack(images) if images else np.zeros((0, patch, patch, 3), np.uint8)
     return CellPatches(arr, np.array(labels, np.int64), names, sha)
-
-
-def centred_patch(img: Any, patch: int) -> Any:
-    """`img` cut or padded with white to `patch` x `patch` around its centre (same scale)."""
-    import numpy as np
-
-    h, w = img.shape[:2]
-    out = np.full((patch, patch, 3), 255, np.uint8)
-    sy, sx = max(0, (h - patch) // 2), max(0, (w - patch) // 2)  # source offset
-    dy, dx = max(0, (patch - h) // 2), max(0, (patch - w) // 2)  # destination offset
-    ch, cw = min(h, patch), min(w, patch)
-    out[dy : dy + ch, dx : dx + cw] = img[sy : sy + ch, sx : sx + cw, :3]
-    return out
 
 
 def class_counts(labels: Sequence[str]) -> dict[str, int]:

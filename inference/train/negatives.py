@@ -12,7 +12,7 @@ cannot be abnormal cells:
   every abnormal call.
 
 They are written as an ImageFolder (`<out>/NILM/*.png`, level-0 patches centred on the call) with
-`sources.csv` (patch, source image, SHA-256 of the source file), read back by `read_negatives`
+`sources.csv` (patch, source image, SHA-256 of the source file), read back by `read_mined`
 into training patches (`train-classifier --negatives DIR`), so the leak checks see their sources.
 
 `mine_positives` is the other side of fields with a field label only (issue 17, item 4): a field
@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..data.leaks import file_sha256
 from ..errors import InputError
-from ..slides import crop_padded, read_image
+from ..slides import centred_patch, crop_padded, read_image
 from ..types import BETHESDA_CLASSES, is_abnormal
 from .samples import CellPatches
 
@@ -140,7 +140,7 @@ def _mine(
     return len(rows)
 
 
-def read_negatives(folder: Path, patch: int) -> CellPatches:
+def read_mined(folder: Path, patch: int) -> CellPatches:
     """The patches of a `mine_negatives` / `mine_positives` folder as training patches of the
     class their sub-folder names (NILM for negatives), cut (or padded) to `patch` around their
     centre: never resized, the cells keep their size in pixels."""
@@ -154,9 +154,7 @@ def read_negatives(folder: Path, patch: int) -> CellPatches:
         label = Path(row["patch"]).parts[0]
         if label not in BETHESDA_CLASSES:
             raise InputError(f"{folder}: {row['patch']} is not under a Bethesda class folder")
-        img = read_image(Path(folder) / row["patch"])
-        h, w = img.shape[:2]
-        images.append(crop_padded(img, (w - patch) // 2, (h - patch) // 2, patch, patch))
+        images.append(centred_patch(read_image(Path(folder) / row["patch"]), patch))
         labels.append(BETHESDA_CLASSES.index(label))
         names.append(row["image"])
         sha.append(row["sha256"])

@@ -209,7 +209,7 @@ def test_evaluation_warnings_count_the_scored_images_a_model_was_trained_on() ->
 def test_export_crops_keep_their_scale_cut_or_padded_to_the_patch() -> None:
     """A crop of another size than the classifier's patch is cut or padded around its centre,
     never resized: a nucleus keeps its size in pixels whatever the export's crop size."""
-    from inference.data.export import centred_patch
+    from inference.slides import centred_patch
 
     big = np.zeros((40, 40, 3), np.uint8)
     big[18:22, 18:22] = 200  # a 4 px "nucleus" at the centre

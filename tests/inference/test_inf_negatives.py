@@ -18,7 +18,7 @@ from inference.checkpoints import load_checkpoint
 from inference.data.fields import field_split
 from inference.data.leaks import file_sha256
 from inference.synthetic import synthetic_field
-from inference.train.negatives import read_negatives
+from inference.train.negatives import read_mined
 from inference.types import BETHESDA_CLASSES
 from testkit.checkpoints import write_random_checkpoints
 
@@ -80,7 +80,7 @@ def test_mined_negatives_are_far_from_marks_on_training_fields_only(
     for r in rows:  # centred on a call, never on the marked nucleus
         patch = np.asarray(Image.open(out / r["patch"]))
         assert patch.shape == (200, 200, 3)
-    negatives = read_negatives(out, 160)
+    negatives = read_mined(out, 160)
     assert negatives.images.shape[1:] == (160, 160, 3) and set(negatives.labels) == {0}
     assert negatives.refs()[0].sha256 in {r["sha256"] for r in rows}
 
@@ -144,7 +144,7 @@ def test_abnormal_fields_give_their_most_suspicious_call_as_a_positive_of_their_
     train_abnormal &= set(classes)
     assert sorted(r["image"] for r in rows) == sorted(train_abnormal)  # one per field
     assert all(r["patch"].startswith(classes[r["image"]] + "/") for r in rows)
-    positives = read_negatives(out, 160)
+    positives = read_mined(out, 160)
     assert sorted(BETHESDA_CLASSES[i] for i in positives.labels) == sorted(
         classes[r["image"]] for r in rows
     )
