@@ -66,7 +66,8 @@ def refuse_multi_file(path: Path) -> None:
         raise UnreadableSlideError(
             f"{Path(path).name}: a {name} slide is this file plus a folder of data files beside "
             "it, which one upload cannot carry. Export the slide from the scanner's software as "
-            "one file (DICOM WSI, SVS or pyramidal TIFF) and upload that."
+            "one file (SVS or pyramidal TIFF), or as DICOM WSI (a zip of its .dcm files), and "
+            "upload that."
         )
 
 

@@ -9,12 +9,14 @@ Everything here works without torch so that the web side can probe uploads cheap
   field image in memory as 8-bit RGB; `OpenSlideReader` reads regions of a WSI through OpenSlide,
   so memory stays bounded whatever the slide size.
 * `tile_grid(...)` covers an image with overlapping tiles.
+* `slide_file(path)`: what the readers open; a zip of a multi-file DICOM WSI is unpacked beside
+  itself once (`inference.archive`) and read from its level-0 instance.
 
 Coordinates are level-0 pixels, origin top-left (see DESIGN.md). Pixels outside the image read as
 white (255), which is what OpenSlide gives for transparent areas composited on white and close to
 the bright background of a Pap smear.
 
-Longer than our ~400-line norm (about 545): the probe, the two readers and the tiling share
+Longer than our ~400-line norm (about 580): the probe, the two readers and the tiling share
 the pixel-limit checks (magic numbers, vendors and the declared-size check: formats.py), and the
 web side imports this one module
 (without torch) to check uploads.
@@ -31,6 +33,7 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
+from .archive import ZIP_MAGIC, is_zip, unpacked_slide
 from .errors import SlideTooLargeError, UnreadableSlideError
 from .formats import (
     check_declared_size,
@@ -71,7 +74,8 @@ def _check_one_level(path: Path, width: int, height: int, max_pixels: int) -> No
             f"{path.name}: a whole slide of {width} x {height} px ({width * height / 1e6:.1f} "
             "Mpx) with no reduced levels: the viewer would read all of it at low zoom, above "
             f"the limit of {max_pixels / 1e6:.1f} Mpx. Export it from the scanner's software "
-            "with its pyramid levels in one file (SVS or pyramidal TIFF)."
+            "with its pyramid levels in one file (SVS or pyramidal TIFF), or upload a DICOM "
+            "slide as a zip of all its .dcm files (one per level)."
         )
 
 
@@ -252,8 +256,17 @@ class _Probe:
     backend: str  # "pil", "tifffile" (field), "stack" (`stack_reader`) or "openslide"
 
 
-def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
+def slide_file(path: Path) -> Path:
+    """The file the readers open: `path` itself, or for a zip of a multi-file DICOM WSI its
+    level-0 instance, unpacked beside the zip on first use (`inference.archive`)."""
     path = Path(path)
+    if path.is_file() and is_zip(read_head(path, len(ZIP_MAGIC))):
+        return unpacked_slide(path)
+    return path
+
+
+def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
+    path = slide_file(path)
     refuse_multi_file(path)
     head = read_head(path)
     if not head:
@@ -484,6 +497,8 @@ def stack_reader(path: Path, info: SlideInfo, *, plane: int | None) -> SlideRead
         return None
     from .tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
 
+    path = slide_file(path)
+
     if info.format in TIFFFILE_FORMATS:
         return TiffPyramidReader(path, info, plane=plane)
     if info.format == "dicom" and info.planes > 1:
@@ -495,7 +510,7 @@ def stack_reader(path: Path, info: SlideInfo, *, plane: int | None) -> SlideRead
 
 def open_slide(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SlideReader:
     """Open a slide for reading (probing it first); close it or use it as a context manager."""
-    path = Path(path)
+    path = slide_file(path)
     probe = _probe(path, max_pixels, verify=False)
     if probe.backend == "openslide":
         return OpenSlideReader(path, probe.info)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from inference.errors import SlideTooLargeError, UnreadableSlideError
-from inference.slides import probe_slide
+from inference.slides import probe_slide, slide_file
 from inference.types import suspicion
 from papreview.audit.models import AuditAction
 from papreview.audit.services import audit_record
@@ -34,6 +34,7 @@ from papreview.cases.errors import (
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.cases.transitions import can_transition
 from papreview.core.choices import SEVERITY
+from papreview.core.storage import local_path_of
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,18 @@ def _safe_name(name: str) -> tuple[str, str]:
 def _storage_name(safe_name: str) -> str:
     now = timezone.now()
     return f"slides/{now:%Y/%m}/{uuid.uuid4().hex}/{safe_name}"
+
+
+def _unpack_in_place(stored_name: str) -> None:
+    """A zip of DICOM levels stored on local disk is unpacked beside itself now, so that the
+    first tile does not wait for it (object storage: on each host's first read)."""
+    local = local_path_of(stored_name)
+    if local is None:
+        return
+    try:
+        slide_file(local)
+    except UnreadableSlideError:  # probed fine a moment ago; the first read will say why
+        logger.exception("slide file %s could not be unpacked in place", stored_name)
 
 
 def _duplicate_message(patient: Patient, existing: Slide) -> str:
@@ -186,6 +199,7 @@ def slide_create(
         # AWS_S3_TRANSFER_CONFIG), local storage a copy; nothing is held in memory.
         with tmp_path.open("rb") as fh:
             stored_name = default_storage.save(_storage_name(safe_name), File(fh))
+        _unpack_in_place(stored_name)
 
     try:
         with transaction.atomic():

@@ -2,7 +2,8 @@
 processes of one host.
 
 Layout of MEDIA_CACHE_DIR: one file per entry, named by a digest of (storage name, version) with
-the original suffix (readers pick a format by it); `.lock` serialises bookkeeping between
+the original suffix (readers pick a format by it), and beside a slide zip the folder it unpacks to
+(counted and evicted with it); `.lock` serialises bookkeeping between
 processes (flock); `.stats.json` counts hits, misses and evictions since the cache was created.
 
 * A reader *holds* an entry: a shared flock on the entry's file for as long as it reads it.
@@ -32,6 +33,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import Storage
+
+from inference.archive import UNPACKED_SUFFIX
 
 _CHUNK = 8 * 1024 * 1024
 _STATS = ".stats.json"
@@ -78,7 +81,7 @@ class MediaCache:
         """Delete least recently used entries nobody holds until `room_for` more bytes fit
         (call under `_locked`). Returns how many were deleted."""
         entries = sorted(self._entries(), key=lambda e: e.stat().st_mtime)
-        used = sum(e.stat().st_size for e in entries)
+        used = sum(_entry_bytes(e) for e in entries)
         evicted = 0
         for entry in entries:
             if used + room_for <= self.max_bytes:
@@ -94,8 +97,9 @@ class MediaCache:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # someone is reading it
-                size = os.fstat(fh.fileno()).st_size
+                size = _entry_bytes(entry)
                 Path(entry.path).unlink(missing_ok=True)
+                shutil.rmtree(entry.path + UNPACKED_SUFFIX, ignore_errors=True)
                 used -= size
                 evicted += 1
         if evicted:
@@ -169,7 +173,7 @@ class MediaCache:
         return {
             "dir": str(self.directory),
             "max_bytes": self.max_bytes,
-            "used_bytes": sum(e.stat().st_size for e in entries),
+            "used_bytes": sum(_entry_bytes(e) for e in entries),
             "files": len(entries),
             "hits": hits,
             "misses": misses,
@@ -183,6 +187,16 @@ class MediaCache:
         for entry in os.scandir(self.directory):
             if entry.name.startswith(_TMP) and now - entry.stat().st_mtime > older_than_s:
                 Path(entry.path).unlink(missing_ok=True)
+
+
+def _entry_bytes(entry: os.DirEntry[str]) -> int:
+    """An entry's size on disk, with the folder a slide zip unpacked beside it (`inference.
+    archive`): evicted with it, so counted with it."""
+    size = entry.stat().st_size
+    unpacked = Path(entry.path + UNPACKED_SUFFIX)
+    if unpacked.is_dir():
+        size += sum(f.stat().st_size for f in unpacked.iterdir() if f.is_file())
+    return size
 
 
 _caches: dict[tuple[str, int], MediaCache] = {}

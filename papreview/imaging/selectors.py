@@ -26,7 +26,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from inference.errors import InputError
-from inference.slides import read_image, stack_reader
+from inference.slides import read_image, slide_file, stack_reader
 from inference.types import SlideInfo, SlideKind
 from papreview.cases.models import Slide
 from papreview.core.exceptions import ApplicationError, NotFoundError
@@ -131,8 +131,9 @@ def _info(slide: Slide) -> SlideInfo:
 
 def _open(slide: Slide, plane: int = 0) -> OpenedSlide:
     held = contextlib.ExitStack()
-    path = _local_file(slide, held)
+    stored = _local_file(slide, held)
     try:
+        path = slide_file(stored)  # a zip of DICOM levels: its level-0 instance
         reader = stack_reader(path, _info(slide), plane=plane)
         if reader is not None:
             osr: Any = ReaderSlide(reader)
