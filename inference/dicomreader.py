@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .archive import UNPACKED_SUFFIX
 from .errors import UnreadableSlideError
 from .focus import PlaneStackReader
 from .formats import check_declared_size, positive_or_none
@@ -42,8 +43,11 @@ def dicom_focal_planes(path: Path) -> int:
 def _open(path: Path) -> Any:
     from wsidicom import WsiDicom
 
+    # a zip's unpacked folder holds the slide's every level (`inference.archive`); any other
+    # file is read alone (its folder may be a cache of other slides)
+    source = path.parent if path.parent.name.endswith(UNPACKED_SUFFIX) else path
     try:
-        return WsiDicom.open(Path(path))
+        return WsiDicom.open(Path(source))
     except Exception as exc:
         raise UnreadableSlideError(
             f"{Path(path).name}: looks like a DICOM WSI with focal planes but cannot be read "
@@ -71,7 +75,7 @@ def probe_dicom_stack(path: Path) -> SlideInfo:
 
 
 class DicomStackReader(PlaneStackReader):
-    """The levels and focal planes of one DICOM WSI file."""
+    """The levels and focal planes of a DICOM WSI: one file, or the files of an unpacked zip."""
 
     def __init__(self, path: Path, info: SlideInfo, *, plane: int | None = 0) -> None:
         self._wsi = _open(path)

@@ -146,9 +146,10 @@ def write_dicom_wsi(
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
+    # the levels of one series share its study and frame of reference, as a scanner writes them
     ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.FrameOfReferenceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[ds.SeriesInstanceUID, "study"])
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[ds.SeriesInstanceUID, "frame"])
     ds.Modality = "SM"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     ds.PatientName, ds.PatientID = "Test^Slide", "T1"

@@ -111,6 +111,22 @@ def test_an_uploaded_dicom_zip_serves_every_level(
         assert np.abs(tile - expected).mean() < 10
 
 
+def test_a_zip_of_focal_plane_levels_is_one_stack_with_its_levels(tmp_path: Path) -> None:
+    """OpenSlide refuses focal planes, so wsidicom reads them: from an unpacked zip, all levels."""
+    from pydicom.uid import generate_uid
+
+    near, far = field_image(1024, 768, seed=2), field_image(1024, 768, seed=3)
+    series, folder = generate_uid(), tmp_path / "export"
+    folder.mkdir()
+    for name, down in (("z0.dcm", 1), ("z1.dcm", 4)):
+        write_dicom_wsi(folder / name, near, planes=[near, far], series_uid=series, downsample=down)
+    zipped = _zip(tmp_path / "z.zip", {f.name: f.read_bytes() for f in folder.iterdir()})
+    info = probe_slide(zipped, max_pixels=1000)
+    assert (info.format, info.planes, info.level_count) == ("dicom", 2, 2)
+    with open_slide(zipped) as reader:
+        assert reader.level_downsamples == pytest.approx((1.0, 4.0))
+
+
 def _dicom_bytes(tmp_path: Path) -> bytes:
     return write_dicom_wsi(tmp_path / "one.dcm", field_image(300, 200, seed=1)).read_bytes()
 
