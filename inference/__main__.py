@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the patches of a mine-negatives --positives folder (the most suspicious "
         "calls of abnormal fields, of the field's class) to training (repeatable)",
     )
+    p.add_argument(
+        "--not-a-cell",
+        action="store_true",
+        help="give stage 2 a seventh outcome, not a cell, and teach it the --negatives patches "
+        "and the export's rejected calls (instead of NILM); candidates it sets aside are not "
+        "shown to reviewers. With --init-from a six-class classifier, its weights start it",
+    )
     _add_export_args(p)
     _add_start(p)
     _add_bf16(p, "training", default="off")

@@ -34,9 +34,11 @@ from .classifier import (
     ClassifierConfig,
     abnormal_probability,
     argmax_labels,
+    bethesda_truth,
     build_classifier,
     decide_labels,
     fit_temperature,
+    fold_not_a_cell,
 )
 from .data.cric import AnnotatedImage, CricDataset
 from .errors import InputError
@@ -87,16 +89,19 @@ def calibrate_classifier(
     nll_before = float(F.cross_entropy(logits, yv))
     temperature = fit_temperature(logits, yv)
     nll_after = float(F.cross_entropy(logits / temperature, yv))
-    probs = torch.softmax(logits / temperature, 1).numpy()
-    is_abn = labels != BETHESDA_CLASSES.index("NILM")
+    # a NOT_A_CELL output is negative for a lesion: thresholds and reports read it as NILM
+    probs, _ = fold_not_a_cell(torch.softmax(logits / temperature, 1).numpy())
+    truth = bethesda_truth(labels)
+    is_abn = np.array([is_abnormal(t) for t in truth], bool)
     threshold = choose_abnormal_threshold(abnormal_probability(probs), is_abn, min_sensitivity)
-    truth = [BETHESDA_CLASSES[i] for i in labels]
     val_metrics = probability_metrics(truth, probs, threshold)
     val_metrics["calibration"] = {
         "temperature": temperature,
         "nll_before": nll_before,
         "nll_after": nll_after,
-        "ece_after": expected_calibration_error(probs, labels),
+        "ece_after": expected_calibration_error(
+            probs, np.array([BETHESDA_CLASSES.index(t) for t in truth])
+        ),
     }
     val_metrics["abnormal_threshold"] = threshold
     val_metrics["argmax"] = probability_metrics(truth, probs)
@@ -186,13 +191,14 @@ def match_cells(
     out = MatchedCells()
     for name in tqdm(names, desc="calibrate (val)", unit="img"):
         res = pipeline.analyse(dataset.image_path(name))
+        calls = res.candidates  # the fusion applies to every candidate, set aside or not
         cells = dataset.images[name].cells
         gt = np.array([(c.x, c.y) for c in cells]).reshape(-1, 2)
-        xy = np.array([c.box.centre for c in res.cells]).reshape(-1, 2)
+        xy = np.array([c.box.centre for c in calls]).reshape(-1, 2)
         probs = np.array(
-            [[c.probabilities[k] for k in BETHESDA_CLASSES] for c in res.cells], np.float64
+            [[c.probabilities[k] for k in BETHESDA_CLASSES] for c in calls], np.float64
         ).reshape(-1, len(BETHESDA_CLASSES))
-        s1 = np.array([c.detection_score for c in res.cells], np.float64)
+        s1 = np.array([c.detection_score for c in calls], np.float64)
         for pi, gi in match_points(xy, gt, radius):
             out.p2.append(1.0 - float(probs[pi, 0]))
             out.s1.append(float(s1[pi]))
@@ -204,7 +210,7 @@ def match_cells(
                 gt.astype(np.float64),
                 [c.label for c in cells],
                 xy.astype(np.float64),
-                [c.label for c in res.cells],
+                [c.label for c in calls],
                 1.0 - probs[:, 0],
                 extra={"probs": probs, "s1": s1},
             )

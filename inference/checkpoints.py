@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .types import BETHESDA_CLASSES
+from .types import BETHESDA_CLASSES, NOT_A_CELL
 
 FORMAT = "papreview-checkpoint"
 FORMAT_VERSION = 1
@@ -139,7 +139,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path.name}: checkpoint has no weights or no metadata")
     if classes is not None and stage == "classifier":
         have = tuple(meta.get("classes", ()))
-        if have != tuple(classes):
+        if have not in (tuple(classes), (*classes, NOT_A_CELL)):  # + the not-a-cell outcome
             raise CheckpointError(
                 f"{path.name}: classifier classes {list(have)} do not match the expected "
                 f"{list(classes)}"

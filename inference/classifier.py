@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import DictConfig
 from .detector import normalise_nhwc
-from .types import BETHESDA_CLASSES, FOUR_CLASSES, TO_FOUR_CLASS
+from .types import BETHESDA_CLASSES, FOUR_CLASSES, STAGE2_CLASSES, TO_FOUR_CLASS
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,20 @@ class ClassifierConfig(DictConfig):
     mean: tuple[float, float, float] = (0.70, 0.66, 0.74)
     std: tuple[float, float, float] = (0.20, 0.22, 0.18)
     members: int = 1  # > 1: an ensemble of that many such networks (`ClassifierEnsemble`)
+    # a seventh output, NOT_A_CELL, after the six Bethesda classes (`stage2_classes`)
+    not_a_cell: bool = False
+
+
+def stage2_classes(config: ClassifierConfig) -> tuple[str, ...]:
+    """The classifier's outputs, in order: the six Bethesda classes, then NOT_A_CELL if it has
+    that outcome."""
+    return STAGE2_CLASSES if config.not_a_cell else BETHESDA_CLASSES
+
+
+def bethesda_truth(labels: np.ndarray) -> list[str]:
+    """Training label indices (`STAGE2_CLASSES`) as the Bethesda codes reports score them: not
+    a cell is negative for a lesion (NILM)."""
+    return [BETHESDA_CLASSES[i] if i < len(BETHESDA_CLASSES) else "NILM" for i in labels]
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -104,9 +118,24 @@ Classifier = CellClassifier | ClassifierEnsemble
 def build_classifier(config: dict[str, object] | ClassifierConfig | None = None) -> Classifier:
     if isinstance(config, dict):
         config = ClassifierConfig.from_dict(config)
-    if config is not None and config.members > 1:
-        return ClassifierEnsemble(config, num_classes=len(BETHESDA_CLASSES))
-    return CellClassifier(config, num_classes=len(BETHESDA_CLASSES))
+    config = config or ClassifierConfig()
+    classes = len(stage2_classes(config))
+    if config.members > 1:
+        return ClassifierEnsemble(config, num_classes=classes)
+    return CellClassifier(config, num_classes=classes)
+
+
+def widen_to_not_a_cell(model: CellClassifier, six_class: dict[str, torch.Tensor]) -> None:
+    """Start a NOT_A_CELL model from a six-class one's weights: everything is copied, and the
+    new output starts as a copy of NILM's (what such objects were taught as before), so the
+    first steps of fine-tuning only have to pull the two apart."""
+    weights = dict(six_class)
+    fc_w, fc_b = weights.pop("fc.weight"), weights.pop("fc.bias")
+    model.load_state_dict(weights, strict=False)
+    nilm = BETHESDA_CLASSES.index("NILM")
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.cat([fc_w, fc_w[nilm : nilm + 1]]))
+        model.fc.bias.copy_(torch.cat([fc_b, fc_b[nilm : nilm + 1]]))
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,6 +172,30 @@ def four_class_probs(probs6: np.ndarray) -> np.ndarray:
 def abnormal_probability(probs6: np.ndarray) -> np.ndarray:
     """P(any abnormal class) = 1 - P(NILM)."""
     return 1.0 - probs6[:, BETHESDA_CLASSES.index("NILM")]
+
+
+def fold_not_a_cell(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 6 or 7) stage 2 probabilities -> (the six Bethesda classes with NOT_A_CELL's mass
+    added to NILM's, P(not a cell) or None). Not a cell is negative for a lesion, so every
+    decision on P(abnormal) (thresholds, fusion, AUC) reads the folded probabilities."""
+    probs = np.asarray(probs, np.float64)
+    if probs.shape[1] == len(BETHESDA_CLASSES):
+        return probs, None
+    p_not_cell = probs[:, len(BETHESDA_CLASSES)]
+    folded = probs[:, : len(BETHESDA_CLASSES)].copy()
+    folded[:, BETHESDA_CLASSES.index("NILM")] += p_not_cell
+    return folded, p_not_cell
+
+
+def not_a_cell_mask(
+    probs: np.ndarray, p_not_cell: np.ndarray | None, labels: Sequence[str]
+) -> np.ndarray | None:
+    """True where a crop is set aside as not a cell: decided NILM (not abnormal), and stage 2
+    finds not a cell likelier than a NILM cell (`probs` unfolded, stage 2's own split)."""
+    if p_not_cell is None:
+        return None
+    nilm = np.asarray(probs, np.float64)[:, BETHESDA_CLASSES.index("NILM")]
+    return np.array([lab == "NILM" for lab in labels], bool) & (p_not_cell > nilm)
 
 
 def decide_labels(probs6: np.ndarray, abnormal_threshold: float) -> list[str]:

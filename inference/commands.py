@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import platform
 import time
@@ -23,6 +24,7 @@ import torch
 from .checkpoints import plain, save_checkpoint
 from .data.cric import CricDataset, load_split, split_meta
 from .errors import InputError
+from .types import NOT_A_CELL
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -185,6 +187,10 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         if base_config
         else ClassifierConfig(crop_px=args.crop_px)
     )
+    if getattr(args, "not_a_cell", False):
+        config = dataclasses.replace(config, not_a_cell=True)
+    # what the calls nobody should see are taught as: not a cell, or (six classes) NILM
+    negative = NOT_A_CELL if config.not_a_cell else "NILM"
     # room for any rotation of the crop plus the centre jitter without invented border pixels
     patch = round(config.crop_px * 1.5 + 2 * args.jitter_px)
     started = time.monotonic()
@@ -197,6 +203,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
             merge_base=args.merge_base,
             data_dir=args.data_dir,
             split_seed=args.split_seed,
+            rejected_label=negative,
         )
     else:
         dataset, split, seed = load_split(args.data_dir, args.split_seed)
@@ -209,7 +216,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         folders = getattr(args, kind, None) or []
         if not folders:
             continue
-        parts = [read_mined(folder, patch) for folder in folders]
+        parts = [read_mined(folder, patch, negative=negative) for folder in folders]
         train = CellPatches.joined([train, *parts])
         data_meta = {
             **data_meta,

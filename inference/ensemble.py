@@ -16,12 +16,11 @@ from typing import Any
 
 from .calibration import calibrate_classifier
 from .checkpoints import load_checkpoint, load_weights, save_checkpoint
-from .classifier import ClassifierConfig, ClassifierEnsemble
+from .classifier import ClassifierConfig, ClassifierEnsemble, stage2_classes
 from .data.cric import CricDataset
 from .errors import InputError
 from .train.classifier import classifier_logits
 from .train.samples import centre_crops, cric_patches
-from .types import BETHESDA_CLASSES
 
 # What a member's metadata says about one calibration of it; the ensemble gets its own.
 _PER_MODEL_KEYS = ("version", "base_version", "tta_views", "fusion", "fusion_skipped", "created_at")
@@ -58,7 +57,7 @@ def ensemble_classifiers(
             "export?): the ensemble cannot be calibrated on them"
         )
     config = replace(configs[0], members=len(ckpts))
-    model = ClassifierEnsemble(config, num_classes=len(BETHESDA_CLASSES))
+    model = ClassifierEnsemble(config, num_classes=len(stage2_classes(config)))
     for member, ckpt in zip(model.members, ckpts, strict=True):
         load_weights(member, ckpt)
     val = cric_patches(dataset, val_names, config.crop_px, desc="val crops")

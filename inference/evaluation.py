@@ -29,7 +29,7 @@ from .data.export import Export
 from .errors import InputError
 from .interface import CellAnalyser
 from .metrics import ImageEval, check_targets, classification_metrics, detection_metrics
-from .reviewer_load import reviewer_load
+from .reviewer_load import reviewer_load, summary_stats
 from .slides import IMAGE_SUFFIXES, read_image
 from .types import BETHESDA_CLASSES
 
@@ -73,20 +73,21 @@ def analyse_annotated(
     seconds = []
     for name in tqdm(names, desc="evaluate", unit="img"):
         res = analyser.analyse(images.image_path(name))
+        calls = res.candidates  # set-aside candidates count as the NILM calls they are
         seconds.append(res.timings.get("total", 0.0))
         ann = images.images[name]
         probs = np.array(
-            [[c.probabilities[k] for k in BETHESDA_CLASSES] for c in res.cells], np.float64
+            [[c.probabilities[k] for k in BETHESDA_CLASSES] for c in calls], np.float64
         ).reshape(-1, len(BETHESDA_CLASSES))
         evals.append(
             ImageEval(
                 name=name,
                 gt_xy=np.array([(c.x, c.y) for c in ann.cells], np.float64).reshape(-1, 2),
                 gt_labels=[c.label for c in ann.cells],
-                pred_xy=np.array([c.box.centre for c in res.cells], np.float64).reshape(-1, 2),
-                pred_labels=[c.label for c in res.cells],
+                pred_xy=np.array([c.box.centre for c in calls], np.float64).reshape(-1, 2),
+                pred_labels=[c.label for c in calls],
                 pred_p_abnormal=abnormal_probability(probs) if len(probs) else np.zeros(0),
-                extra={"probs": probs},
+                extra={"probs": probs, "set_aside": len(res.set_aside)},
             )
         )
     return evals, seconds
@@ -123,6 +124,8 @@ def evaluate_pipeline(
         "operating_point": analyser.operating_point,
         "metrics": metrics,
         "reviewer": reviewer_load(evals, radius=radius, field_labels=field_labels),
+        # candidates stage 2 set aside as not cells (never shown; scored above as NILM calls)
+        "set_aside_per_field": summary_stats([e.extra["set_aside"] for e in evals]),
         "targets": check_targets(metrics),
         "argmax_decision": {
             "note": "labels = argmax of the calibrated probabilities instead of the "

@@ -43,7 +43,10 @@ from .classifier import (
     build_classifier,
     decide_labels,
     dihedral_mean_logits,
+    fold_not_a_cell,
     normalise_crops,
+    not_a_cell_mask,
+    stage2_classes,
 )
 from .detector import DetectorConfig, DetectorNet, Peak, build_detector, decode, normalise
 from .errors import CheckpointError
@@ -156,6 +159,7 @@ class Pipeline:
         self.classifier_meta = classifier_meta
         self.det_config: DetectorConfig = detector.config
         self.cls_config: ClassifierConfig = classifier.config
+        self.classes = stage2_classes(self.cls_config)  # stage 2's outputs, in order
         thresholds = detector_meta.get("thresholds", {})
         self.cell_threshold = float(
             cell_threshold if cell_threshold is not None else thresholds.get("cell", 0.3)
@@ -280,6 +284,7 @@ class Pipeline:
         plans = self._plan_tiles(reader, scale)
         total = len(plans)
         cells: list[CellPrediction] = []
+        set_aside: list[CellPrediction] = []
         done = 0
         if progress is not None:
             progress(0, total)
@@ -293,18 +298,24 @@ class Pipeline:
                 tiles = [j for j in read if j is not None]
                 timings["background"] += len(read) - len(tiles)  # tiles of glass, skipped
                 if tiles:
-                    cells += self._process(tiles, [reader], timings, reader_thread=prefetch > 0)
+                    found, aside = self._process(
+                        tiles, [reader], timings, reader_thread=prefetch > 0
+                    )
+                    cells += found
+                    set_aside += aside
                 done += count
                 if progress is not None:
                     progress(done, total)
         timings["total"] = time.perf_counter() - t_start
         timings["tiles"] = float(total)
+        timings["set_aside"] = float(len(set_aside))  # a count, like tiles
         return SlideResult(
             info=reader.info,
             cells=cells,
             model_versions=self.versions,
             device=str(self.device),
             timings=timings,
+            set_aside=set_aside,
         )
 
     def _tile_batches(
@@ -391,6 +402,7 @@ class Pipeline:
             s = self._detector_scale(r.info)
             all_jobs += [(i, p) for p in self._plan_tiles(r, s, source=i)]
         results_cells: list[list[CellPrediction]] = [[] for _ in readers]
+        results_aside: list[list[CellPrediction]] = [[] for _ in readers]
         shared = {"read": 0.0, "detector": 0.0, "classifier": 0.0}
         done = 0
         if progress is not None:
@@ -401,8 +413,8 @@ class Pipeline:
             shared["read"] += time.perf_counter() - t
             ready = [j for j in tiles if j is not None]
             if ready:
-                for cell, src in self._process_with_source(ready, readers, shared):
-                    results_cells[src].append(cell)
+                for cell, src, aside in self._process_with_source(ready, readers, shared):
+                    (results_aside if aside else results_cells)[src].append(cell)
             done += len(batch)
             if progress is not None:
                 progress(done, len(all_jobs))
@@ -410,6 +422,7 @@ class Pipeline:
         out = []
         for i, r in enumerate(readers):
             timings[i].update({k: v / n for k, v in shared.items()})  # batch cost, evenly
+            timings[i]["set_aside"] = float(len(results_aside[i]))
             out.append(
                 SlideResult(
                     info=r.info,
@@ -417,6 +430,7 @@ class Pipeline:
                     model_versions=self.versions,
                     device=str(self.device),
                     timings=timings[i],
+                    set_aside=results_aside[i],
                 )
             )
         return out
@@ -478,8 +492,10 @@ class Pipeline:
         timings: dict[str, float],
         *,
         reader_thread: bool = False,
-    ) -> list[CellPrediction]:
-        return [c for c, _ in self._process_with_source(jobs, readers, timings, reader_thread)]
+    ) -> tuple[list[CellPrediction], list[CellPrediction]]:
+        """(the cells, the candidates set aside as not cells) of a batch of tiles."""
+        calls = self._process_with_source(jobs, readers, timings, reader_thread)
+        return [c for c, _, aside in calls if not aside], [c for c, _, aside in calls if aside]
 
     @contextlib.contextmanager
     def _stage1_threads(self, reader_thread: bool) -> Iterator[None]:
@@ -509,8 +525,9 @@ class Pipeline:
         readers: Sequence[SlideReader],
         timings: dict[str, float],
         reader_thread: bool = False,
-    ) -> list[tuple[CellPrediction, int]]:
-        """Stage 1 on a batch of tiles, then stage 2 on all their candidates at once."""
+    ) -> list[tuple[CellPrediction, int, bool]]:
+        """Stage 1 on a batch of tiles, then stage 2 on all their candidates at once: (cell,
+        index of its reader, set aside as not a cell) for each candidate."""
         t = time.perf_counter()
         # every tile padded to the batch's shape (what a tile's padding is does not depend on
         # how the batch is cut); the CPU runs them a few at a time: the activations of one
@@ -549,7 +566,7 @@ class Pipeline:
         timings["detector"] += time.perf_counter() - t
         if not candidates:
             return []
-        out: list[tuple[CellPrediction, int]] = []
+        out: list[tuple[CellPrediction, int, bool]] = []
         for chunk in _chunks(candidates, self.crop_batch_size):
             t = time.perf_counter()
             cut = [self._crop(readers[src], gx, gy) for gx, gy, _, src in chunk]
@@ -558,8 +575,9 @@ class Pipeline:
             timings["crops"] = timings.get("crops", 0.0) + (tr - t)
             calls = self._decide(self._classify(crops), np.array([c[2] for c in chunk]))
             box = self.det_config.box_px
-            for (gx, gy, score, src), p, label, (_, plane) in zip(
-                chunk, calls.probabilities, calls.labels, cut, strict=True
+            not_cell = calls.not_cell if calls.not_cell is not None else np.zeros(len(chunk), bool)
+            for (gx, gy, score, src), p, label, (_, plane), aside in zip(
+                chunk, calls.probabilities, calls.labels, cut, not_cell, strict=True
             ):
                 cell = CellPrediction(
                     box=Box(round(gx - box / 2), round(gy - box / 2), box, box),
@@ -568,7 +586,7 @@ class Pipeline:
                     detection_score=float(score),
                     plane=plane,
                 )
-                out.append((cell, src))
+                out.append((cell, src, bool(aside)))
             timings["classifier"] += time.perf_counter() - tr
         return out
 
@@ -631,6 +649,7 @@ class Pipeline:
             "tta_views": self.tta_views,
             "fusion": self.fusion is not None,
             "cpu_bf16": self.cpu_bf16,
+            "not_a_cell": self.cls_config.not_a_cell,
         }
 
     @property
@@ -652,18 +671,25 @@ class Pipeline:
         With `detection_scores` (stage 1's abnormal score of each crop's cell) the fusion and its
         threshold apply as on a slide; without, the classifier's own threshold decides."""
         out = [self._classify(c) for c in _chunks_array(crops, self.crop_batch_size)]
-        probs = np.concatenate(out) if out else np.zeros((0, len(BETHESDA_CLASSES)))
+        probs = np.concatenate(out) if out else np.zeros((0, len(self.classes)))
         if detection_scores is None:
-            return CropCalls(probs, decide_labels(probs, self.unfused_threshold), fused=False)
+            return self._decide(probs, None)
         return self._decide(probs, np.asarray(detection_scores, np.float64))
 
-    def _decide(self, probs: np.ndarray, detection_scores: np.ndarray) -> CropCalls:
-        """The decision rule: fusion with stage 1 when fitted for this detector, then the
-        P(abnormal) threshold."""
-        if self.fusion is None:
-            return CropCalls(probs, decide_labels(probs, self.decision_threshold), fused=False)
-        fused = self.fusion.apply(probs, detection_scores)
-        return CropCalls(fused, decide_labels(fused, self.decision_threshold), fused=True)
+    def _decide(self, probs: np.ndarray, detection_scores: np.ndarray | None) -> CropCalls:
+        """The decision rule: fusion with stage 1 when fitted for this detector (and scores are
+        given), then the P(abnormal) threshold; a crop not called abnormal that stage 2 finds
+        likelier not a cell than a NILM cell is marked `not_cell`."""
+        folded, p_not_cell = fold_not_a_cell(probs)
+        if detection_scores is None or self.fusion is None:
+            threshold = (
+                self.unfused_threshold if detection_scores is None else self.decision_threshold
+            )
+            labels = decide_labels(folded, threshold)
+            return CropCalls(folded, labels, False, not_a_cell_mask(probs, p_not_cell, labels))
+        fused = self.fusion.apply(folded, detection_scores)
+        labels = decide_labels(fused, self.decision_threshold)
+        return CropCalls(fused, labels, True, not_a_cell_mask(probs, p_not_cell, labels))
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def threshold_for_budget(
     }
 
 
-def _summary(values: Sequence[float]) -> dict[str, float | None]:
+def summary_stats(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"mean": None, "median": None, "max": None}
     arr = np.asarray(values, np.float64)
@@ -204,7 +204,7 @@ def reviewer_load(
     """The figures of the module docstring for a set of evaluated fields."""
     places = [_places(im, far_px) for im in images]
     per_field = {
-        key: _summary([p[key] for p in places])
+        key: summary_stats([p[key] for p in places])
         for key in ("near_marked_abnormal", "on_marked_nilm", "far_from_marked")
     }
     false_alarms = [p["on_marked_nilm"] + p["far_from_marked"] for p in places]
@@ -219,8 +219,8 @@ def reviewer_load(
         "far_px": far_px,
         "fields": len(images),
         "abnormal_calls_per_field": per_field,
-        "false_alarms_per_field": _summary(false_alarms)["mean"],
-        "false_alarms_per_nilm_field": _summary(nilm_fields),
+        "false_alarms_per_field": summary_stats(false_alarms)["mean"],
+        "false_alarms_per_nilm_field": summary_stats(nilm_fields),
         "abnormal_recall_by_radius_px": {f"{r:g}": _recall_at(images, r) for r in RECALL_RADII_PX},
         "top_k_hit": _top_k_hits(images, far_px),
         "field_auc": _field_auc(images, field_labels),

@@ -61,6 +61,15 @@ CLASS_COLOURS: dict[str, str] = {
 }
 
 
+# Stage 2's seventh outcome (checkpoints with `not_a_cell`): a candidate that is no cell
+# (leukocyte clusters, debris, mucus) or nothing a reviewer needs to see. Taught with the hard
+# negatives (the previous models' false alarms, which also hold unremarkable normal cells of NILM
+# fields) and the calls reviewers rejected. Never a Bethesda class: set aside, not reported.
+NOT_A_CELL = "not-a-cell"
+# Every class stage 2 can be trained on (indices of training labels), NOT_A_CELL last.
+STAGE2_CLASSES: tuple[str, ...] = (*BETHESDA_CLASSES, NOT_A_CELL)
+
+
 def is_abnormal(code: str) -> bool:
     return SEVERITY[code] > SEVERITY["NILM"]
 
@@ -119,6 +128,14 @@ class SlideResult:
     model_versions: dict[str, str]  # stage ("detector", "classifier") -> version string
     device: str
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    # Candidates stage 2 judged not a cell (never called abnormal): not shown to reviewers, kept
+    # for evaluation (as NILM calls, so that setting a cell aside never flatters a figure).
+    set_aside: list[CellPrediction] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> list[CellPrediction]:
+        """Every candidate stage 2 decided: the cells, then those set aside (labelled NILM)."""
+        return [*self.cells, *self.set_aside]
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,9 @@ class CropCalls:
     probabilities: np.ndarray  # (N, 6) calibrated, in BETHESDA_CLASSES order (fused if `fused`)
     labels: list[str]  # the decided class of each crop
     fused: bool  # stage 1's score took part (the late fusion fitted for this detector)
+    # (N,) True where the crop is not a cell (`NOT_A_CELL`; its label is NILM): None when the
+    # classifier has no such outcome
+    not_cell: np.ndarray | None = None
 
 
 def cell_to_json(cell: CellPrediction) -> dict[str, Any]:

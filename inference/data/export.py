@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..types import BETHESDA_CLASSES, Bethesda, Box
+from ..types import BETHESDA_CLASSES, STAGE2_CLASSES, Bethesda, Box
 from .cric import CellsTable
 from .leaks import ImageRef, file_sha256
 
@@ -340,9 +340,12 @@ def export_fields(export: Export, split: str, *, scale: float = 1.0) -> list[Fie
     return out
 
 
-def export_patches(export: Export, split: str, patch: int) -> CellPatches:
+def export_patches(
+    export: Export, split: str, patch: int, rejected_label: str = Bethesda.NILM.value
+) -> CellPatches:
     """Classifier samples: the split's ImageFolder crops, then the calls people rejected as
-    NILM (hard negatives: not abnormal, whatever they are), each cut or padded (white, as the
+    `rejected_label` (hard negatives: NILM, or NOT_A_CELL for a classifier with that outcome),
+    each cut or padded (white, as the
     export pads beyond the slide) to `patch` x `patch` around its centre, never resized: a crop
     keeps its level-0 scale whatever the export's crop size."""
     import numpy as np
@@ -351,10 +354,10 @@ def export_patches(export: Export, split: str, patch: int) -> CellPatches:
     from ..train.samples import CellPatches
 
     images, labels, names, sha = [], [], [], []
-    rejected = [(p, Bethesda.NILM.value) for p in export.rejected(split)]
+    rejected = [(p, rejected_label) for p in export.rejected(split)]
     for path, code in [*export.crops(split), *rejected]:
         images.append(centred_patch(read_image(path), patch))
-        labels.append(BETHESDA_CLASSES.index(code))
+        labels.append(STAGE2_CLASSES.index(code))
         names.append(path.relative_to(export.root).as_posix())
         sha.append(export.source_sha256(names[-1]))
     arr = np.stack(images) if images else np.zeros((0, patch, patch, 3), np.uint8)

@@ -140,12 +140,14 @@ def classifier_data(
     merge_base: bool = False,
     data_dir: Path | None = None,
     split_seed: int = 2021,
+    rejected_label: str = "NILM",
 ) -> tuple[CellPatches, CellPatches, dict[str, Any]]:
-    """(train, val, data meta) for stage 2 from an export, optionally plus the CRIC base data."""
+    """(train, val, data meta) for stage 2 from an export, optionally plus the CRIC base data;
+    the calls people rejected are taught as `rejected_label` (NILM, or NOT_A_CELL)."""
     with opened(path) as export:
         p = plan(export, merge_base=merge_base, data_dir=data_dir, split_seed=split_seed)
-        train = export_patches(export, "train", patch)
-        val = export_patches(export, "val", patch)
+        train = export_patches(export, "train", patch, rejected_label)
+        val = export_patches(export, "val", patch, rejected_label)
     if p.base is not None:
         from ..train.samples import CellPatches, cric_patches
 

@@ -21,8 +21,19 @@ import torch.nn.functional as F
 from .. import augment
 from ..calibration import calibrate_classifier, probability_metrics
 from ..checkpoints import Checkpoint, load_weights
-from ..classifier import Classifier, ClassifierConfig, build_classifier, normalise_crops
+from ..classifier import (
+    CellClassifier,
+    Classifier,
+    ClassifierConfig,
+    bethesda_truth,
+    build_classifier,
+    fold_not_a_cell,
+    normalise_crops,
+    stage2_classes,
+    widen_to_not_a_cell,
+)
 from ..data.leaks import refuse_leaks
+from ..errors import InputError
 from ..types import BETHESDA_CLASSES
 from .engine import Log, LoopOptions, Stage, autocast, fit, log_line, seed_everything
 from .samples import CellPatches, centre_crops, class_counts
@@ -74,12 +85,12 @@ def _selection_score(metrics: dict[str, Any]) -> float:
 
 
 def class_weights(
-    labels: np.ndarray, balance_power: float, loss_power: float | None
+    labels: np.ndarray, balance_power: float, loss_power: float | None, classes: int
 ) -> tuple[np.ndarray, torch.Tensor]:
     """(sampling probability of each patch, loss weight of each class): sampling weights
     count^-balance_power, loss weights count^-loss_power (default 1 - balance_power, i.e.
     fully balanced overall), normalised to mean 1 over the classes present."""
-    counts = np.bincount(labels, minlength=len(BETHESDA_CLASSES)).astype(np.float64)
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
     present = counts > 0
     sample_w = np.where(present, np.maximum(counts, 1) ** -balance_power, 0.0)
     p_sample = sample_w[labels]
@@ -144,8 +155,8 @@ class ClassifierStage(Stage):
             return None
         logits = classifier_logits(model, self.val_crops, self.config)
         val_loss = float(F.cross_entropy(logits, torch.from_numpy(self.val_labels)))
-        probs = torch.softmax(logits, 1).numpy()
-        m = probability_metrics([BETHESDA_CLASSES[i] for i in self.val_labels], probs)
+        probs, _ = fold_not_a_cell(torch.softmax(logits, 1).numpy())
+        m = probability_metrics(bethesda_truth(self.val_labels), probs)
         score = _selection_score(m)
         return {
             "val_loss": val_loss,
@@ -155,6 +166,25 @@ class ClassifierStage(Stage):
             "val_auc_abnormal": m["abnormal_vs_nilm"].get("auc") or 0.0,
             "val_score": score,
         }, score
+
+
+def _start_from(model: Classifier, init_from: Checkpoint) -> None:
+    """Fine-tuning's start: the checkpoint's weights; a six-class checkpoint also starts a
+    not-a-cell model (`widen_to_not_a_cell`)."""
+    start = init_from.meta.get("config", {})
+    widen = (
+        isinstance(model, CellClassifier)
+        and model.config.not_a_cell
+        and isinstance(start, dict)
+        and not start.get("not_a_cell")
+    )
+    if not widen:
+        load_weights(model, init_from)
+        return
+    assert isinstance(model, CellClassifier)
+    six_class = build_classifier(dict(start, not_a_cell=False))
+    load_weights(six_class, init_from)  # refuses another architecture, as without widening
+    widen_to_not_a_cell(model, six_class.state_dict())
 
 
 def train_classifier(
@@ -188,10 +218,16 @@ def train_classifier(
     config = config or ClassifierConfig()
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    p_sample, class_weight = class_weights(train.labels, balance_power, loss_power)
+    classes = stage2_classes(config)
+    if len(train.labels) and train.labels.max() >= len(classes):
+        raise InputError(
+            "training patches labelled not a cell need a classifier with that outcome "
+            "(ClassifierConfig.not_a_cell)"
+        )
+    p_sample, class_weight = class_weights(train.labels, balance_power, loss_power, len(classes))
     model = build_classifier(config)
     if init_from is not None:
-        load_weights(model, init_from)
+        _start_from(model, init_from)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
     stage = ClassifierStage(
@@ -240,7 +276,7 @@ def classifier_checkpoint_meta(
     return {
         "arch": type(result.model).__name__,
         "config": config.to_dict(),
-        "classes": list(BETHESDA_CLASSES),
+        "classes": list(stage2_classes(config)),
         "normalisation": {"mean": list(config.mean), "std": list(config.std)},
         "crop_px": config.crop_px,
         "model_mpp": None,

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..data.leaks import file_sha256
 from ..errors import InputError
 from ..slides import centred_patch, crop_padded, read_image
-from ..types import BETHESDA_CLASSES, is_abnormal
+from ..types import BETHESDA_CLASSES, STAGE2_CLASSES, is_abnormal
 from .samples import CellPatches
 
 if TYPE_CHECKING:
@@ -140,10 +140,11 @@ def _mine(
     return len(rows)
 
 
-def read_mined(folder: Path, patch: int) -> CellPatches:
+def read_mined(folder: Path, patch: int, negative: str = "NILM") -> CellPatches:
     """The patches of a `mine_negatives` / `mine_positives` folder as training patches of the
-    class their sub-folder names (NILM for negatives), cut (or padded) to `patch` around their
-    centre: never resized, the cells keep their size in pixels."""
+    class their sub-folder names (the negatives, under NILM, as `negative`: NILM or
+    NOT_A_CELL), cut (or padded) to `patch` around their centre: never resized, the cells keep
+    their size in pixels."""
     sources = Path(folder) / SOURCES
     if not sources.is_file():
         raise InputError(f"{folder}: {SOURCES} is missing (made by mine-negatives)")
@@ -155,7 +156,7 @@ def read_mined(folder: Path, patch: int) -> CellPatches:
         if label not in BETHESDA_CLASSES:
             raise InputError(f"{folder}: {row['patch']} is not under a Bethesda class folder")
         images.append(centred_patch(read_image(Path(folder) / row["patch"]), patch))
-        labels.append(BETHESDA_CLASSES.index(label))
+        labels.append(STAGE2_CLASSES.index(negative if label == "NILM" else label))
         names.append(row["image"])
         sha.append(row["sha256"])
     if not images:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..data.cric import CricDataset
 from ..data.leaks import ImageRef
 from ..slides import crop_padded, read_image
-from ..types import BETHESDA_CLASSES, is_abnormal
+from ..types import BETHESDA_CLASSES, NOT_A_CELL, STAGE2_CLASSES, is_abnormal
 
 
 @dataclass
@@ -137,4 +137,7 @@ def centre_crops(patches: np.ndarray, crop: int) -> np.ndarray:
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:
     c = Counter(int(i) for i in labels)
-    return {code: c.get(i, 0) for i, code in enumerate(BETHESDA_CLASSES)}
+    counts = {code: c.get(i, 0) for i, code in enumerate(STAGE2_CLASSES)}
+    if not counts[NOT_A_CELL]:
+        del counts[NOT_A_CELL]  # a six-class set: the six Bethesda classes only
+    return counts

@@ -34,6 +34,18 @@ def analysis_run_list(*, slide_id: int) -> QuerySet[AnalysisRun]:
     )
 
 
+def analysis_run_set_aside(*, slide_id: int) -> int:
+    """How many candidates the slide's latest finished run set aside as not cells (leukocytes,
+    debris: `inference.types.NOT_A_CELL`), not shown as cells; 0 before any run."""
+    run = (
+        AnalysisRun.objects.filter(slide_id=slide_id, status=RunStatus.SUCCEEDED)
+        .order_by("-finished_at", "-id")
+        .only("timings")
+        .first()
+    )
+    return int(run.timings.get("set_aside", 0)) if run is not None else 0
+
+
 def analysis_runs_unpublished(*, created_before: datetime) -> QuerySet[AnalysisRun]:
     """Queued runs whose job never reached the broker (the outbox), oldest first."""
     return AnalysisRun.objects.filter(

@@ -26,6 +26,7 @@ from papreview.accounts.roles import (
     user_can_write,
     user_has_role,
 )
+from papreview.analysis.selectors import analysis_run_set_aside
 from papreview.audit.services import audit_slide_opened
 from papreview.cases.filters import OPEN, SlideFilter
 from papreview.cases.models import Slide, SlideStatus, SpecimenAdequacy
@@ -207,6 +208,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "classes": [(c, CLASS_COLOURS[c], CLASS_NAMES[c]) for c in BETHESDA_CLASSES],
             "adequacy": SpecimenAdequacy.choices,
             "in_progress": slide.status in IN_PROGRESS,
+            "set_aside": analysis_run_set_aside(slide_id=slide.pk),
             "next_slide": (
                 review_queue_next(after_slide_id=slide.pk, user=request.user)
                 if isinstance(request.user, User)

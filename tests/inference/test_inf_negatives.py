@@ -182,3 +182,39 @@ def write_tiny_cric(root: Path) -> Path:
             for k, (x, y, _) in enumerate(NUCLEI[:4]):
                 w.writerow([name, x, y, ("NILM", "LSIL", "HSIL", "ASC-US")[(i + k) % 4]])
     return root
+
+
+def test_train_classifier_not_a_cell_teaches_the_negatives_as_not_cells(
+    tmp_path: Path, calling_everything: tuple[Path, Path]
+) -> None:
+    names = [f"n{i}.jpg" for i in range(6)] + [f"a{i}.jpg" for i in range(3)]
+    images = tmp_path / "lbc"
+    fields(images, names)
+    labels = tmp_path / "fields.csv"
+    labels.write_text(
+        "image_filename,field_label\n"
+        + "".join(f"{n},{'abnormal' if n.startswith('a') else 'NILM'}\n" for n in names)
+    )
+    det, cls = calling_everything
+    out = tmp_path / "neg"
+    argv = ["mine-negatives", "--images", str(images), "--fields", str(labels), "--out", str(out)]
+    argv += ["--max-per-field", "3", "--detector", str(det), "--classifier", str(cls)]
+    assert inference_main(argv) == 0
+    mined = sum(1 for _ in (out / "NILM").iterdir())
+    assert mined > 0
+
+    run = tmp_path / "run"
+    argv = ["train-classifier", "--init-from", str(cls), "--not-a-cell", "--epochs", "1"]
+    argv += ["--samples-per-epoch", "64", "--negatives", str(out), "--out", str(run)]
+    argv += ["--data-dir", str(write_tiny_cric(tmp_path / "data"))]
+    assert inference_main(argv) == 0
+    meta = load_checkpoint(run / "classifier.pt", stage="classifier").meta
+    assert meta["config"]["not_a_cell"] is True
+    assert meta["classes"] == [*BETHESDA_CLASSES, "not-a-cell"]
+    assert meta["data"]["train_cells"]["not-a-cell"] == mined
+    assert meta["training"]["init_from"]["file"] == "classifier.pt"
+
+    # the new checkpoint runs in the pipeline
+    argv = ["predict", str(images / "n0.jpg"), "--out", str(tmp_path / "pred")]
+    argv += ["--detector", str(det), "--classifier", str(run / "classifier.pt")]
+    assert inference_main(argv) == 0

@@ -538,7 +538,7 @@ def test_calibrate_pipeline_on_an_export_split_fits_the_fusion_or_says_why_not(
                     detection_score=float(rng.uniform(0.3, 0.9)),
                 )
             )
-        return SimpleNamespace(cells=cells)
+        return SimpleNamespace(cells=cells, candidates=cells)
 
     pipeline = SimpleNamespace(
         analyse=run, versions={"detector": "det-abc"}, operating_point={"tta_views": 2}

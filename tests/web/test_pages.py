@@ -15,7 +15,7 @@ from inference.types import BETHESDA_CLASSES
 from papreview.analysis.models import AnalysisRun, RunStatus
 from papreview.cases.models import Patient, Slide, SlideStatus
 from papreview.review.models import DECIDED_STATUSES, ReviewStatus
-from tests.factories import CellFactory, PatientFactory, SlideFactory
+from tests.factories import AnalysisRunFactory, CellFactory, PatientFactory, SlideFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -200,6 +200,22 @@ def test_review_page_links_the_next_slide_to_review(client, pathologist, cytotec
     assert f'id="next-slide" href="/slides/{following.pk}/"' in content
     Slide.objects.exclude(pk=current.pk).update(status=SlideStatus.SIGNED_OUT)
     assert 'id="next-slide"' not in client.get(f"/slides/{current.pk}/").content.decode()
+
+
+def test_review_page_says_how_many_objects_the_latest_run_set_aside(client, cytotech) -> None:
+    slide = SlideFactory.create()
+    client.force_login(cytotech)
+    assert 'id="set-aside"' not in client.get(f"/slides/{slide.pk}/").content.decode()
+    now = timezone.now()
+    AnalysisRunFactory.create(slide=slide, finished_at=now - dt.timedelta(hours=1), timings={})
+    AnalysisRunFactory.create(slide=slide, finished_at=now, timings={"set_aside": 37.0})
+    AnalysisRunFactory.create(slide=slide, status=RunStatus.RUNNING, timings={"set_aside": 5.0})
+    content = client.get(f"/slides/{slide.pk}/").content.decode()
+    said = re.search(r'id="set-aside"[^>]*>([^<]*)<', content)
+    assert (
+        said is not None
+        and said.group(1) == "37 objects set aside (not cells, or nothing to review)"
+    )
 
 
 @pytest.mark.browser
