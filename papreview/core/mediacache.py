@@ -182,11 +182,15 @@ class MediaCache:
         }
 
     def clear_stale_parts(self, older_than_s: float = 3600.0) -> None:
-        """Delete downloads that a killed process left half done."""
+        """Delete downloads and unpacked zips (hidden folders) a killed process left half done."""
         now = time.time()
         for entry in os.scandir(self.directory):
-            if entry.name.startswith(_TMP) and now - entry.stat().st_mtime > older_than_s:
+            if now - entry.stat().st_mtime <= older_than_s:
+                continue
+            if entry.name.startswith(_TMP):
                 Path(entry.path).unlink(missing_ok=True)
+            elif entry.name.startswith(".") and entry.is_dir():
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _entry_bytes(entry: os.DirEntry[str]) -> int:

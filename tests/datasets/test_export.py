@@ -26,7 +26,7 @@ from inference.data.export import (
     slide_stem,
 )
 from inference.slides import tile_grid
-from inference.types import BETHESDA_CLASSES, CLASS_COLOURS
+from inference.types import BETHESDA_CLASSES, CLASS_COLOURS, NOT_A_CELL, STAGE2_CLASSES
 from papreview.core.exceptions import ConflictError
 from papreview.datasets.build import dataset_export_build
 from papreview.datasets.models import DatasetExport, ExportStatus
@@ -205,6 +205,10 @@ def test_export_round_trip_with_pycocotools_and_the_project_reader(reviewed, pat
     assert patches.image_names[-1] == f"rejected/{first_split}/{crop_name}"
     assert BETHESDA_CLASSES[patches.labels[-1]] == "NILM"
     assert len(patches.labels) == len(ex.crops(first_split)) + 1
+    # for a classifier with the not-a-cell outcome (what retraining of one asks), as that
+    not_cells = export_patches(ex, first_split, 48, rejected_label=NOT_A_CELL)
+    assert STAGE2_CLASSES[not_cells.labels[-1]] == NOT_A_CELL
+    assert (not_cells.labels[:-1] == patches.labels[:-1]).all()
 
 
 def test_undecided_predictions_only_as_marked_pseudo_labels_when_asked(

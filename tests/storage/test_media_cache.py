@@ -144,3 +144,11 @@ def test_a_slide_zip_unpacked_in_the_cache_is_counted_and_evicted_with_it(
         pass  # 270 bytes: over the limit, the zip is the oldest entry nobody holds
     assert not path.exists() and not unpacked.exists()
     assert cache.stats()["used_bytes"] == 100
+    # a half-unpacked folder a killed process left (hidden, under a temporary name) goes later
+    left = cache_dir / ".slide.zip.x1"
+    left.mkdir()
+    cache.clear_stale_parts(older_than_s=3600)
+    assert left.exists()
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    cache.clear_stale_parts(older_than_s=3600)
+    assert not left.exists() and (cache_dir / ".stats.json").exists()
