@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
 
@@ -39,7 +39,7 @@ def analysis_run_set_aside(*, slide_id: int) -> int:
     debris: `inference.types.NOT_A_CELL`), not shown as cells; 0 before any run."""
     run = (
         AnalysisRun.objects.filter(slide_id=slide_id, status=RunStatus.SUCCEEDED)
-        .order_by("-finished_at", "-id")
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
         .only("timings")
         .first()
     )

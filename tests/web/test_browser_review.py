@@ -11,14 +11,20 @@ from papreview.review.models import Cell, ReviewStatus
 from papreview.review.selectors import slide_flag_summary
 from papreview.review.services import cell_update
 from testkit.browser import open_review, screenshot, wait_saved, wait_viewer_still
+from tests.factories import AnalysisRunFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) -> None:
     slide = stored_slide(cells=300, seed=2)
+    # the analysis set 14 candidates aside as not cells: the header says so
+    AnalysisRunFactory.create(slide=slide, finished_at=timezone.now(), timings={"set_aside": 14})
     open_review(page, live_server.url, pathologist.username, slide.pk)
     assert page.evaluate("window.__review.store.cells.length") == 300
+    said = page.locator("#set-aside").inner_text()
+    assert said == "14 objects set aside"
+    assert "no cell" in page.locator("#set-aside").get_attribute("title")
     hud = page.locator("#hud").inner_text()
     assert "300" in hud
 
