@@ -14,6 +14,15 @@ from pathlib import Path
 from .errors import InputError
 
 
+def _widths(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected four positive integers like 24,32,64,128, not {text!r}"
+        )
+    return (int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]))
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
 
@@ -123,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", type=int, default=3072)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop-px", type=int, default=112)
+    p.add_argument(
+        "--widths",
+        type=_widths,
+        default=None,
+        metavar="W0,W1,W2,W3",
+        help="channels of the stem and the three residual stages of a new classifier "
+        "(default 24,32,64,128); not with --init-from or --arch-from",
+    )
     p.add_argument(
         "--jitter-px",
         type=float,

@@ -182,10 +182,13 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
     _setup(args)
     base_config, init, start = _start_from(args, "classifier")
+    widths = getattr(args, "widths", None)
+    if widths is not None and base_config:
+        raise InputError("--widths sets a new architecture: not with --init-from or --arch-from")
     config = (
         ClassifierConfig.from_dict(base_config)
         if base_config
-        else ClassifierConfig(crop_px=args.crop_px)
+        else ClassifierConfig(crop_px=args.crop_px, widths=widths or ClassifierConfig.widths)
     )
     if getattr(args, "not_a_cell", False):
         config = dataclasses.replace(config, not_a_cell=True)
