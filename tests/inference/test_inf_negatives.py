@@ -218,3 +218,19 @@ def test_train_classifier_not_a_cell_teaches_the_negatives_as_not_cells(
     argv = ["predict", str(images / "n0.jpg"), "--out", str(tmp_path / "pred")]
     argv += ["--detector", str(det), "--classifier", str(run / "classifier.pt")]
     assert inference_main(argv) == 0
+
+
+def test_train_classifier_widths_set_a_new_architecture_only(
+    tmp_path: Path, calling_everything: tuple[Path, Path], capsys
+) -> None:
+    data = str(write_tiny_cric(tmp_path / "data"))
+    run = tmp_path / "wide"
+    argv = ["train-classifier", "--widths", "8,12,16,24", "--crop-px", "32", "--epochs", "1"]
+    argv += ["--samples-per-epoch", "64", "--data-dir", data, "--out", str(run)]
+    assert inference_main(argv) == 0
+    meta = load_checkpoint(run / "classifier.pt", stage="classifier").meta
+    assert meta["config"]["widths"] == [8, 12, 16, 24] and meta["config"]["crop_px"] == 32
+    _, cls = calling_everything
+    argv = ["train-classifier", "--widths", "8,12,16,24", "--init-from", str(cls)]
+    assert inference_main([*argv, "--data-dir", data, "--out", str(tmp_path / "x")]) != 0
+    assert "not with --init-from" in capsys.readouterr().err
