@@ -49,6 +49,19 @@ def fields(folder: Path, names: list[str]) -> None:
         Image.fromarray(synthetic_field(400, 340, cells=NUCLEI, seed=i)).save(folder / name)
 
 
+def labelled_fields(tmp_path: Path, *, nilm: int, abnormal: int) -> tuple[list[str], Path, Path]:
+    """(names, folder, fields.csv) of LBC-like fields: n*.jpg labelled NILM, a*.jpg abnormal."""
+    names = [f"n{i}.jpg" for i in range(nilm)] + [f"a{i}.jpg" for i in range(abnormal)]
+    images = tmp_path / "lbc"
+    fields(images, names)
+    labels = tmp_path / "fields.csv"
+    labels.write_text(
+        "image_filename,field_label\n"
+        + "".join(f"{n},{'abnormal' if n.startswith('a') else 'NILM'}\n" for n in names)
+    )
+    return names, images, labels
+
+
 def test_field_split_is_stratified_fixed_and_disjoint() -> None:
     labels = {f"n{i}.jpg": False for i in range(50)} | {f"a{i}.jpg": True for i in range(20)}
     split = field_split(labels)
@@ -88,14 +101,7 @@ def test_mined_negatives_are_far_from_marks_on_training_fields_only(
 def test_nilm_fields_resized_and_train_classifier_takes_the_negatives(
     tmp_path: Path, calling_everything: tuple[Path, Path]
 ) -> None:
-    names = [f"n{i}.jpg" for i in range(10)] + [f"a{i}.jpg" for i in range(5)]
-    images = tmp_path / "lbc"
-    fields(images, names)
-    labels = tmp_path / "fields.csv"
-    labels.write_text(
-        "image_filename,field_label\n"
-        + "".join(f"{n},{'abnormal' if n.startswith('a') else 'NILM'}\n" for n in names)
-    )
+    names, images, labels = labelled_fields(tmp_path, nilm=10, abnormal=5)
     det, cls = calling_everything
     out = tmp_path / "neg"
     argv = ["mine-negatives", "--images", str(images), "--fields", str(labels), "--upscale", "1.2"]
@@ -187,14 +193,7 @@ def write_tiny_cric(root: Path) -> Path:
 def test_train_classifier_not_a_cell_teaches_the_negatives_as_not_cells(
     tmp_path: Path, calling_everything: tuple[Path, Path]
 ) -> None:
-    names = [f"n{i}.jpg" for i in range(6)] + [f"a{i}.jpg" for i in range(3)]
-    images = tmp_path / "lbc"
-    fields(images, names)
-    labels = tmp_path / "fields.csv"
-    labels.write_text(
-        "image_filename,field_label\n"
-        + "".join(f"{n},{'abnormal' if n.startswith('a') else 'NILM'}\n" for n in names)
-    )
+    _, images, labels = labelled_fields(tmp_path, nilm=6, abnormal=3)
     det, cls = calling_everything
     out = tmp_path / "neg"
     argv = ["mine-negatives", "--images", str(images), "--fields", str(labels), "--out", str(out)]
