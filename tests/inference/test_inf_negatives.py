@@ -213,6 +213,16 @@ def test_train_classifier_not_a_cell_teaches_the_negatives_as_not_cells(
     assert meta["data"]["train_cells"]["not-a-cell"] == mined
     assert meta["training"]["init_from"]["file"] == "classifier.pt"
 
+    # retraining it (as the registry does: --init-from, no flag) keeps the outcome
+    again = tmp_path / "again"
+    argv = ["train-classifier", "--init-from", str(run / "classifier.pt"), "--epochs", "1"]
+    argv += ["--samples-per-epoch", "64", "--negatives", str(out), "--out", str(again)]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    assert inference_main(argv) == 0
+    meta = load_checkpoint(again / "classifier.pt", stage="classifier").meta
+    assert meta["config"]["not_a_cell"] is True
+    assert meta["data"]["train_cells"]["not-a-cell"] == mined
+
     # the new checkpoint runs in the pipeline
     argv = ["predict", str(images / "n0.jpg"), "--out", str(tmp_path / "pred")]
     argv += ["--detector", str(det), "--classifier", str(run / "classifier.pt")]
