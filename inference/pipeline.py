@@ -308,7 +308,6 @@ class Pipeline:
                     progress(done, total)
         timings["total"] = time.perf_counter() - t_start
         timings["tiles"] = float(total)
-        timings["set_aside"] = float(len(set_aside))  # a count, like tiles
         return SlideResult(
             info=reader.info,
             cells=cells,
@@ -422,7 +421,6 @@ class Pipeline:
         out = []
         for i, r in enumerate(readers):
             timings[i].update({k: v / n for k, v in shared.items()})  # batch cost, evenly
-            timings[i]["set_aside"] = float(len(results_aside[i]))
             out.append(
                 SlideResult(
                     info=r.info,
@@ -672,9 +670,8 @@ class Pipeline:
         threshold apply as on a slide; without, the classifier's own threshold decides."""
         out = [self._classify(c) for c in _chunks_array(crops, self.crop_batch_size)]
         probs = np.concatenate(out) if out else np.zeros((0, len(self.classes)))
-        if detection_scores is None:
-            return self._decide(probs, None)
-        return self._decide(probs, np.asarray(detection_scores, np.float64))
+        scores = None if detection_scores is None else np.asarray(detection_scores, np.float64)
+        return self._decide(probs, scores)
 
     def _decide(self, probs: np.ndarray, detection_scores: np.ndarray | None) -> CropCalls:
         """The decision rule: fusion with stage 1 when fitted for this detector (and scores are

@@ -266,7 +266,11 @@ def slide_file(path: Path) -> Path:
 
 
 def _probe(path: Path, max_pixels: int, verify: bool) -> _Probe:
-    path = slide_file(path)
+    return _probe_file(slide_file(path), max_pixels, verify)
+
+
+def _probe_file(path: Path, max_pixels: int, verify: bool) -> _Probe:
+    """`_probe` of the file the readers open (`slide_file`'s)."""
     refuse_multi_file(path)
     head = read_head(path)
     if not head:
@@ -492,12 +496,11 @@ class OpenSlideReader(SlideReader):
 def stack_reader(path: Path, info: SlideInfo, *, plane: int | None) -> SlideReader | None:
     """Our own reader of the whole slides OpenSlide does not read as pyramids or stacks (tiled
     TIFF pyramids through tifffile, DICOM WSI focal planes through wsidicom), reading focal
-    `plane` (None: the sharpest of each region); None for the slides OpenSlide reads."""
+    `plane` (None: the sharpest of each region); None for the slides OpenSlide reads. `path` is
+    the file the readers open (`slide_file`'s: a zip's level-0 instance)."""
     if info.kind != SlideKind.WHOLE_SLIDE:
         return None
     from .tiffreader import TIFFFILE_FORMATS, TiffPyramidReader
-
-    path = slide_file(path)
 
     if info.format in TIFFFILE_FORMATS:
         return TiffPyramidReader(path, info, plane=plane)
@@ -511,7 +514,7 @@ def stack_reader(path: Path, info: SlideInfo, *, plane: int | None) -> SlideRead
 def open_slide(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SlideReader:
     """Open a slide for reading (probing it first); close it or use it as a context manager."""
     path = slide_file(path)
-    probe = _probe(path, max_pixels, verify=False)
+    probe = _probe_file(path, max_pixels, verify=False)
     if probe.backend == "openslide":
         return OpenSlideReader(path, probe.info)
     if probe.backend == "stack":

@@ -199,7 +199,6 @@ def slide_create(
         # AWS_S3_TRANSFER_CONFIG), local storage a copy; nothing is held in memory.
         with tmp_path.open("rb") as fh:
             stored_name = default_storage.save(_storage_name(safe_name), File(fh))
-        _unpack_in_place(stored_name)
 
     try:
         with transaction.atomic():
@@ -242,6 +241,7 @@ def slide_create(
     except BaseException:
         default_storage.delete(stored_name)
         raise
+    _unpack_in_place(stored_name)  # after the row: a refused upload leaves no folder behind
     # No file names in logs: they often carry the patient's identifier.
     logger.info(
         "slide %s of patient %s stored: %s %dx%d, %d bytes",

@@ -81,7 +81,8 @@ class MediaCache:
         """Delete least recently used entries nobody holds until `room_for` more bytes fit
         (call under `_locked`). Returns how many were deleted."""
         entries = sorted(self._entries(), key=lambda e: e.stat().st_mtime)
-        used = sum(_entry_bytes(e) for e in entries)
+        sizes = {e.path: _entry_bytes(e) for e in entries}
+        used = sum(sizes.values())
         evicted = 0
         for entry in entries:
             if used + room_for <= self.max_bytes:
@@ -97,10 +98,9 @@ class MediaCache:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # someone is reading it
-                size = _entry_bytes(entry)
                 Path(entry.path).unlink(missing_ok=True)
                 shutil.rmtree(entry.path + UNPACKED_SUFFIX, ignore_errors=True)
-                used -= size
+                used -= sizes[entry.path]
                 evicted += 1
         if evicted:
             self._count(evictions=evicted)

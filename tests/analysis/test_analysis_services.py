@@ -24,6 +24,7 @@ from inference.slides import SlideInfo
 from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, SlideResult
 from papreview.analysis import adapter
 from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
+from papreview.analysis.selectors import analysis_run_set_aside
 from papreview.analysis.services import (
     RunOutcome,
     analysis_request,
@@ -224,6 +225,25 @@ def test_analysis_run_is_idempotent_and_tags_cells_with_run_and_versions() -> No
     assert analysis_run(slide_id=slide.pk) == RunOutcome.NOTHING_TO_DO
     assert Cell.objects.filter(slide=slide).count() == count
     assert AnalysisRun.objects.get(pk=run.pk).attempts == 1
+
+
+def test_a_run_records_how_many_candidates_were_set_aside_and_stores_only_cells(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    analyse = adapter.slide_analyse
+
+    def one_set_aside(*args: Any, **kwargs: Any) -> SlideResult:
+        result = analyse(*args, **kwargs)  # as a not-a-cell classifier would: its last call
+        result.set_aside, result.cells = result.cells[-1:], result.cells[:-1]
+        return result
+
+    monkeypatch.setattr(adapter, "slide_analyse", one_set_aside)
+    slide = new_slide(seed=2)
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
+    run = AnalysisRun.objects.get(slide=slide)
+    assert run.timings["set_aside"] == 1 and run.timings["tiles"] >= 1
+    assert Cell.objects.filter(slide=slide, run=run).exists()
+    assert analysis_run_set_aside(slide_id=slide.pk) == 1
 
 
 def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside(settings: Any) -> None:

@@ -168,3 +168,25 @@ def test_a_zip_without_a_slide_level_is_refused_at_upload(tmp_path: Path) -> Non
             file=SimpleUploadedFile("labels.zip", zipped.read_bytes()),
             original_filename="labels.zip",
         )
+
+
+def test_an_upload_whose_row_cannot_be_written_leaves_no_zip_and_no_folder(
+    image: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings
+) -> None:
+    from papreview.cases import services
+
+    def fail(**kwargs: object) -> None:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(services, "audit_record", fail)
+    zipped = _slide_zip(tmp_path, image)
+    media = Path(settings.MEDIA_ROOT)
+    before = set(media.rglob("*")) if media.exists() else set()
+    with pytest.raises(RuntimeError, match="database gone"):
+        slide_create(
+            patient=PatientFactory.create(),
+            file=SimpleUploadedFile("slide.zip", zipped.read_bytes()),
+            original_filename="slide.zip",
+        )
+    new = set(media.rglob("*")) - before
+    assert not [p for p in new if p.suffix == ".zip" or p.name.endswith(".unpacked")]

@@ -22,7 +22,9 @@ from inference.classifier import (
     stage2_classes,
     widen_to_not_a_cell,
 )
+from inference.data.cric import AnnotatedImage, CellsTable
 from inference.detector import DetectorConfig
+from inference.evaluation import analyse_annotated
 from inference.pipeline import Pipeline
 from inference.synthetic import synthetic_field
 from inference.types import BETHESDA_CLASSES, NOT_A_CELL
@@ -94,12 +96,16 @@ def test_candidates_judged_not_cells_are_set_aside_counted_and_scored_as_nilm(
     assert pipeline.operating_point["not_a_cell"] is True
     res = pipeline.analyse(field_png)
     assert res.cells == [] and len(res.set_aside) == len(NUCLEI)
-    assert res.timings["set_aside"] == len(NUCLEI)
     assert res.candidates == res.set_aside
     for call in res.set_aside:  # what evaluation scores: a NILM call, folded probabilities
         assert call.label == "NILM"
         assert sum(call.probabilities.values()) == pytest.approx(1.0)
         assert call.probabilities["NILM"] > 0.9
+    # evaluation counts them and scores each as a NILM call
+    table = CellsTable(field_png.parent, {field_png.name: AnnotatedImage(field_png.name)})
+    (scored,), _ = analyse_annotated(pipeline, table, [field_png.name])
+    assert scored.extra["set_aside"] == len(NUCLEI)
+    assert scored.pred_labels == ["NILM"] * len(NUCLEI) and len(scored.pred_xy) == len(NUCLEI)
 
 
 def test_an_abnormal_call_is_never_set_aside(field_png: Path) -> None:

@@ -200,7 +200,11 @@ def _run_commit(
             classifier_version=classifier,
             model_versions=dict(result.model_versions),
             device=result.device[:64],
-            timings={k: round(float(v), 4) for k, v in result.timings.items()},
+            timings={
+                **{k: round(float(v), 4) for k, v in result.timings.items()},
+                # a count, like tiles: what the review page says was set aside as not cells
+                "set_aside": len(result.set_aside),
+            },
             updated_at=now,
         )
         triage = adapter.most_severe(cells) or ("NILM", 0.0)
