@@ -530,7 +530,7 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     """Decode a field image file into HxWx3 uint8 RGB (typed errors as in `probe_slide`)."""
     path = Path(path)
     probe = _probe(path, max_pixels, verify=False)
-    if probe.backend in ("openslide", "tiffpyramid"):
+    if probe.backend in ("openslide", "stack"):
         raise UnreadableSlideError(
             f"{path.name}: is a whole-slide image; open it with open_slide() and read regions."
         )

@@ -260,3 +260,15 @@ def test_a_one_level_dicom_stack_above_the_pixel_limit_says_why_and_what_to_do(
     assert probe_slide(path, max_pixels=240_000).planes == 2  # at the limit: accepted
     with pytest.raises(SlideTooLargeError, match=r"no reduced levels.*pyramid levels in one file"):
         probe_slide(path, max_pixels=239_999)
+
+
+def test_a_whole_slide_read_by_our_stack_readers_is_not_decoded_as_a_field(
+    image: np.ndarray, tmp_path: Path
+) -> None:
+    """read_image is for fields: an OME-TIFF pyramid (read level by level by `stack_reader`)
+    is refused with where to read it, as OpenSlide's whole slides are, not decoded whole."""
+    from inference.slides import read_image
+
+    path = write_ome_tiff(tmp_path / "s.ome.tif", image, mpp=0.5)
+    with pytest.raises(UnreadableSlideError, match="is a whole-slide image"):
+        read_image(path)
