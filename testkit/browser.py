@@ -119,7 +119,11 @@ def wait_viewer_still(pg: Any) -> None:
         return Math.abs(v.getZoom(true) - v.getZoom(false)) < 1e-9
             && v.getCenter(true).distanceTo(v.getCenter(false)) < 1e-9; })()"""
     )
-    pg.wait_for_timeout(100)  # one more frame for the overlay
+    # the overlay drawn in full at this view (while the view moves it may only follow it)
+    pg.wait_for_function(
+        """(() => { const o = window.__review.overlay;
+        return !o || (!o.pending && !o.stale && !o.canvas.style.transform); })()"""
+    )
 
 
 def state_when_still(pg: Any, script: str) -> Any:

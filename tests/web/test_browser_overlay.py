@@ -60,6 +60,55 @@ def test_no_scale_bar_without_microns_per_pixel(live_server, page, pathologist, 
     assert state["mode"] == "boxes" and state["bar"] is None
 
 
+FOLLOW = """async () => {
+  const r = window.__review, o = r.overlay, v = r.viewer.viewport, OSD = window.OpenSeadragon;
+  const frame = () => new Promise(requestAnimationFrame);
+  o.motionDrawMs = 60000;  // no full draw while we look
+  o.schedule();
+  await frame(); await frame();
+  const drawn = o.drawnAt, draws = {n: 0}, realDraw = o.draw;
+  o.draw = function () { draws.n++; return realDraw.call(this); };
+  v.panBy(new OSD.Point(0.05, 0.03), true);
+  v.zoomBy(1.3, null, true);
+  await frame(); await frame();
+  const t = o.transform();
+  const m = o.canvas.style.transform.match(
+    /translate\\(([-\\d.e]+)px, ([-\\d.e]+)px\\) scale\\(([\\d.e]+)\\)/);
+  // where a slide point drawn at the last full draw is now put, and where the view puts it
+  const x = 1234, y = 987;
+  const moved = m && [Number(m[1]) + Number(m[3]) * (drawn.ox + x * drawn.s),
+                      Number(m[2]) + Number(m[3]) * (drawn.oy + y * drawn.s)];
+  const follows = {moved, view: [t.ox + x * t.s, t.oy + y * t.s], draws: draws.n};
+  o.draw = realDraw;
+  o.motionDrawMs = 50;
+  v.panBy(new OSD.Point(0.01, 0), true);  // moves again, then rests: a full draw
+  return follows;
+}"""
+
+
+def test_overlay_follows_the_view_between_full_draws_and_is_drawn_when_it_rests(
+    live_server, page, pathologist, stored_slide
+) -> None:
+    """While the view moves, the canvas drawn last is moved and scaled with it (no full draw
+    every frame) so that each slide point stays under its mark; once the view rests, the overlay
+    is drawn in full at the new view and the canvas is no longer transformed."""
+    slide = stored_slide(cells=0, seed=9)
+    make_cells(slide, 3000, seed=9)
+    open_review(page, live_server.url, pathologist.username, slide.pk)
+    _drawn(page)
+    follows = page.evaluate(FOLLOW)
+    assert follows["moved"] is not None, "the canvas did not follow the view"
+    assert follows["draws"] == 0
+    assert follows["moved"] == pytest.approx(follows["view"], abs=0.01)
+    page.wait_for_function(
+        "!window.__review.overlay.canvas.style.transform && !window.__review.overlay.stale"
+    )
+    rested = page.evaluate(
+        "(() => { const o = window.__review.overlay; return [o.drawnAt.s, o.transform().s]; })()"
+    )
+    assert rested[0] == pytest.approx(rested[1])
+
+
 def test_gallery_crops_at_one_magnification_with_a_scale(
     live_server, page, pathologist, stored_slide
 ) -> None:

@@ -6,6 +6,11 @@ import { dedupeBoxes } from "./overlap.js";
 import { drawRuler } from "./ruler.js";
 import { CLASS_STYLE, PLAIN, drawCorners, strokeCased } from "./styles.js";
 
+// While the view moves, the overlay is drawn in full at most every `motionDrawMs` (100 ms); in
+// between, the canvas drawn last follows the view (moved and scaled by a CSS transform, as map
+// viewers do), which costs a software-rendered page far less than drawing thousands of squares
+// every frame (benchmarks/overlay_fps.py: -14 % fps against no overlay before, -3 % after).
+
 
 export class CellStore {
   constructor(config) {
@@ -282,6 +287,10 @@ export class Overlay {
     this.lineWidth = 1.6; // of a predicted cell's box, CSS pixels (reviewed ones are drawn thicker)
     this.opacity = 1;
     this.pending = false;
+    this.stale = false; // something other than the view changed: draw in full next frame
+    this.drawnAt = null; // the transform and time of the last full draw
+    this.restTimer = 0;
+    this.motionDrawMs = 100;
     this.drawnCount = 0;
     this.onDrawn = null;
     this.mpp = null; // micrometres per level-0 pixel, when the slide says: the scale bar
@@ -298,16 +307,44 @@ export class Overlay {
       this.pointer = { x: e.clientX - r.left, y: e.clientY - r.top };
       if (this.ruler) this.schedule();
     });
+    viewer.addHandler("update-viewport", () => this.requestFrame());
     const schedule = () => this.schedule();
-    viewer.addHandler("update-viewport", schedule);
     viewer.addHandler("resize", schedule);
     window.addEventListener("resize", schedule);
   }
 
+  /** Draw in full on the next frame (cells, filters, selection or size changed). */
   schedule() {
+    this.stale = true;
+    this.requestFrame();
+  }
+
+  /** The view moved: follow it on the next frame, drawing in full only when due. */
+  requestFrame() {
     if (this.pending) return;
     this.pending = true;
-    requestAnimationFrame(() => { this.pending = false; this.draw(); });
+    requestAnimationFrame(() => { this.pending = false; this.frame(); });
+  }
+
+  frame() {
+    if (!this.stale && this.follow()) return;
+    this.stale = false;
+    this.draw();
+  }
+
+  /** Move and scale the canvas drawn last with the view, when it was drawn less than
+   * `motionDrawMs` ago at a zoom not too far from this one; a full draw follows once the view
+   * rests. False when a full draw is due now. */
+  follow() {
+    const drawn = this.drawnAt;
+    if (!drawn || performance.now() - drawn.time >= this.motionDrawMs) return false;
+    const t = this.transform();
+    const r = t.s / drawn.s;
+    if (!(r > 0.5 && r < 2)) return false;
+    this.canvas.style.transform = `translate(${t.ox - drawn.ox * r}px, ${t.oy - drawn.oy * r}px) scale(${r})`;
+    clearTimeout(this.restTimer);
+    this.restTimer = setTimeout(() => this.schedule(), this.motionDrawMs);
+    return true;
   }
 
   /** Level-0 to screen: screen = origin + image * scale (no rotation). */
@@ -339,8 +376,11 @@ export class Overlay {
     const ctx = this.ctx;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, cw, ch);
+    this.canvas.style.transform = "";
+    this.drawnAt = null;
     if (!this.viewer.world.getItemCount()) return;
     const t = this.transform();
+    this.drawnAt = { ...t, time: performance.now() };
     const x0 = -t.ox / t.s, y0 = -t.oy / t.s;
     const x1 = (cw - t.ox) / t.s, y1 = (ch - t.oy) / t.s;
     let n = -1, inView = null;
