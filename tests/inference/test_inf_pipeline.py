@@ -217,7 +217,8 @@ def test_a_reader_error_in_the_prefetch_thread_reaches_the_caller_with_its_type(
     with pytest.raises(UnreadableSlideError, match="tile unreadable") as caught:
         pipe.analyse_reader(reader, prefetch=2)
     assert caught.type is UnreadableSlideError
-    assert "produce" in [str(f.name) for f in caught.traceback]  # raised in the reader thread
+    # raised in the reader thread: reading a tile, or the crops it reads ahead
+    assert {"_produce", "_run"} & {str(f.name) for f in caught.traceback}
     assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
 
 
@@ -227,10 +228,58 @@ def test_the_prefetch_thread_is_stopped_when_a_model_raises(field_png: Path) -> 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA out of memory")
 
-    pipe._process = broken  # type: ignore[method-assign]
+    pipe._stage1 = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="out of memory"):
         pipe.analyse(field_png, prefetch=1)
     assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
+
+
+def _reading_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "tile-prefetch"]
+
+
+def test_with_read_ahead_crops_are_read_by_the_reader_thread_a_few_chunks_per_batch_at_most(
+    field_png: Path,
+) -> None:
+    """With read-ahead, a batch's first stage-2 chunks of crops are read by the reader thread
+    (while stage 1 runs on the next batch); chunks beyond `_CROP_CHUNKS_AHEAD` are read when
+    classified, so memory stays bounded; the cells are those found without read-ahead."""
+    from inference import pipeline as pipeline_module
+
+    pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=2)
+    inline = pipe.analyse(field_png)
+    pipe.crop_batch_size = 1  # one crop per chunk: most of a batch's crops beyond the ahead ones
+    threads: list[str] = []
+    crop = pipe._crop
+
+    def recording(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return crop(*args)
+
+    pipe._crop = recording  # type: ignore[method-assign]
+    ahead = pipe.analyse(field_png, prefetch=2)
+    assert _cells(ahead) == _cells(inline) and len(inline.cells) > 2 * 4
+    by_thread = {name: threads.count(name) for name in set(threads)}
+    read_ahead = by_thread.get("tile-prefetch", 0)
+    batches = -(-int(ahead.timings["tiles"]) // pipe.batch_size)
+    assert 0 < read_ahead <= pipeline_module._CROP_CHUNKS_AHEAD * batches
+    assert by_thread.get("MainThread", 0) == len(inline.cells) - read_ahead > 0
+    assert not _reading_threads()
+
+
+class _BrokenCrops(FieldReader):
+    def read_region_plane(self, location: Any, level: int, size: Any) -> Any:
+        if threading.current_thread().name == "tile-prefetch":
+            raise UnreadableSlideError("slide.svs: crop unreadable")
+        return super().read_region_plane(location, level, size)
+
+
+def test_a_crop_read_error_in_the_reader_thread_reaches_the_caller_and_stops_it() -> None:
+    image = synthetic_field(1200, 900, cells=NUCLEI, seed=3)
+    pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=2)
+    with pytest.raises(UnreadableSlideError, match="crop unreadable"):
+        pipe.analyse_reader(_BrokenCrops(image), prefetch=2)
+    assert not _reading_threads()
 
 
 def test_prefetch_must_not_be_negative(field_png: Path) -> None:
