@@ -78,11 +78,13 @@ FOLLOW = """async () => {
   const x = 1234, y = 987;
   const moved = m && [Number(m[1]) + Number(m[3]) * (drawn.ox + x * drawn.s),
                       Number(m[2]) + Number(m[3]) * (drawn.oy + y * drawn.s)];
-  const follows = {moved, view: [t.ox + x * t.s, t.oy + y * t.s], draws: draws.n};
   o.draw = realDraw;
+  return {moved, view: [t.ox + x * t.s, t.oy + y * t.s], draws: draws.n};
+}"""
+REST = """() => {
+  const r = window.__review, o = r.overlay;
   o.motionDrawMs = 50;
-  v.panBy(new OSD.Point(0.01, 0), true);  // moves again, then rests: a full draw
-  return follows;
+  r.viewer.viewport.panBy(new window.OpenSeadragon.Point(0.01, 0), true);  // moves, then rests
 }"""
 
 
@@ -100,6 +102,8 @@ def test_overlay_follows_the_view_between_full_draws_and_is_drawn_when_it_rests(
     assert follows["moved"] is not None, "the canvas did not follow the view"
     assert follows["draws"] == 0
     assert follows["moved"] == pytest.approx(follows["view"], abs=0.01)
+    screenshot(page, "overlay-following.png")  # as a reviewer sees it between full draws
+    page.evaluate(REST)
     page.wait_for_function(
         "!window.__review.overlay.canvas.style.transform && !window.__review.overlay.stale"
     )
