@@ -256,7 +256,7 @@ def test_with_read_ahead_crops_are_read_by_the_reader_thread_a_few_chunks_per_ba
         threads.append(threading.current_thread().name)
         return crop(*args)
 
-    pipe._crop = recording  # type: ignore[method-assign]
+    pipe._crop = recording  # type: ignore[method-assign,assignment]
     ahead = pipe.analyse(field_png, prefetch=2)
     assert _cells(ahead) == _cells(inline) and len(inline.cells) > 2 * 4
     by_thread = {name: threads.count(name) for name in set(threads)}
