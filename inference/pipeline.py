@@ -10,7 +10,9 @@ worker, the registry's evaluation and the CLI use (open it with `interface.open_
 Stage 1 runs on a downsampled view (for a whole-slide image: the pyramid level at or just above
 the detector's scale, read tile by tile and resized); stage 2 classifies level-0 crops centred
 on each candidate. Tiles overlap, and each candidate belongs to the tile whose centre is nearest
-(so nothing is found twice). Only one batch of tiles and its crops is in memory at a time.
+(so nothing is found twice). Only one batch of tiles and its crops is in memory at a time
+(with read-ahead, also up to `prefetch` tiles ahead and, stage 2 running one batch behind,
+the crops of at most four stage-2 chunks read ahead).
 
 Longer than our ~400-line norm (about 770): `Pipeline` is one object whose tile reading,
 batching, both stages and merging share its state (device, models, thresholds, prefetch
