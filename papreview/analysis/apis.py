@@ -1,4 +1,5 @@
-"""Thin API views for analyses: re-run a slide's analysis, list its runs (with progress)."""
+"""Thin API views for analyses: re-run a slide's analysis, list its runs (with progress), and
+what the latest run set aside as not cells."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from papreview.analysis.models import AnalysisRun
-from papreview.analysis.selectors import analysis_run_list
+from papreview.analysis.selectors import analysis_run_list, analysis_run_set_aside_boxes
 from papreview.analysis.services import analysis_request
+from papreview.audit.services import audit_read
 from papreview.cases.apis import SlideOutputSerializer
 from papreview.cases.selectors import slide_get
 from papreview.core.api import ERROR_RESPONSES, request_user
@@ -70,3 +72,23 @@ class SlideRunListApi(APIView):
         slide_get(slide_id=slide_id)  # 404 for an unknown slide
         runs = analysis_run_list(slide_id=slide_id)
         return Response(AnalysisRunOutputSerializer(runs, many=True).data)
+
+
+class SetAsideOutputSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="How many candidates the run set aside.")
+    boxes = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), min_length=4, max_length=4),
+        help_text="Level-0 boxes [x, y, width, height] (the first 20,000 at most).",
+    )
+
+
+class SlideSetAsideApi(APIView):
+    """What the slide's latest finished analysis set aside as not cells (leukocytes, debris,
+    nothing a reviewer needs): never cells, never counted, kept so a reviewer can look."""
+
+    @extend_schema(responses={200: SetAsideOutputSerializer, **ERROR_RESPONSES})
+    def get(self, request: Request, slide_id: int) -> Response:
+        slide = slide_get(slide_id=slide_id)  # 404 for an unknown slide
+        audit_read(request=request, what="set-aside", target=slide)
+        found = analysis_run_set_aside_boxes(slide_id=slide.pk)
+        return Response(SetAsideOutputSerializer({"count": found.count, "boxes": found.boxes}).data)

@@ -70,6 +70,10 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# Set-aside boxes kept per run: enough for a whole slide's debris, bounded in the row (~0.5 MB).
+SET_ASIDE_BOXES_MAX = 20_000
+
+
 class AnalysisRun(TimeStampedModel):
     """One analysis of one slide by the pipeline; its cells point back to it."""
 
@@ -99,6 +103,14 @@ class AnalysisRun(TimeStampedModel):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True, help_text="Stage -> seconds.")
+    # What the model set aside as not cells: not stored as cells (no counts, flags or exports),
+    # kept so that a reviewer can look at them (GET /api/slides/{id}/set-aside/).
+    set_aside_boxes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Level-0 boxes [x, y, width, height] of the candidates set aside as not cells "
+        "(the first SET_ASIDE_BOXES_MAX; their number is timings.set_aside).",
+    )
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import F, Q, QuerySet
@@ -34,16 +35,35 @@ def analysis_run_list(*, slide_id: int) -> QuerySet[AnalysisRun]:
     )
 
 
+def _latest_finished_run(slide_id: int, *fields: str) -> AnalysisRun | None:
+    return (
+        AnalysisRun.objects.filter(slide_id=slide_id, status=RunStatus.SUCCEEDED)
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .only(*fields)
+        .first()
+    )
+
+
 def analysis_run_set_aside(*, slide_id: int) -> int:
     """How many candidates the slide's latest finished run set aside as not cells (leukocytes,
     debris: `inference.types.NOT_A_CELL`), not shown as cells; 0 before any run."""
-    run = (
-        AnalysisRun.objects.filter(slide_id=slide_id, status=RunStatus.SUCCEEDED)
-        .order_by(F("finished_at").desc(nulls_last=True), "-id")
-        .only("timings")
-        .first()
-    )
+    run = _latest_finished_run(slide_id, "timings")
     return int(run.timings.get("set_aside", 0)) if run is not None else 0
+
+
+@dataclass(frozen=True)
+class SetAside:
+    count: int  # how many the run set aside
+    boxes: list[list[int]]  # the level-0 boxes kept of them (the first SET_ASIDE_BOXES_MAX)
+
+
+def analysis_run_set_aside_boxes(*, slide_id: int) -> SetAside:
+    """The candidates the slide's latest finished run set aside as not cells, for a reviewer
+    who wants to see them; none before any run (or from a run older than this record)."""
+    run = _latest_finished_run(slide_id, "timings", "set_aside_boxes")
+    if run is None:
+        return SetAside(0, [])
+    return SetAside(int(run.timings.get("set_aside", 0)), list(run.set_aside_boxes))
 
 
 def analysis_runs_unpublished(*, created_before: datetime) -> QuerySet[AnalysisRun]:

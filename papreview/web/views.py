@@ -174,6 +174,7 @@ def slide_review(request: HttpRequest, slide_id: int) -> HttpResponse:
             "reopen": reverse("slide-reopen", args=[slide.pk]),
             "refer": reverse("slide-refer", args=[slide.pk]),
             "sightings": reverse("slide-cell-sightings", args=[slide.pk]),
+            "setAside": reverse("slide-set-aside", args=[slide.pk]),
             "clearSeen": reverse("slide-cells-clear", args=[slide.pk]),
             "reviewers": reverse("reviewer-list"),
             "osdImages": "/static/vendor/openseadragon/images/",

@@ -24,7 +24,11 @@ from inference.slides import SlideInfo
 from inference.types import BETHESDA_CLASSES, Box, CellPrediction, SlideKind, SlideResult
 from papreview.analysis import adapter
 from papreview.analysis.models import AnalysisRun, ModelStage, ModelVersion, RunStatus
-from papreview.analysis.selectors import analysis_run_set_aside
+from papreview.analysis.selectors import (
+    SetAside,
+    analysis_run_set_aside,
+    analysis_run_set_aside_boxes,
+)
 from papreview.analysis.services import (
     RunOutcome,
     analysis_request,
@@ -244,6 +248,60 @@ def test_a_run_records_how_many_candidates_were_set_aside_and_stores_only_cells(
     assert run.timings["set_aside"] == 1 and run.timings["tiles"] >= 1
     assert Cell.objects.filter(slide=slide, run=run).exists()
     assert analysis_run_set_aside(slide_id=slide.pk) == 1
+    # kept so that a reviewer can see where it was, never as a cell
+    (box,) = run.set_aside_boxes
+    assert len(box) == 4 and all(isinstance(v, int) for v in box) and box[2] > 0
+    assert not Cell.objects.filter(slide=slide, x=box[0], y=box[1]).exists()
+    assert analysis_run_set_aside_boxes(slide_id=slide.pk) == SetAside(1, [box])
+
+
+def test_the_boxes_set_aside_are_kept_up_to_a_bound_and_counted_all(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from papreview.analysis.services import run as run_module
+
+    analyse = adapter.slide_analyse
+
+    def many_set_aside(*args: Any, **kwargs: Any) -> SlideResult:
+        result = analyse(*args, **kwargs)
+        result.set_aside = [
+            CellPrediction(Box(i, 2 * i, 30, 30), "NILM", {}, 0.1, 0) for i in range(5)
+        ]
+        return result
+
+    monkeypatch.setattr(adapter, "slide_analyse", many_set_aside)
+    monkeypatch.setattr(run_module, "SET_ASIDE_BOXES_MAX", 3)
+    slide = new_slide(seed=3)
+    assert analysis_run(slide_id=slide.pk) == RunOutcome.SUCCEEDED
+    found = analysis_run_set_aside_boxes(slide_id=slide.pk)
+    assert found.count == 5
+    assert found.boxes == [[0, 0, 30, 30], [1, 2, 30, 30], [2, 4, 30, 30]]
+
+
+def test_the_set_aside_api_answers_the_latest_finished_run(api: Any, viewer: Any) -> None:
+    slide = SlideFactory.create()
+    url = f"/api/slides/{slide.pk}/set-aside/"
+    assert api(None).get(url).status_code == 401
+    client = api(viewer)  # reading what the model set aside is a read
+    assert client.get(url).json() == {"count": 0, "boxes": []}
+    now = timezone.now()
+    AnalysisRun.objects.create(
+        slide=slide,
+        status=RunStatus.SUCCEEDED,
+        finished_at=now - timedelta(hours=1),
+        timings={"set_aside": 1},
+        set_aside_boxes=[[1, 1, 30, 30]],
+    )
+    AnalysisRun.objects.create(
+        slide=slide,
+        status=RunStatus.SUCCEEDED,
+        finished_at=now,
+        timings={"set_aside": 2},
+        set_aside_boxes=[[10, 20, 30, 30], [40, 50, 30, 30]],
+    )
+    AnalysisRun.objects.create(slide=slide, status=RunStatus.RUNNING, timings={"set_aside": 9})
+    assert client.get(url).json() == {"count": 2, "boxes": [[10, 20, 30, 30], [40, 50, 30, 30]]}
+    assert client.get("/api/slides/999999/set-aside/").status_code == 404
 
 
 def test_a_live_execution_elsewhere_makes_a_second_delivery_step_aside(settings: Any) -> None:

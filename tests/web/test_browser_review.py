@@ -19,12 +19,31 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_review_with_the_keyboard(live_server, page, pathologist, stored_slide) -> None:
     slide = stored_slide(cells=300, seed=2)
     # the analysis set 14 candidates aside as not cells: the header says so
-    AnalysisRunFactory.create(slide=slide, finished_at=timezone.now(), timings={"set_aside": 14})
+    # (the first 3 of them kept as boxes, shown on demand)
+    aside = [[slide.width // 4 + 60 * i, slide.height // 3, 40, 40] for i in range(3)]
+    AnalysisRunFactory.create(
+        slide=slide,
+        finished_at=timezone.now(),
+        timings={"set_aside": 14},
+        set_aside_boxes=aside,
+    )
     open_review(page, live_server.url, pathologist.username, slide.pk)
     assert page.evaluate("window.__review.store.cells.length") == 300
     said = page.locator("#set-aside").inner_text()
     assert said == "14 objects set aside"
     assert "no cell" in page.locator("#set-aside").get_attribute("title")
+    # S shows where they were (grey dotted boxes, never cells), with a word that not all are
+    assert page.evaluate("window.__review.overlay.setAsideDrawn") == 0
+    page.keyboard.press("s")
+    page.wait_for_function("window.__review.overlay.setAsideDrawn === 3")
+    assert page.locator("#set-aside-toggle").get_attribute("aria-pressed") == "true"
+    assert "3 set aside in view" in page.locator("#hud").inner_text()
+    assert "first 3 of 14" in page.locator("#toasts").inner_text()
+    assert page.evaluate("window.__review.store.cells.length") == 300
+    screenshot(page, "review-set-aside.png")
+    page.locator("#set-aside-toggle").click()
+    page.wait_for_function("window.__review.overlay.setAsideDrawn === 0")
+    assert page.locator("#set-aside-toggle").get_attribute("aria-pressed") == "false"
     hud = page.locator("#hud").inner_text()
     assert "300" in hud
 

@@ -21,7 +21,12 @@ from django.utils import timezone
 from inference.errors import InputError
 from inference.types import SlideResult
 from papreview.analysis import adapter
-from papreview.analysis.models import AnalysisRun, ModelVersion, RunStatus
+from papreview.analysis.models import (
+    SET_ASIDE_BOXES_MAX,
+    AnalysisRun,
+    ModelVersion,
+    RunStatus,
+)
 from papreview.analysis.selectors import ACTIVE_RUN_STATUSES, analysis_run_active
 from papreview.analysis.services.versions import model_versions_for_analysis
 from papreview.cases.models import Slide, SlideStatus
@@ -205,6 +210,10 @@ def _run_commit(
                 # a count, like tiles: what the review page says was set aside as not cells
                 "set_aside": len(result.set_aside),
             },
+            set_aside_boxes=[
+                [c.box.x, c.box.y, c.box.width, c.box.height]
+                for c in result.set_aside[:SET_ASIDE_BOXES_MAX]
+            ],
             updated_at=now,
         )
         triage = adapter.most_severe(cells) or ("NILM", 0.0)

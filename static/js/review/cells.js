@@ -297,6 +297,8 @@ export class Overlay {
     this.mode = "boxes"; // or "density" when boxes would not be legible (density.js)
     this.scaleBar = null;
     this.hidden = new Set(); // duplicates of a box drawn (overlap.js): neither drawn nor clickable
+    this.setAside = null; // boxes [x, y, w, h] the model set aside as not cells, when shown (S)
+    this.setAsideDrawn = 0;
     this.ruler = false; // the nuclear-size ruler (M), at `pointer` (screen px) or the centre
     this.rulerDrawn = null;
     this.pointer = null;
@@ -399,6 +401,7 @@ export class Overlay {
       this.hidden = hidden;
       this.drawBoxes(kept, t);
     }
+    this.setAsideDrawn = this.setAside && this.mode === "boxes" ? this.drawSetAside(t, x0, y0, x1, y1) : 0;
     this.drawSelection(t);
     this.scaleBar = this.mpp ? drawScaleBar(ctx, this.mpp, t.s, cw, ch) : null;
     const at = this.pointer || { x: cw / 2, y: ch / 2 };
@@ -477,6 +480,29 @@ export class Overlay {
     }
     ctx.globalAlpha = 1;
     ctx.setLineDash([]);
+  }
+
+  /** The boxes set aside as not cells that are in view: grey, dotted, thin (nothing to act
+   * on, only to look at). Returns how many. */
+  drawSetAside(t, x0, y0, x1, y1) {
+    const ctx = this.ctx;
+    let n = 0;
+    ctx.beginPath();
+    for (const [x, y, w, h] of this.setAside) {
+      if (x > x1 || y > y1 || x + w < x0 || y + h < y0) continue;
+      ctx.rect(t.ox + x * t.s, t.oy + y * t.s, Math.max(3, w * t.s), Math.max(3, h * t.s));
+      n++;
+    }
+    ctx.setLineDash([2, 3]);
+    ctx.lineWidth = 1.2;
+    ctx.strokeStyle = "rgba(255,255,255,.8)";
+    ctx.stroke();
+    ctx.lineDashOffset = 2.5;
+    ctx.strokeStyle = "rgba(60,60,60,.9)";
+    ctx.stroke();
+    ctx.lineDashOffset = 0;
+    ctx.setLineDash([]);
+    return n;
   }
 
   drawSelection(t) {

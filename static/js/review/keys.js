@@ -1,5 +1,6 @@
 // The review page's keyboard map (the help dialog, opened with ? or its button, lists it).
 import { toast } from "../api.js";
+import { toggleSetAside } from "./setaside.js";
 import { goHome, setPlane, zoomBy } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -76,6 +77,7 @@ export function bindKeys(page) {
       z: () => { const c = store.byId.get(state.selected); if (c) page.panTo(c, true); },
       u: nextFlagged, U: nextFlagged,
       m: () => toggleRuler(page), M: () => toggleRuler(page),
+      s: () => toggleSetAside(page), S: () => toggleSetAside(page),
       j: () => page.gallery.step(1), J: () => page.gallery.step(1),
       k: () => page.gallery.step(-1), K: () => page.gallery.step(-1),
       g: () => page.gallery.nextGroup(), G: () => page.gallery.nextGroup(),

@@ -13,6 +13,7 @@ import { Gallery } from "./gallery.js";
 import { Interpretation } from "./interpretation.js";
 import { bindKeys } from "./keys.js";
 import { createSelection } from "./selection.js";
+import { bindSetAside } from "./setaside.js";
 import { createSync } from "./sync.js";
 import { startViewer } from "./viewer.js";
 
@@ -128,6 +129,7 @@ function init() {
   startViewer(page, page.mouse);
   bindDisplay(page.overlay);
   bindKeys(page);
+  bindSetAside(page);
   page.interpretation = new Interpretation(config, {
     onStatus: (status) => { setStatus(status); page.updateSaveState(); page.overlay.schedule(); },
     suggestionSource: () => store,

@@ -35,7 +35,8 @@ export function startViewer(page, mouse) {
     const density = mode === "density" ? " · counts per square (zoom in for boxes)" : "";
     const twins = overlay.hidden.size;
     const merged = twins ? ` · ${twins} overlapping box${twins === 1 ? "" : "es"} drawn once` : "";
-    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}${merged}`;
+    const aside = !overlay.setAside ? "" : (mode === "density" ? " · zoom in to see the objects set aside" : ` · ${overlay.setAsideDrawn.toLocaleString()} set aside in view (grey)`);
+    $("hud").textContent = `${n.toLocaleString()} cell${n === 1 ? "" : "s"} in view of ${store.cells.length.toLocaleString()} · ${(scale * 100).toFixed(scale < 0.1 ? 1 : 0)}%${density}${merged}${aside}`;
     if (state.cellsLoaded && state.cellsDrawnAt === undefined) {
       state.cellsDrawnAt = performance.now();
       performance.mark("cells-drawn");
