@@ -60,8 +60,13 @@ class AnalysisRunAdmin(admin.ModelAdmin[AnalysisRun]):
     list_filter = ("status", "device")
     search_fields = ("slide__original_filename", "worker", "task_id", "error")
     raw_id_fields = ("slide",)
-    readonly_fields = [f.name for f in AnalysisRun._meta.fields]
+    # the set-aside boxes (up to 20,000 per run) are for the review page, not for this form
+    exclude = ("set_aside_boxes",)
+    readonly_fields = [f.name for f in AnalysisRun._meta.fields if f.name != "set_aside_boxes"]
     actions = ["analyse_again", "sweep_now"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AnalysisRun]:
+        return super().get_queryset(request).defer("set_aside_boxes")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Runs come from analysis_request (upload, re-run); an empty add form failed with a 500.

@@ -27,10 +27,12 @@ def analysis_run_active(*, slide_id: int) -> AnalysisRun | None:
 
 
 def analysis_run_list(*, slide_id: int) -> QuerySet[AnalysisRun]:
-    """A slide's runs, newest first, with their model versions."""
+    """A slide's runs, newest first, with their model versions (not the boxes they set aside:
+    up to 20,000 each, `analysis_run_set_aside_boxes` reads them)."""
     return (
         AnalysisRun.objects.filter(slide_id=slide_id)
         .select_related("detector_version", "classifier_version", "requested_by")
+        .defer("set_aside_boxes")
         .order_by("-created_at", "-id")
     )
 

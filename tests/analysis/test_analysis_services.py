@@ -532,3 +532,20 @@ def test_admin_actions_queue_slides_and_activate_versions(client: Any) -> None:
     )
     assert response.status_code == 302
     assert ModelVersion.objects.get(stage=ModelStage.DETECTOR, is_active=True) == newer
+
+
+def test_the_admin_shows_runs_without_their_set_aside_boxes(client: Any) -> None:
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("root", "root@example.org", "pw-123-xyz"))
+    run = AnalysisRun.objects.create(
+        slide=SlideFactory.create(),
+        status=RunStatus.SUCCEEDED,
+        timings={"set_aside": 1},
+        set_aside_boxes=[[123457, 765431, 30, 30]],
+    )
+    for url in ("/admin/analysis/analysisrun/", f"/admin/analysis/analysisrun/{run.pk}/change/"):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert "765431" not in response.content.decode()
+    assert str(run.pk) in client.get("/admin/analysis/analysisrun/").content.decode()
