@@ -109,7 +109,7 @@ class AnalysisRun(TimeStampedModel):
         default=list,
         blank=True,
         help_text="Level-0 boxes [x, y, width, height] of the candidates set aside as not cells "
-        "(the first SET_ASIDE_BOXES_MAX; their number is timings.set_aside).",
+        f"(the first {SET_ASIDE_BOXES_MAX:,}; their number is timings.set_aside).",
     )
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='analysisrun',
             name='set_aside_boxes',
-            field=models.JSONField(blank=True, default=list, help_text='Level-0 boxes [x, y, width, height] of the candidates set aside as not cells (the first SET_ASIDE_BOXES_MAX; their number is timings.set_aside).'),
+            field=models.JSONField(blank=True, default=list, help_text='Level-0 boxes [x, y, width, height] of the candidates set aside as not cells (the first 20,000; their number is timings.set_aside).'),
         ),
     ]
