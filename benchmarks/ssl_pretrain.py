@@ -1,0 +1,141 @@
+"""Does self-supervised pretraining pay for stage 2? (issue 17, item 6; prints figures, not a test)
+
+1. Unlabelled cells: the committed pipeline's candidates (cells and objects set aside alike, at
+   most `--per-field` per field, the most likely cells first) on the **training** fields of both
+   collections: the CRIC training split (seed 2021, as `train-classifier`) and the LBC training
+   part (`field_split`, seed 2021; resized x1.77 to CRIC's scale). No label is read.
+2. SimCLR (`inference.train.pretrain`) on them: `--ssl-epochs` of `--ssl-samples` patches.
+3. The same supervised training twice on the CRIC training cells (`train_classifier`, the
+   defaults of `train-classifier`, `--epochs` of `--samples`), once from the pretrained network
+   and once from random weights (same seed), both scored on the CRIC validation cells: stage 2's
+   AUC (abnormal vs NILM) and 4-class accuracy, calibrated on validation as `train-classifier`
+   does. The test fields of both collections are never read.
+
+    .venv/bin/python benchmarks/ssl_pretrain.py [--per-field 40] [--ssl-epochs 8] [--epochs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+LBC_TO_CRIC = 1.77  # the LBC fields' scale factor to CRIC's (lbc/README)
+
+
+def harvest(per_field: int, patch: int, limit: int | None) -> tuple[np.ndarray, dict[str, int]]:
+    """Patches around the committed pipeline's candidates on the training fields of both sets."""
+    from inference.data import default_data_dir
+    from inference.data.cric import load_split
+    from inference.data.fields import field_split, read_field_labels
+    from inference.pipeline import Pipeline
+    from inference.slides import crop_padded, read_image
+
+    data = default_data_dir()
+    dataset, split, _ = load_split(data, 2021)
+    lbc = data / "lbc"
+    lbc_train = field_split(read_field_labels(lbc / "fields.csv"))["train"]
+    lbc_files = [lbc / "images" / n for n in lbc_train if (lbc / "images" / n).is_file()]
+    fields = [(dataset.image_path(n), 1.0) for n in split["train"][:limit]]
+    fields += [(f, LBC_TO_CRIC) for f in lbc_files[:limit]]
+    pipeline = Pipeline.default(device="cpu")
+    half = patch // 2
+    out: list[np.ndarray] = []
+    counts = {"cric_fields": len(split["train"][:limit]), "lbc_fields": 0, "patches": 0}
+    for path, scale in fields:
+        image = read_image(path)
+        if scale != 1.0:
+            size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            counts["lbc_fields"] += 1
+        (result,) = pipeline.analyse_arrays([image])
+        candidates = sorted(result.cells + result.set_aside, key=lambda c: -c.detection_score)[
+            :per_field
+        ]
+        for c in candidates:
+            x, y = c.box.centre
+            out.append(crop_padded(image, round(x) - half, round(y) - half, patch, patch))
+    counts["patches"] = len(out)
+    return np.stack(out), counts
+
+
+def supervised(init: Any, epochs: int, samples: int, bf16: bool) -> dict[str, Any]:
+    from inference.data import default_data_dir
+    from inference.data.cric import load_split
+    from inference.train import cric_patches, train_classifier
+
+    dataset, split, _ = load_split(default_data_dir(), 2021)
+    patch = round(112 * 1.5 + 2 * 16)  # as train-classifier: crop 112, jitter 16
+    train = cric_patches(dataset, split["train"], patch, desc="train crops")
+    val = cric_patches(dataset, split["val"], patch, desc="val crops")
+    t0 = time.monotonic()
+    result = train_classifier(
+        train, val, epochs=epochs, samples_per_epoch=samples, init_from=init, bf16=bf16, seed=0
+    )
+    m = result.val_metrics
+    return {
+        "auc": m["abnormal_vs_nilm"].get("auc"),
+        "four_class_accuracy": m["four_class"].get("accuracy"),
+        "four_class_balanced": m["four_class"].get("balanced_accuracy"),
+        "best_epoch": result.best_epoch,
+        "minutes": (time.monotonic() - t0) / 60,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-field", type=int, default=40)
+    parser.add_argument("--ssl-epochs", type=int, default=8)
+    parser.add_argument("--ssl-samples", type=int, default=4096)
+    parser.add_argument("--epochs", type=int, default=15, help="supervised epochs, each arm")
+    parser.add_argument("--samples", type=int, default=3072, help="supervised samples per epoch")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (AMX CPUs)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl")
+    parser.add_argument("--limit", type=int, default=None, help="fields per set (a quick try)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from inference.train.pretrain import pretrain_classifier, pretrained_checkpoint
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    patches, counts = harvest(args.per_field, round(112 * 1.5 + 2 * 12), args.limit)
+    print(f"unlabelled cells: {counts} in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    t0 = time.monotonic()
+    pre = pretrain_classifier(
+        patches, epochs=args.ssl_epochs, samples_per_epoch=args.ssl_samples, bf16=args.bf16
+    )
+    ssl_minutes = (time.monotonic() - t0) / 60
+    losses = [round(r["train_loss"], 3) for r in pre.history]
+    print(f"SimCLR: {ssl_minutes:.1f} min, loss by epoch {losses}", flush=True)
+    ckpt = pretrained_checkpoint(pre, {"patches": counts})
+    del patches
+    arms = {}
+    for name, init in (("pretrained", ckpt), ("random", None)):
+        arms[name] = supervised(init, args.epochs, args.samples, args.bf16)
+        print(f"{name:>10}: {json.dumps(arms[name])}", flush=True)
+    report = {"unlabelled": counts, "ssl_minutes": ssl_minutes, "ssl_loss": losses, **arms,
+              "settings": vars(args) | {"out": str(args.out)}}  # fmt: skip
+    (args.out / "ssl_pretrain.json").write_text(json.dumps(report, indent=2))
+    d_auc = (arms["pretrained"]["auc"] or 0) - (arms["random"]["auc"] or 0)
+    d_acc = (arms["pretrained"]["four_class_accuracy"] or 0) - (
+        arms["random"]["four_class_accuracy"] or 0
+    )
+    print(
+        f"CRIC validation cells, {args.epochs} supervised epochs: pretrained minus random: "
+        f"AUC {d_auc:+.3f}, 4-class accuracy {d_acc:+.3f}; {args.out / 'ssl_pretrain.json'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
