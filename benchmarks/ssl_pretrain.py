@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="fields per set (a quick try)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from inference.checkpoints import save_checkpoint
     from inference.train.pretrain import pretrain_classifier, pretrained_checkpoint
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +120,8 @@ def main() -> None:
     losses = [round(r["train_loss"], 3) for r in pre.history]
     print(f"SimCLR: {ssl_minutes:.1f} min, loss by epoch {losses}", flush=True)
     ckpt = pretrained_checkpoint(pre, {"patches": counts})
+    # for `train-classifier --init-from` (the whole recipe from the pretrained network)
+    save_checkpoint(args.out / "pretrained.pt", stage="classifier", model=pre.model, meta=ckpt.meta)
     del patches
     arms = {}
     for name, init in (("pretrained", ckpt), ("random", None)):

@@ -21,7 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import Checkpoint
-from ..classifier import CellClassifier, ClassifierConfig, build_classifier, normalise_crops
+from ..classifier import (
+    CellClassifier,
+    ClassifierConfig,
+    build_classifier,
+    normalise_crops,
+    stage2_classes,
+)
 from .classifier import _augment_crop
 from .engine import Log, LoopOptions, Stage, autocast, fit, log_line, seed_everything
 
@@ -136,7 +142,7 @@ def pretrain_classifier(
 
 def pretrained_checkpoint(result: PretrainResult, meta: dict[str, Any] | None = None) -> Checkpoint:
     """The pretrained network as a classifier checkpoint that `train_classifier(init_from=...)`
-    and `train-classifier --init-from` start from."""
+    starts from (saved with `save_checkpoint`, `train-classifier --init-from` too)."""
     config = result.model.config
     return Checkpoint(
         stage="classifier",
@@ -144,6 +150,7 @@ def pretrained_checkpoint(result: PretrainResult, meta: dict[str, Any] | None = 
         meta={
             "arch": "CellClassifier",
             "config": config.to_dict(),
+            "classes": list(stage2_classes(config)),
             "pretraining": {
                 "method": "SimCLR (NT-Xent)",
                 "history": result.history,

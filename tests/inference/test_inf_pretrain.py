@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.checkpoints import load_weights
+from inference.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from inference.classifier import ClassifierConfig, build_classifier
 from inference.train import CellPatches, train_classifier
 from inference.train.pretrain import nt_xent, pretrain_classifier, pretrained_checkpoint
@@ -34,7 +34,7 @@ def test_nt_xent_is_low_when_the_views_of_each_cell_agree() -> None:
     assert agree < 1.0 < chance < shuffled
 
 
-def test_pretraining_moves_the_body_and_its_checkpoint_starts_training() -> None:
+def test_pretraining_moves_the_body_and_its_checkpoint_starts_training(tmp_path) -> None:
     patches = _patches(40)
     fresh = build_classifier(CONFIG)
     torch.manual_seed(0)
@@ -47,7 +47,9 @@ def test_pretraining_moves_the_body_and_its_checkpoint_starts_training() -> None
         not torch.equal(v, fresh.state_dict()[k]) for k, v in body.items() if v.is_floating_point()
     )
 
-    ckpt = pretrained_checkpoint(result, {"patches": len(patches)})
+    made = pretrained_checkpoint(result, {"patches": len(patches)})
+    save_checkpoint(tmp_path / "ssl.pt", stage="classifier", model=result.model, meta=made.meta)
+    ckpt = load_checkpoint(tmp_path / "ssl.pt", stage="classifier")  # as --init-from reads it
     assert ckpt.meta["pretraining"]["patches"] == 40
     started = load_weights(build_classifier(ckpt.meta["config"]), ckpt)
     assert torch.equal(
