@@ -6,10 +6,13 @@ import { dedupeBoxes } from "./overlap.js";
 import { drawRuler } from "./ruler.js";
 import { CLASS_STYLE, PLAIN, drawCorners, strokeCased } from "./styles.js";
 
-// While the view moves, the overlay is drawn in full at most every `motionDrawMs` (100 ms); in
-// between, the canvas drawn last follows the view (moved and scaled by a CSS transform, as map
-// viewers do), which costs a software-rendered page far less than drawing thousands of squares
-// every frame (benchmarks/overlay_fps.py: -14 % fps against no overlay before, -3 % after).
+// While the view moves, the overlay is drawn in full at most every `motionDrawMs` (100 ms) and
+// every third frame; in between, the canvas drawn last follows the view (moved and scaled by a
+// CSS transform, as map viewers do), which costs a software-rendered page far less than drawing
+// thousands of squares every frame (benchmarks/overlay_fps.py: -14 % fps against no overlay
+// before; -3 % with the 100 ms rule alone on a quiet machine, -10 % when frames were slower and
+// it drew 70 % of them in full: hence the frames too).
+const MOTION_FRAMES = 2; // frames that only follow the view between two full draws, at least
 
 
 export class CellStore {
@@ -291,6 +294,7 @@ export class Overlay {
     this.drawnAt = null; // the transform and time of the last full draw
     this.restTimer = 0;
     this.motionDrawMs = 100;
+    this.followed = 0; // frames that followed the view since the last full draw
     this.drawnCount = 0;
     this.onDrawn = null;
     this.mpp = null; // micrometres per level-0 pixel, when the slide says: the scale bar
@@ -334,16 +338,18 @@ export class Overlay {
     this.draw();
   }
 
-  /** Move and scale the canvas drawn last with the view, when it was drawn less than
-   * `motionDrawMs` ago at a zoom not too far from this one; a full draw follows once the view
-   * rests. False when a full draw is due now. */
+  /** Move and scale the canvas drawn last with the view, unless a full draw is due (the last
+   * one `motionDrawMs` ago and MOTION_FRAMES frames followed since, or a zoom too far from its
+   * own); a full draw follows once the view rests. False when a full draw is due now. */
   follow() {
     const drawn = this.drawnAt;
-    if (!drawn || performance.now() - drawn.time >= this.motionDrawMs) return false;
+    if (!drawn) return false;
+    if (this.followed >= MOTION_FRAMES && performance.now() - drawn.time >= this.motionDrawMs) return false;
     const t = this.transform();
     const r = t.s / drawn.s;
     if (!(r > 0.5 && r < 2)) return false;
     this.canvas.style.transform = `translate(${t.ox - drawn.ox * r}px, ${t.oy - drawn.oy * r}px) scale(${r})`;
+    this.followed++;
     clearTimeout(this.restTimer);
     this.restTimer = setTimeout(() => this.schedule(), this.motionDrawMs);
     return true;
@@ -380,6 +386,7 @@ export class Overlay {
     ctx.clearRect(0, 0, cw, ch);
     this.canvas.style.transform = "";
     this.drawnAt = null;
+    this.followed = 0;
     if (!this.viewer.world.getItemCount()) return;
     const t = this.transform();
     this.drawnAt = { ...t, time: performance.now() };
