@@ -94,6 +94,7 @@ RULES: dict[str, dict[str, frozenset[Role]]] = {
     "slide-report": READ,
     "slide-analyze": {"POST": WRITERS},
     "slide-runs": READ,
+    "slide-set-aside": READ,
     "slide-cell-layer": READ,
     "slide-deepzoom": READ,
     "slide-deepzoom-tile": READ,
