@@ -30,20 +30,30 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from inference.classifier import ClassifierConfig  # noqa: E402
+from inference.data import default_data_dir  # noqa: E402
+from inference.data.cric import load_split  # noqa: E402
+from inference.train import cric_patches  # noqa: E402
+
 LBC_TO_CRIC = 1.77  # the LBC fields' scale factor to CRIC's (lbc/README)
+SSL_JITTER_PX = 12  # the views' shift off centre (pretrain_classifier's default)
+TRAIN_JITTER_PX = 16  # train-classifier's default
 
 
-def harvest(per_field: int, patch: int, limit: int | None) -> tuple[np.ndarray, dict[str, int]]:
+def patch(jitter: float) -> int:
+    """Patch side with room for any rotation of the crop plus the shift (as train-classifier)."""
+    return round(ClassifierConfig().crop_px * 1.5 + 2 * jitter)
+
+
+def harvest(
+    dataset: Any, split: dict[str, list[str]], per_field: int, patch: int, limit: int | None
+) -> tuple[np.ndarray, dict[str, int]]:
     """Patches around the committed pipeline's candidates on the training fields of both sets."""
-    from inference.data import default_data_dir
-    from inference.data.cric import load_split
     from inference.data.fields import field_split, read_field_labels
     from inference.pipeline import Pipeline
     from inference.slides import crop_padded, read_image
 
-    data = default_data_dir()
-    dataset, split, _ = load_split(data, 2021)
-    lbc = data / "lbc"
+    lbc = default_data_dir() / "lbc"
     lbc_train = field_split(read_field_labels(lbc / "fields.csv"))["train"]
     lbc_files = [lbc / "images" / n for n in lbc_train if (lbc / "images" / n).is_file()]
     fields = [(dataset.image_path(n), 1.0) for n in split["train"][:limit]]
@@ -59,25 +69,19 @@ def harvest(per_field: int, patch: int, limit: int | None) -> tuple[np.ndarray, 
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             counts["lbc_fields"] += 1
         (result,) = pipeline.analyse_arrays([image])
-        candidates = sorted(result.cells + result.set_aside, key=lambda c: -c.detection_score)[
-            :per_field
-        ]
-        for c in candidates:
+        candidates = sorted(result.cells + result.set_aside, key=lambda c: -c.detection_score)
+        for c in candidates[:per_field]:
             x, y = c.box.centre
             out.append(crop_padded(image, round(x) - half, round(y) - half, patch, patch))
     counts["patches"] = len(out)
     return np.stack(out), counts
 
 
-def supervised(init: Any, epochs: int, samples: int, bf16: bool) -> dict[str, Any]:
-    from inference.data import default_data_dir
-    from inference.data.cric import load_split
-    from inference.train import cric_patches, train_classifier
+def supervised(
+    train: Any, val: Any, init: Any, epochs: int, samples: int, bf16: bool
+) -> dict[str, Any]:
+    from inference.train import train_classifier
 
-    dataset, split, _ = load_split(default_data_dir(), 2021)
-    patch = round(112 * 1.5 + 2 * 16)  # as train-classifier: crop 112, jitter 16
-    train = cric_patches(dataset, split["train"], patch, desc="train crops")
-    val = cric_patches(dataset, split["val"], patch, desc="val crops")
     t0 = time.monotonic()
     result = train_classifier(
         train, val, epochs=epochs, samples_per_epoch=samples, init_from=init, bf16=bf16, seed=0
@@ -109,8 +113,9 @@ def main() -> None:
     from inference.train.pretrain import pretrain_classifier, pretrained_checkpoint
 
     args.out.mkdir(parents=True, exist_ok=True)
+    dataset, split, _ = load_split(default_data_dir(), 2021)  # as train-classifier's default
     t0 = time.monotonic()
-    patches, counts = harvest(args.per_field, round(112 * 1.5 + 2 * 12), args.limit)
+    patches, counts = harvest(dataset, split, args.per_field, patch(SSL_JITTER_PX), args.limit)
     print(f"unlabelled cells: {counts} in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     t0 = time.monotonic()
     pre = pretrain_classifier(
@@ -123,9 +128,12 @@ def main() -> None:
     # for `train-classifier --init-from` (the whole recipe from the pretrained network)
     save_checkpoint(args.out / "pretrained.pt", stage="classifier", model=pre.model, meta=ckpt.meta)
     del patches
+    size = patch(TRAIN_JITTER_PX)
+    train = cric_patches(dataset, split["train"], size, desc="train crops")
+    val = cric_patches(dataset, split["val"], size, desc="val crops")
     arms = {}
     for name, init in (("pretrained", ckpt), ("random", None)):
-        arms[name] = supervised(init, args.epochs, args.samples, args.bf16)
+        arms[name] = supervised(train, val, init, args.epochs, args.samples, args.bf16)
         print(f"{name:>10}: {json.dumps(arms[name])}", flush=True)
     report = {"unlabelled": counts, "ssl_minutes": ssl_minutes, "ssl_loss": losses, **arms,
               "settings": vars(args) | {"out": str(args.out)}}  # fmt: skip

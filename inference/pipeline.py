@@ -309,26 +309,24 @@ class Pipeline:
             for cell, _, aside in calls:
                 (set_aside if aside else cells).append(cell)
 
-        # With read-ahead, stage 2 runs one batch behind stage 1: the reader thread reads a
+        # Stage 2 runs one batch behind stage 1: with read-ahead, the reader thread reads a
         # batch's crops while stage 1 runs on the next batch, then they are classified
-        # (40,000 px slide with no glass, 2 cores: 2.04-2.09x the decode floor -> 1.74-1.86x).
-        behind: tuple[list[_Candidate], list[Future[Any]]] | None = None
+        # (40,000 px slide with no glass, 2 cores: 2.04-2.09x the decode floor -> 1.74-1.86x);
+        # without, they are read when classified.
+        found: list[_Candidate] = []
+        crops: list[Future[Any]] = []
         with contextlib.closing(batches):
             for count, read in batches:
                 tiles = [j for j in read if j is not None]
                 timings["background"] += len(read) - len(tiles)  # tiles of glass, skipped
-                found = self._stage1(tiles, timings, prefetch > 0) if tiles else []
-                if ahead is None:
-                    keep(self._stage2(found, [reader], timings))
-                else:
-                    if behind is not None:
-                        keep(self._stage2(behind[0], [reader], timings, behind[1]))
-                    behind = (found, self._crops_ahead(ahead, [reader], found))
+                following = self._stage1(tiles, timings, prefetch > 0) if tiles else []
+                keep(self._stage2(found, [reader], timings, crops))
+                found = following
+                crops = self._crops_ahead(ahead, [reader], found) if ahead else []
                 done += count
                 if progress is not None:
                     progress(done, total)
-            if behind is not None:
-                keep(self._stage2(behind[0], [reader], timings, behind[1]))
+            keep(self._stage2(found, [reader], timings, crops))
         timings["total"] = time.perf_counter() - t_start
         timings["tiles"] = float(total)
         return SlideResult(

@@ -44,9 +44,10 @@ def token_expired(token: Token) -> bool:
 
 
 @functools.cache
-def _token_sql() -> str:
-    """The SQL of `_token_row`, made once from the models' metadata: the ORM's query building
-    cost about 0.6 ms of a tile request's 4 ms of CPU (benchmarks/tile_server.py)."""
+def _token_query() -> tuple[str, list[str], list[str]]:
+    """The SQL of `_token_row` and the token's and user's field names it selects, made once
+    from the models' metadata: the ORM's query building cost about 0.6 ms of a tile request's
+    4 ms of CPU (benchmarks/tile_server.py)."""
     qn = connection.ops.quote_name
 
     def col(model: Any, name: str) -> str:
@@ -57,7 +58,7 @@ def _token_sql() -> str:
     through = User.groups.through
     columns = [f"t.{col(Token, f.name)}" for f in Token._meta.concrete_fields]
     columns += [f"u.{col(User, f.name)}" for f in User._meta.concrete_fields]
-    return (
+    sql = (
         f"SELECT {', '.join(columns)}, g.{col(Group, 'name')}"
         f" FROM {qn(Token._meta.db_table)} t"
         f" JOIN {qn(User._meta.db_table)} u ON u.{col(User, 'id')} = t.{col(Token, 'user')}"
@@ -67,18 +68,19 @@ def _token_sql() -> str:
         f" ON g.{col(Group, 'id')} = ug.{col(through, 'group')}"
         f" WHERE t.{col(Token, 'key')} = %s"
     )
+    token_fields = [f.attname for f in Token._meta.concrete_fields]
+    return sql, token_fields, [f.attname for f in User._meta.concrete_fields]
 
 
 def _token_row(key: str) -> tuple[Token, User] | None:
     """The token with its user (roles preloaded) in one query, or None when there is none: one
     row per role (a LEFT JOIN through the user's groups), the user selected alongside."""
+    sql, token_fields, user_fields = _token_query()
     with connection.cursor() as cursor:
-        cursor.execute(_token_sql(), [key])
+        cursor.execute(sql, [key])
         rows = cursor.fetchall()
     if not rows:
         return None
-    token_fields = [f.attname for f in Token._meta.concrete_fields]
-    user_fields = [f.attname for f in User._meta.concrete_fields]
     first = rows[0]
     token = Token.from_db(connection.alias, token_fields, first[: len(token_fields)])
     user = User.from_db(connection.alias, user_fields, first[len(token_fields) : -1])

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from papreview.analysis.models import AnalysisRun
+from papreview.analysis.models import SET_ASIDE_BOXES_MAX, AnalysisRun
 from papreview.analysis.selectors import analysis_run_list, analysis_run_set_aside_boxes
 from papreview.analysis.services import analysis_request
 from papreview.audit.services import audit_read
@@ -78,7 +78,7 @@ class SetAsideOutputSerializer(serializers.Serializer):
     count = serializers.IntegerField(help_text="How many candidates the run set aside.")
     boxes = serializers.ListField(
         child=serializers.ListField(child=serializers.IntegerField(), min_length=4, max_length=4),
-        help_text="Level-0 boxes [x, y, width, height] (the first 20,000 at most).",
+        help_text=f"Level-0 boxes [x, y, width, height] (the first {SET_ASIDE_BOXES_MAX:,}).",
     )
 
 

@@ -52,18 +52,28 @@ def test_pretraining_moves_the_body_and_its_checkpoint_starts_training(tmp_path)
     ckpt = load_checkpoint(tmp_path / "ssl.pt", stage="classifier")  # as --init-from reads it
     assert ckpt.meta["pretraining"]["patches"] == 40
     started = load_weights(build_classifier(ckpt.meta["config"]), ckpt)
-    assert torch.equal(
-        started.state_dict()["stem.0.0.weight"], result.model.state_dict()["stem.0.0.weight"]
-    )
+    stem = "stem.0.0.weight"
+    assert torch.equal(started.state_dict()[stem], result.model.state_dict()[stem])
 
     labels = np.arange(len(patches)) % len(BETHESDA_CLASSES)
     cells = CellPatches(
         patches, labels.astype(np.int64), [f"f{i % 4}" for i in labels], ["a" * 64] * 40
     )
+    torch.manual_seed(0)  # the random start train_classifier (seed 0) would otherwise take
+    random_start = build_classifier(CONFIG).state_dict()[stem]
     trained = train_classifier(
-        cells, CellPatches.empty(48), config=CONFIG, epochs=1, samples_per_epoch=32, init_from=ckpt
+        cells,
+        CellPatches.empty(48),
+        config=CONFIG,
+        epochs=1,
+        samples_per_epoch=32,
+        lr=1e-4,
+        init_from=ckpt,
     )
-    assert trained.history and trained.model is not None
+    after = trained.model.state_dict()[stem]
+    pretrained = result.model.state_dict()[stem]
+    assert len(trained.history) == 1
+    assert (after - pretrained).norm() < 0.1 * (after - random_start).norm()
 
 
 def test_pretraining_refuses_too_few_or_too_small_patches() -> None:
