@@ -107,6 +107,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (AMX CPUs)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl")
     parser.add_argument("--limit", type=int, default=None, help="fields per set (a quick try)")
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="save runs/ssl/pretrained.pt and stop (no supervised comparison)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from inference.checkpoints import save_checkpoint
@@ -128,6 +133,9 @@ def main() -> None:
     # for `train-classifier --init-from` (the whole recipe from the pretrained network)
     save_checkpoint(args.out / "pretrained.pt", stage="classifier", model=pre.model, meta=ckpt.meta)
     del patches
+    if args.pretrain_only:
+        print(f"saved {args.out / 'pretrained.pt'}")
+        return
     size = patch(TRAIN_JITTER_PX)
     train = cric_patches(dataset, split["train"], size, desc="train crops")
     val = cric_patches(dataset, split["val"], size, desc="val crops")

@@ -58,17 +58,30 @@ VENDOR_NAMES = {
 MULTI_FILE_SUFFIXES = {".mrxs": "3DHistech MRXS", ".vms": "Hamamatsu VMS", ".vmu": "Hamamatsu VMU"}
 
 
+def _data_folder(path: Path) -> Path | None:
+    """The folder of a multi-file slide's data when it lies beside its index (a MIRAX folder
+    holds `Slidedat.ini`), else None."""
+    folder = Path(path).with_suffix("")
+    return folder if (folder / "Slidedat.ini").is_file() else None
+
+
 def refuse_multi_file(path: Path) -> None:
     """A .mrxs (or .vms) file is only the index of a slide whose pixels lie in a folder beside it
-    (OpenSlide reads it there, `openslide_vendor` says "mirax"); uploaded alone it is refused."""
+    (OpenSlide reads it there, `openslide_vendor` says "mirax"); uploaded alone it is refused.
+    With its folder beside it (a zip of both, unpacked by `inference.archive`) it is read."""
     name = MULTI_FILE_SUFFIXES.get(Path(path).suffix.lower())
-    if name is not None:
+    if name is not None and _data_folder(path) is None:
         raise UnreadableSlideError(
             f"{Path(path).name}: a {name} slide is this file plus a folder of data files beside "
-            "it, which one upload cannot carry. Export the slide from the scanner's software as "
-            "one file (SVS or pyramidal TIFF), or as DICOM WSI (a zip of its .dcm files), and "
-            "upload that."
+            "it, which one file cannot carry. Upload both in one zip (the .mrxs file and its "
+            "folder of the same name), or export the slide from the scanner's software as one "
+            "file (SVS or pyramidal TIFF) or as DICOM WSI (a zip of its .dcm files)."
         )
+
+
+def is_multi_file(path: Path) -> bool:
+    """An index whose slide's data lie in the folder beside it (see `refuse_multi_file`)."""
+    return Path(path).suffix.lower() in MULTI_FILE_SUFFIXES and _data_folder(path) is not None
 
 
 class DeclaredSizeError(UnreadableSlideError):
@@ -98,8 +111,11 @@ def read_head(path: Path, n: int = 132) -> bytes:
 
 
 def check_declared_size(path: Path, width: int, height: int) -> None:
-    """Refuse a file whose declared level-0 size is far beyond what its bytes can hold."""
-    size = max(1, Path(path).stat().st_size)
+    """Refuse a file whose declared level-0 size is far beyond what its bytes can hold (with
+    the folder of data beside a multi-file slide's index)."""
+    folder = _data_folder(path) if is_multi_file(path) else None
+    data = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder else 0
+    size = max(1, Path(path).stat().st_size + data)
     if width * height > size * MAX_PIXELS_PER_BYTE:
         raise DeclaredSizeError(
             f"{Path(path).name}: declares {width} x {height} px ({width * height / 1e6:,.0f} Mpx) "

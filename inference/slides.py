@@ -37,6 +37,7 @@ from .archive import ZIP_MAGIC, is_zip, unpacked_slide
 from .errors import SlideTooLargeError, UnreadableSlideError
 from .formats import (
     check_declared_size,
+    is_multi_file,
     openslide_module,
     openslide_vendor,
     probe_openslide,
@@ -286,7 +287,7 @@ def _probe_file(path: Path, max_pixels: int, verify: bool) -> _Probe:
             if info.level_count == 1:  # one level: every zoom reads it, the pixel limit holds
                 _check_one_level(path, info.width, info.height, max_pixels)
             return _Probe(info, "stack")
-    if fmt in (None, "tiff", "dicom"):
+    if fmt in (None, "tiff", "dicom") or is_multi_file(path):  # a .mrxs index is often a JPEG
         vendor = openslide_vendor(path)
         if vendor is not None:
             info = probe_openslide(path, vendor)

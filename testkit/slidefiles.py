@@ -1,9 +1,10 @@
-"""Whole-slide files in vendor formats, made on the spot with tifffile (no download): Aperio SVS,
-Hamamatsu NDPI, OME-TIFF (pyramid, optional focal planes). Each holds the given RGB image at
-level 0 and reduced copies below it."""
+"""Whole-slide files in vendor formats, made on the spot (no download): Aperio SVS, Hamamatsu
+NDPI, OME-TIFF (pyramid, optional focal planes) with tifffile, DICOM WSI with pydicom, 3DHistech
+MIRAX by hand. Each holds the given RGB image at level 0 and reduced copies below it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -179,4 +180,102 @@ def write_dicom_wsi(
     ds.PixelData = encapsulate(frames)
     ds["PixelData"].VR = "OB"
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def write_mrxs(path: Path, image: np.ndarray, *, mpp: float = 0.25, tile: int = 256) -> Path:
+    """3DHistech MIRAX as OpenSlide reads it: `path` (a .mrxs, here a small JPEG as scanners
+    write a preview) and the folder beside it of the same name with `Slidedat.ini`, `Index.dat`
+    and `Data0000.dat`. One camera image per `tile` x `tile` px of level 0, no overlap (so no
+    position map); level k holds one JPEG per 2^k x 2^k images, shrunk 2^k times, down to one
+    image. The image's sides must be multiples of `tile`. The layout of `Index.dat` (version,
+    slide id, the hierarchical root, per level a page of (image, offset, length, file) records)
+    is OpenSlide's reading of the format (src/openslide-vendor-mirax.c)."""
+    import io
+    import struct
+    import uuid
+
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if w % tile or h % tile:
+        raise ValueError(f"the image's sides ({w} x {h}) must be multiples of {tile}")
+    across, down = w // tile, h // tile
+    levels = 1 + max(0, math.ceil(math.log2(max(across, down))))
+    folder = path.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    data = bytearray()
+    pages: list[list[tuple[int, int, int]]] = []  # per level: (image index, offset, length)
+    for level in range(levels):
+        concat = 1 << level
+        span = tile * concat  # level-0 px per image side
+        records = []
+        for y in range(0, down, concat):
+            for x in range(0, across, concat):
+                region = np.full((span, span, 3), 255, np.uint8)
+                part = image[y * tile : y * tile + span, x * tile : x * tile + span]
+                region[: part.shape[0], : part.shape[1]] = part
+                buffer = io.BytesIO()
+                Image.fromarray(np.ascontiguousarray(region[::concat, ::concat])).save(
+                    buffer, format="JPEG", quality=92
+                )
+                records.append((y * across + x, len(data), len(buffer.getvalue())))
+                data += buffer.getvalue()
+        pages.append(records)
+    (folder / "Data0000.dat").write_bytes(bytes(data))
+
+    slide_id = str(uuid.uuid4())
+    head = b"01.02" + slide_id.encode()
+    # the hierarchical root points at one pointer per level; each points at (0, page); a page
+    # is (count, next page = 0, records); the non-hierarchical root (no records) points nowhere
+    table = len(head) + 8
+    level_ptrs = [table + 4 * levels]
+    for records in pages[:-1]:
+        level_ptrs.append(level_ptrs[-1] + 8 + 8 + 16 * len(records))
+    index = bytearray(head + struct.pack("<ii", table, 0))
+    index += struct.pack(f"<{levels}i", *level_ptrs)
+    for ptr, records in zip(level_ptrs, pages, strict=True):
+        index += struct.pack("<iiii", 0, ptr + 8, len(records), 0)
+        for image_index, offset, length in records:
+            index += struct.pack("<iiii", image_index, offset, length, 0)
+    (folder / "Index.dat").write_bytes(bytes(index))
+
+    ini = [
+        "[GENERAL]",
+        "SLIDE_VERSION=01.03",
+        f"SLIDE_ID={slide_id}",
+        f"IMAGENUMBER_X={across}",
+        f"IMAGENUMBER_Y={down}",
+        "OBJECTIVE_MAGNIFICATION=40",
+        "CameraImageDivisionsPerSide=1",
+        "[HIERARCHICAL]",
+        "HIER_COUNT=1",
+        "NONHIER_COUNT=0",
+        "INDEXFILE=Index.dat",
+        "HIER_0_NAME=Slide zoom level",
+        f"HIER_0_COUNT={levels}",
+    ]
+    for level in range(levels):
+        ini += [
+            f"HIER_0_VAL_{level}=ZoomLevel_{level}",
+            f"HIER_0_VAL_{level}_SECTION=LEVEL_{level}",
+        ]
+    ini += ["[DATAFILE]", "FILE_COUNT=1", "FILE_0=Data0000.dat"]
+    for level in range(levels):
+        ini += [
+            f"[LEVEL_{level}]",
+            f"IMAGE_CONCAT_FACTOR={0 if level == 0 else 1}",
+            "OVERLAP_X=0",
+            "OVERLAP_Y=0",
+            f"MICROMETER_PER_PIXEL_X={mpp * (1 << level)}",
+            f"MICROMETER_PER_PIXEL_Y={mpp * (1 << level)}",
+            "IMAGE_FILL_COLOR_BGR=16777215",
+            f"DIGITIZER_WIDTH={tile}",
+            f"DIGITIZER_HEIGHT={tile}",
+            "IMAGE_FORMAT=JPEG",
+        ]
+    (folder / "Slidedat.ini").write_text("\n".join(ini) + "\n")
+    preview = io.BytesIO()
+    Image.fromarray(_reduced(image, 16)).save(preview, format="JPEG")
+    path.write_bytes(preview.getvalue())
     return path

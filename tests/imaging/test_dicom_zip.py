@@ -149,7 +149,7 @@ def test_a_zip_that_is_no_dicom_slide_is_refused_with_what_to_do(
     zipped = _zip(tmp_path / "bad.zip", files if members else {}, method)
     with pytest.raises(UnreadableSlideError, match=why) as refused:
         probe_slide(zipped)
-    assert "put the slide's .dcm files" in str(refused.value)
+    assert "the slide's .dcm files, one per level" in str(refused.value)
     assert not (tmp_path / "bad.zip.unpacked").exists()  # nothing half unpacked stays
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
