@@ -199,7 +199,8 @@ def _entry_bytes(entry: os.DirEntry[str]) -> int:
     size = entry.stat().st_size
     unpacked = Path(entry.path + UNPACKED_SUFFIX)
     if unpacked.is_dir():
-        size += sum(f.stat().st_size for f in unpacked.iterdir() if f.is_file())
+        # (recursive: a MIRAX slide's data lie in a folder inside)
+        size += sum(f.stat().st_size for f in unpacked.rglob("*") if f.is_file())
     return size
 
 

@@ -131,14 +131,15 @@ def test_an_upload_already_on_disk_is_read_in_place(tmp_path: Path) -> None:
 def test_a_slide_zip_unpacked_in_the_cache_is_counted_and_evicted_with_it(
     remote, cache_dir
 ) -> None:
-    """A DICOM zip unpacks beside its cache entry (`inference.archive`): the folder's bytes count
-    against the limit, and it goes when its zip goes."""
+    """A slide zip unpacks beside its cache entry (`inference.archive`): the folder's bytes count
+    against the limit (a MIRAX slide's data folder inside it too), and it goes when its zip goes."""
     zipped = _put(remote, "s/slide.zip", size=50)
     cache = MediaCache(cache_dir, 250)
     with cache.hold(zipped, version="", storage=remote) as path:
         unpacked = path.with_name(path.name + ".unpacked")
-        unpacked.mkdir()
-        (unpacked / "level0.dcm").write_bytes(b"d" * 120)
+        (unpacked / "slide").mkdir(parents=True)
+        (unpacked / "slide.mrxs").write_bytes(b"i" * 20)
+        (unpacked / "slide" / "Data0000.dat").write_bytes(b"d" * 100)
     assert cache.stats()["used_bytes"] == 170
     with cache.hold(_put(remote, "s/b.tif"), version="", storage=remote):
         pass  # 270 bytes: over the limit, the zip is the oldest entry nobody holds
