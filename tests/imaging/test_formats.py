@@ -23,6 +23,7 @@ from papreview.cases.services import slide_create
 from papreview.imaging import selectors as imaging
 from testkit.images import field_image
 from testkit.slidefiles import write_dicom_wsi, write_ndpi, write_ome_tiff, write_svs
+from testkit.tiles import check_served, deepzoom_tile
 from tests.factories import PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -40,26 +41,6 @@ def _upload(path: Path) -> Slide:
         file=SimpleUploadedFile(path.name, path.read_bytes()),
         original_filename=path.name,
     )
-
-
-def _tile(client, slide: Slide, level: int, col: int = 0, row: int = 0) -> np.ndarray:
-    response = client.get(f"/api/slides/{slide.pk}/deepzoom_files/{level}/{col}_{row}.jpeg")
-    assert response.status_code == 200, response.content[:300]
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), dtype=float)
-
-
-def _check_served(client, slide: Slide, expected: np.ndarray) -> None:
-    """The full-resolution tile (0, 0) is the image's top-left 256 x 256 px; the whole-slide tile
-    at the lowest zoom with several pixels is the image scaled down (a reduced level's)."""
-    top = math.ceil(math.log2(max(slide.width, slide.height)))
-    full = _tile(client, slide, top)
-    assert full.shape == (256, 256, 3)
-    assert np.abs(full - expected[:256, :256]).mean() < 8  # JPEG in the file and on the wire
-    small = _tile(client, slide, top - 4)  # 1/16: the whole slide in one tile
-    h, w = small.shape[:2]
-    assert (w, h) == (math.ceil(slide.width / 16), math.ceil(slide.height / 16))
-    reduced = np.asarray(Image.fromarray(expected).resize((w, h), Image.Resampling.BOX), float)
-    assert np.abs(small - reduced).mean() < 12
 
 
 @pytest.mark.parametrize(
@@ -88,7 +69,7 @@ def test_whole_slide_formats(
     assert slide.mpp == pytest.approx(mpp, rel=1e-3)
     assert levels is None or slide.level_count == levels
     assert slide.level_count > 1
-    _check_served(api(pathologist), slide, image)
+    check_served(api(pathologist), slide, image)
     # the microns per pixel are shown on the review page
     client.force_login(pathologist)
     page = client.get(f"/slides/{slide.pk}/").content.decode()
@@ -147,7 +128,7 @@ def test_plain_fields(name: str, fmt: str, kind: str, tmp_path: Path, api, patho
     assert (slide.width, slide.height) == (700, 500)
     expected = _rgb8_of(array)
     top = math.ceil(math.log2(700))
-    tile = _tile(api(pathologist), slide, top)
+    tile = deepzoom_tile(api(pathologist), slide, top)
     assert np.abs(tile - expected[:256, :256]).mean() < 6
 
 
@@ -195,7 +176,7 @@ def test_dicom_wsi_through_openslide_4(image: np.ndarray, tmp_path: Path, api, p
     assert (slide.kind, slide.format, slide.width, slide.height) == ("wsi", "dicom", W, H)
     assert slide.mpp == pytest.approx(0.25)
     top = math.ceil(math.log2(W))
-    tile = _tile(api(pathologist), slide, top)
+    tile = deepzoom_tile(api(pathologist), slide, top)
     assert np.abs(tile - image[:256, :256]).mean() < 8
 
 
