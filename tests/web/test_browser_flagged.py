@@ -147,6 +147,8 @@ def test_flagged_counter_next_and_reviewed_none_abnormal(
     # nothing on unflagged ones; crops at their own size, never enlarged.
     thumbs = page.locator("#gallery .thumb")
     page.wait_for_function("document.querySelectorAll('#gallery .thumb img').length > 0")
+    # (the gallery redraws a moment after a change, once for a burst of them)
+    page.wait_for_selector(f'#gallery .thumb[data-cell="{second}"] .mark.done')
     assert page.locator(f'#gallery .thumb[data-cell="{cells["hsil"].pk}"] .mark.todo').count() == 1
     assert page.locator(f'#gallery .thumb[data-cell="{second}"] .mark.done').count() == 1
     assert (

@@ -24,6 +24,11 @@ export function startViewer(page, mouse) {
     ajaxWithCredentials: false, // same-origin requests carry the session cookie anyway
     loadTilesWithAjax: false,
     timeout: 60000,
+    // The 2D canvas drawer (OpenSeadragon's default before 5), for the viewer and its navigator:
+    // the WebGL drawer's support check alone (a context made and read back, twice) cost 330 ms
+    // of the page's start on a machine without a GPU, and each of its frames is copied again onto
+    // a 2D canvas; a Deep Zoom pyramid of JPEG tiles needs nothing it adds.
+    drawer: "canvas",
   });
   const overlay = new Overlay(viewer, $("overlay"), store, config.colours);
   overlay.mpp = config.slide.mpp || null;
