@@ -319,7 +319,8 @@ class Pipeline:
             for count, read in batches:
                 tiles = [j for j in read if j is not None]
                 timings["background"] += len(read) - len(tiles)  # tiles of glass, skipped
-                following = self._stage1(tiles, timings, prefetch > 0) if tiles else []
+                idle = ahead.idle if ahead else None
+                following = self._stage1(tiles, timings, idle) if tiles else []
                 keep(self._stage2(found, [reader], timings, crops))
                 found = following
                 crops = self._crops_ahead(ahead, [reader], found) if ahead else []
@@ -447,18 +448,26 @@ class Pipeline:
         return _TileJob(px, origin, plan.scale, plan.core, plan.source)
 
     @contextlib.contextmanager
-    def _stage1_threads(self, reader_thread: bool) -> Iterator[None]:
-        """On the CPU, stage 1 leaves a core to the read-ahead thread, which decodes the next
-        tiles meanwhile: one torch thread more only fights it for the core (40,000 px slide on
-        2 cores: 2.20x -> 1.87-2.12x the decode floor over three runs). Stage 2 runs on every
-        thread."""
+    def _stage1_threads(
+        self, reader_idle: Callable[[], bool] | None
+    ) -> Iterator[Callable[[], None]]:
+        """On the CPU with a read-ahead thread, the threads for each stage-1 pass (what the
+        context gives sets them): every thread while the reader waits (its queue full, no job
+        waiting), all but one while it reads, so that it has a core. Leaving the core always
+        left it idle where reading is the lighter load (40,000 px slide on a 2-core AMD EPYC:
+        with glass 2.24x the decode floor -> 1.85-1.98x, without 3.13x -> 2.70x); taking it
+        always fought the reader (2.27x there with glass; 2.20x against 1.87-2.12x without, on
+        a 2-core Xeon). Stage 2 runs on every thread."""
         threads = torch.get_num_threads()
-        if not reader_thread or self.device.type != "cpu" or threads < 2:
-            yield
+        if reader_idle is None or self.device.type != "cpu" or threads < 2:
+            yield lambda: None
             return
-        torch.set_num_threads(threads - 1)
+
+        def pick() -> None:
+            torch.set_num_threads(threads if reader_idle() else threads - 1)
+
         try:
-            yield
+            yield pick
         finally:
             torch.set_num_threads(threads)
 
@@ -473,24 +482,28 @@ class Pipeline:
         jobs: list[_TileJob],
         readers: Sequence[SlideReader],
         timings: dict[str, float],
-        reader_thread: bool = False,
     ) -> list[tuple[CellPrediction, int, bool]]:
         """Stage 1 on a batch of tiles, then stage 2 on all their candidates at once: (cell,
         index of its reader, set aside as not a cell) for each candidate."""
-        return self._stage2(self._stage1(jobs, timings, reader_thread), readers, timings)
+        return self._stage2(self._stage1(jobs, timings, None), readers, timings)
 
     def _stage1(
-        self, jobs: list[_TileJob], timings: dict[str, float], reader_thread: bool
+        self,
+        jobs: list[_TileJob],
+        timings: dict[str, float],
+        reader_idle: Callable[[], bool] | None,
     ) -> list[_Candidate]:
-        """The candidates of a batch of tiles, each in the core of its tile."""
+        """The candidates of a batch of tiles, each in the core of its tile (`reader_idle`: the
+        read-ahead thread's `idle`, with one)."""
         t = time.perf_counter()
         # every tile padded to the batch's shape (what a tile's padding is does not depend on
         # how the batch is cut); the CPU runs them a few at a time: the activations of one
         # 1024 px tile stay in cache, those of eight do not (faster, and far less memory)
         shape = _padded_shape([j.pixels for j in jobs])
         peaks: list[list[Peak]] = []
-        with self._stage1_threads(reader_thread):
+        with self._stage1_threads(reader_idle) as pick_threads:
             for part in _chunks(jobs, self._detector_chunk(len(jobs))):
+                pick_threads()
                 batch = _pad_batch([j.pixels for j in part], shape=shape)
                 x = torch.from_numpy(batch).to(self.device, non_blocking=True)
                 del batch

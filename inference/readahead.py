@@ -53,6 +53,14 @@ class ReadAhead(Generic[Plan, Tile]):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._closed = False  # no more jobs for the thread: submit runs them itself
+        self._all_read = False  # every tile read (the thread only serves jobs now)
+        self._busy = False  # reading a tile or running a job
+
+    def idle(self) -> bool:
+        """The thread is waiting, not reading: its tile queue is full (or every tile is read)
+        and no job waits. The models may then take its core (`Pipeline._stage1_threads`)."""
+        waiting = self._all_read or self._tiles.full()
+        return waiting and not self._busy and self._jobs.empty()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """`fn(*args)` on the reader thread, before any tile it has not started yet."""
@@ -98,9 +106,14 @@ class ReadAhead(Generic[Plan, Tile]):
                 if self._stop.is_set():
                     return
                 t = time.perf_counter()
-                tile = self._read_tile(plan)
+                self._busy = True
+                try:
+                    tile = self._read_tile(plan)
+                finally:
+                    self._busy = False
                 if not self._put((tile, time.perf_counter() - t)):
                     return
+            self._all_read = True
             while not self._stop.is_set():  # every tile read: serve jobs until closed
                 self._serve(block=True)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -127,7 +140,11 @@ class ReadAhead(Generic[Plan, Tile]):
                 future, job = self._jobs.get(timeout=_POLL_S) if block else self._jobs.get_nowait()
             except queue.Empty:
                 return
-            _run(future, job)
+            self._busy = True
+            try:
+                _run(future, job)
+            finally:
+                self._busy = False
             block = False
 
 

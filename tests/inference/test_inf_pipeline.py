@@ -168,10 +168,25 @@ def test_prefetch_finds_the_same_cells_as_inline_reads(
     assert not [t for t in threading.enumerate() if t.name == "tile-prefetch"]
 
 
-@pytest.mark.parametrize("prefetch", [0, 2])
-def test_stage1_leaves_a_core_to_the_read_ahead_thread(field_png: Path, prefetch: int) -> None:
-    """With a reader thread decoding ahead, stage 1 runs on one torch thread fewer (the reader
-    has the other core); stage 2 and what follows get them all back."""
+@pytest.mark.parametrize(
+    ("prefetch", "reader_idle", "stage1_threads"),
+    [(0, None, 2), (2, False, 1), (2, True, 2)],
+    ids=["no-reader-thread", "reader-reading", "reader-waiting"],
+)
+def test_stage1_leaves_a_core_to_the_read_ahead_thread_while_it_reads(
+    field_png: Path,
+    prefetch: int,
+    reader_idle: bool | None,
+    stage1_threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a reader thread decoding ahead, each stage-1 pass runs on one torch thread fewer
+    while the reader reads (it has the other core), on all of them while it waits; stage 2 and
+    what follows get them all back."""
+    from inference.readahead import ReadAhead
+
+    if reader_idle is not None:
+        monkeypatch.setattr(ReadAhead, "idle", lambda self: reader_idle)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -190,7 +205,7 @@ def test_stage1_leaves_a_core_to_the_read_ahead_thread(field_png: Path, prefetch
             model.forward = recording(stage, model.forward)
         result = pipe.analyse(field_png, prefetch=prefetch)
         assert result.cells and seen["detector"] and seen["classifier"]
-        assert set(seen["detector"]) == {1 if prefetch else 2}
+        assert set(seen["detector"]) == {stage1_threads}
         assert set(seen["classifier"]) == {2} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

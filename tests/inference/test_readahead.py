@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -72,3 +74,39 @@ def test_a_tile_error_is_raised_in_the_caller_and_the_thread_stops() -> None:
         for _ in batches:
             pass
     assert not _names()
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 5
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_idle_only_while_the_reader_waits_with_a_full_queue_or_every_tile_read() -> None:
+    """What lets stage 1 take the reader's core: busy reading a tile or running a job is not
+    idle; waiting with its queue full is; so is having read every tile."""
+    reading, job_gate = threading.Event(), threading.Event()
+
+    def read(plan: int) -> int:
+        if plan == 1:
+            reading.wait(5)  # the second tile is slow to read
+        return plan
+
+    ahead: ReadAhead[int, int] = ReadAhead(read, [0, 1, 2, 3], depth=2)
+    with contextlib.closing(ahead.batches(1, {"read": 0.0, "wait": 0.0})) as batches:
+        assert next(batches) == (1, [0])
+        assert _eventually(lambda: ahead._busy)
+        assert not ahead.idle()  # reading tile 1
+        reading.set()
+        assert _eventually(ahead.idle)  # tiles 1 and 2 queued: full, waiting to put tile 3
+        running = ahead.submit(job_gate.wait, 5)
+        assert _eventually(lambda: ahead._busy)
+        assert not ahead.idle()  # running the job
+        job_gate.set()
+        assert running.result(timeout=5) is True
+        assert [next(batches)[1] for _ in range(3)] == [[1], [2], [3]]
+        assert _eventually(ahead.idle)  # every tile read and taken, no job waiting
+        assert not ahead._tiles.full()
