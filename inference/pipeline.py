@@ -14,7 +14,7 @@ on each candidate. Tiles overlap, and each candidate belongs to the tile whose c
 (with read-ahead, also up to `prefetch` tiles ahead and, stage 2 running one batch behind,
 the crops of at most four stage-2 chunks read ahead).
 
-Longer than our ~400-line norm (about 770): `Pipeline` is one object whose tile reading,
+Longer than our ~400-line norm (about 780): `Pipeline` is one object whose tile reading,
 batching, both stages and merging share its state (device, models, thresholds, prefetch
 thread); split, its parts would only pass that state back and forth.
 """
