@@ -69,13 +69,18 @@ def refuse_multi_file(path: Path) -> None:
     """A .mrxs (or .vms) file is only the index of a slide whose pixels lie in a folder beside it
     (OpenSlide reads it there, `openslide_vendor` says "mirax"); uploaded alone it is refused.
     With its folder beside it (a zip of both, unpacked by `inference.archive`) it is read."""
-    name = MULTI_FILE_SUFFIXES.get(Path(path).suffix.lower())
+    suffix = Path(path).suffix.lower()
+    name = MULTI_FILE_SUFFIXES.get(suffix)
     if name is not None and _data_folder(path) is None:
+        zipped = (
+            "Upload both in one zip (the .mrxs file and its folder of the same name), or export"
+            if suffix == ".mrxs"
+            else "Export"
+        )
         raise UnreadableSlideError(
             f"{Path(path).name}: a {name} slide is this file plus a folder of data files beside "
-            "it, which one file cannot carry. Upload both in one zip (the .mrxs file and its "
-            "folder of the same name), or export the slide from the scanner's software as one "
-            "file (SVS or pyramidal TIFF) or as DICOM WSI (a zip of its .dcm files)."
+            f"it, which one file cannot carry. {zipped} the slide from the scanner's software "
+            "as one file (SVS or pyramidal TIFF) or as DICOM WSI (a zip of its .dcm files)."
         )
 
 

@@ -149,6 +149,13 @@ def test_mrxs_and_ndpi_detection(image: np.ndarray, tmp_path: Path) -> None:
     Image.fromarray(image[:64, :64]).save(mrxs, format="JPEG")
     with pytest.raises(UnreadableSlideError, match="MRXS slide is this file plus a folder"):
         probe_slide(mrxs)
+    with pytest.raises(UnreadableSlideError, match="Upload both in one zip"):
+        probe_slide(mrxs)
+    vms = mrxs.with_suffix(".vms")  # no zip of its folder is read: only how to export
+    vms.write_bytes(mrxs.read_bytes())
+    with pytest.raises(UnreadableSlideError, match="VMS slide is this file") as refused:
+        probe_slide(vms)
+    assert "zip (the .mrxs" not in str(refused.value)
 
 
 def test_an_mrxs_upload_is_refused_in_words(api, pathologist, image, tmp_path: Path) -> None:
