@@ -15,7 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from inference.errors import UnreadableSlideError
 from inference.slides import open_slide, probe_slide
-from papreview.cases.services import slide_create
+from papreview.cases.models import Slide
 from papreview.core.storage import local_path_of
 from testkit.images import field_image
 from testkit.slidefiles import write_mrxs
@@ -61,11 +61,17 @@ def test_an_uploaded_mirax_zip_is_unpacked_once_and_serves_every_level(
     settings.SLIDE_MAX_PIXELS = 1_000_000  # below level 0: only a pyramid is accepted
     index = write_mrxs(tmp_path / "Scan 7.mrxs", image, mpp=0.25)  # a name with a space
     zipped = _zip_of(index, tmp_path / "scan.zip", top="export/")
-    slide = slide_create(
-        patient=PatientFactory.create(),
-        file=SimpleUploadedFile("scan.zip", zipped.read_bytes()),
-        original_filename="scan.zip",
+    client = api(pathologist)
+    response = client.post(  # as the upload page sends it
+        "/api/slides/",
+        {
+            "patient": PatientFactory.create().pk,
+            "file": SimpleUploadedFile("scan.zip", zipped.read_bytes()),
+        },
+        format="multipart",
     )
+    assert response.status_code == 201, response.content[:300]
+    slide = Slide.objects.get(pk=response.json()["id"])
     assert (slide.kind, slide.format, slide.level_count) == ("wsi", "mirax", 4)
     assert (slide.width, slide.height, slide.mpp) == (W, H, pytest.approx(0.25))
     stored = local_path_of(str(slide.file.name))
@@ -77,7 +83,7 @@ def test_an_uploaded_mirax_zip_is_unpacked_once_and_serves_every_level(
         "Index.dat",
         "Slidedat.ini",
     ]
-    check_served(api(pathologist), slide, image)
+    check_served(client, slide, image)
 
 
 def _members(tmp_path: Path) -> dict[str, bytes]:
