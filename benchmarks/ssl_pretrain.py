@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from inference.classifier import ClassifierConfig  # noqa: E402
 from inference.data import default_data_dir  # noqa: E402
 from inference.data.cric import load_split  # noqa: E402
-from inference.train import cric_patches  # noqa: E402
+from inference.train import cric_patches, training_patch_px  # noqa: E402
 
 LBC_TO_CRIC = 1.77  # the LBC fields' scale factor to CRIC's (lbc/README)
 SSL_JITTER_PX = 12  # the views' shift off centre (pretrain_classifier's default)
@@ -42,7 +42,7 @@ TRAIN_JITTER_PX = 16  # train-classifier's default
 
 def patch(jitter: float) -> int:
     """Patch side with room for any rotation of the crop plus the shift (as train-classifier)."""
-    return round(ClassifierConfig().crop_px * 1.5 + 2 * jitter)
+    return training_patch_px(ClassifierConfig().crop_px, jitter)
 
 
 def harvest(

@@ -177,7 +177,7 @@ def train_detector_cmd(args: argparse.Namespace) -> dict[str, Any]:
 def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from .classifier import ClassifierConfig
     from .plots import plot_confusion_matrix
-    from .train import CellPatches, cric_patches, train_classifier
+    from .train import CellPatches, cric_patches, train_classifier, training_patch_px
     from .train.classifier import classifier_checkpoint_meta
 
     _setup(args)
@@ -194,8 +194,7 @@ def train_classifier_cmd(args: argparse.Namespace) -> dict[str, Any]:
         config = dataclasses.replace(config, not_a_cell=True)
     # what the calls nobody should see are taught as: not a cell, or (six classes) NILM
     negative = NOT_A_CELL if config.not_a_cell else "NILM"
-    # room for any rotation of the crop plus the centre jitter without invented border pixels
-    patch = round(config.crop_px * 1.5 + 2 * args.jitter_px)
+    patch = training_patch_px(config.crop_px, args.jitter_px)
     started = time.monotonic()
     if getattr(args, "data", None) is not None:  # a PapReview export (+ CRIC with --merge-base)
         from .data.inputs import classifier_data

@@ -315,11 +315,11 @@ class Pipeline:
         # without, they are read when classified.
         found: list[_Candidate] = []
         crops: list[Future[Any]] = []
+        idle = ahead.idle if ahead else None
         with contextlib.closing(batches):
             for count, read in batches:
                 tiles = [j for j in read if j is not None]
                 timings["background"] += len(read) - len(tiles)  # tiles of glass, skipped
-                idle = ahead.idle if ahead else None
                 following = self._stage1(tiles, timings, idle) if tiles else []
                 keep(self._stage2(found, [reader], timings, crops))
                 found = following

@@ -33,6 +33,7 @@ from .samples import (
     load_cric_fields,
     pad_to_multiple,
     resize_field,
+    training_patch_px,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "seed_everything",
     "train_classifier",
     "train_detector",
+    "training_patch_px",
 ]

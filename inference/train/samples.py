@@ -42,6 +42,12 @@ class FieldSample:
         return ImageRef(self.sha256, self.name)
 
 
+def training_patch_px(crop_px: int, jitter_px: float) -> int:
+    """The side of the patch cut around a cell for training: room for any rotation of the crop
+    plus the centre jitter without invented border pixels."""
+    return round(crop_px * 1.5 + 2 * jitter_px)
+
+
 def resize_field(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return image

@@ -9,6 +9,8 @@ export async function toggleSetAside(page) {
   const overlay = page.overlay, button = $("set-aside-toggle");
   if (!overlay || !button) return;
   if (!page.setAsideBoxes) {
+    if (page.setAsideLoading) return; // S pressed again while they load: one toggle, not two
+    page.setAsideLoading = true;
     try {
       const found = await api(page.config.urls.setAside);
       page.setAsideBoxes = found.boxes;
@@ -18,6 +20,8 @@ export async function toggleSetAside(page) {
     } catch (err) {
       toast(`The objects set aside cannot be shown: ${err.message}`, "error", 8000);
       return;
+    } finally {
+      page.setAsideLoading = false;
     }
   }
   overlay.setAside = overlay.setAside ? null : page.setAsideBoxes;
