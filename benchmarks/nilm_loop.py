@@ -88,11 +88,10 @@ def _lbc_fields(data_dir: Path) -> tuple[list[str], Path]:
 def _upscaled(src: Path, out: Path, factor: float) -> Path:
     import cv2
 
+    from inference.scale import rescaled
     from inference.slides import read_image
 
-    img = read_image(src)
-    size = (round(img.shape[1] * factor), round(img.shape[0] * factor))
-    big = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
+    big = rescaled(read_image(src), factor)
     path = out / f"{src.stem}.png"
     cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
     return path

@@ -26,7 +26,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -51,6 +50,7 @@ def harvest(
     """Patches around the committed pipeline's candidates on the training fields of both sets."""
     from inference.data.fields import field_split, read_field_labels
     from inference.pipeline import Pipeline
+    from inference.scale import rescaled
     from inference.slides import crop_padded, read_image
 
     lbc = default_data_dir() / "lbc"
@@ -63,11 +63,8 @@ def harvest(
     out: list[np.ndarray] = []
     counts = {"cric_fields": len(split["train"][:limit]), "lbc_fields": 0, "patches": 0}
     for path, scale in fields:
-        image = read_image(path)
-        if scale != 1.0:
-            size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            counts["lbc_fields"] += 1
+        image = rescaled(read_image(path), scale)
+        counts["lbc_fields"] += int(scale != 1.0)
         (result,) = pipeline.analyse_arrays([image])
         candidates = sorted(result.cells + result.set_aside, key=lambda c: -c.detection_score)
         for c in candidates[:per_field]:

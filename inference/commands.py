@@ -480,6 +480,7 @@ def upscaled(table: Any, names: list[str], factor: float, *, grey: bool = False)
     from PIL import Image
 
     from .data.cric import AnnotatedImage, CellPoint, CellsTable
+    from .scale import rescaled
     from .slides import read_image
 
     if not 0.1 <= factor <= 10:
@@ -487,11 +488,7 @@ def upscaled(table: Any, names: list[str], factor: float, *, grey: bool = False)
     with tempfile.TemporaryDirectory(prefix="papreview-upscaled-") as tmp:
         images = {}
         for name in names:
-            img = read_image(table.image_path(name))
-            if factor != 1.0:
-                size = (round(img.shape[1] * factor), round(img.shape[0] * factor))
-                interpolation = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
-                img = cv2.resize(img, size, interpolation=interpolation)
+            img = rescaled(read_image(table.image_path(name)), factor)
             if grey:
                 img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
             out = Path(tmp) / name  # the same name: JPEG kept at quality 95

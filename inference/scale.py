@@ -106,3 +106,13 @@ def estimate_batch_scale(
         return ScaleEstimate(None, 0, None)
     size = float(np.median(sizes))
     return ScaleEstimate(size, len(sizes), reference_px / size)
+
+
+def rescaled(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """The image resized by `factor` (> 1: enlarged, bicubic; < 1: shrunk, area-averaged), the
+    one way fields are brought to the models' scale (evaluate, mining, benchmarks)."""
+    if factor == 1.0:
+        return rgb
+    size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
+    interpolation = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
+    return cv2.resize(rgb, size, interpolation=interpolation)

@@ -16,6 +16,7 @@ from inference.scale import (
     ScaleEstimate,
     estimate_batch_scale,
     estimate_scale,
+    rescaled,
 )
 from inference.synthetic import synthetic_field
 
@@ -40,6 +41,16 @@ def test_the_nucleus_size_follows_the_magnification() -> None:
     # a blank field gives no estimate rather than a wild one
     blank = estimate_scale(np.full((200, 200, 3), 235, np.uint8))
     assert blank == ScaleEstimate(None, 0, None)
+
+
+def test_a_rescaled_field_has_nuclei_of_the_new_size() -> None:
+    small = field(1.0)
+    assert rescaled(small, 1.0) is small  # nothing to do: no copy, no resampling
+    enlarged, shrunk = rescaled(small, 1.77), rescaled(small, 0.5)
+    assert enlarged.shape == (850, 1133, 3) and shrunk.shape == (240, 320, 3)
+    base, big = estimate_scale(small).nucleus_px, estimate_scale(enlarged).nucleus_px
+    assert base is not None and big is not None
+    assert big / base == pytest.approx(1.77, rel=0.1)
 
 
 def test_the_batch_scale_is_the_median_over_the_fields_that_gave_one() -> None:
