@@ -545,11 +545,17 @@ class Pipeline:
         readers: Sequence[SlideReader],
         candidates: list[_Candidate],
     ) -> list[Future[list[tuple[np.ndarray, int]]]]:
-        """The crops of the first `_CROP_CHUNKS_AHEAD` stage-2 chunks, read by the reader
-        thread while stage 1 runs on the next tiles; the rest, if any, are read when
-        classified, so memory stays bounded."""
-        chunks = list(_chunks(candidates, self.crop_batch_size))[:_CROP_CHUNKS_AHEAD]
+        """The crops of the first stage-2 chunks, read by the reader thread while stage 1 runs
+        on the next tiles; the rest, if any, are read when classified."""
+        chunks = self._chunks_read_ahead(candidates)
         return [ahead.submit(self._read_crops, readers, chunk) for chunk in chunks]
+
+    def _chunks_read_ahead(self, candidates: list[_Candidate]) -> list[list[_Candidate]]:
+        """The first stage-2 chunks, holding about `_CROPS_AHEAD_PIXELS` (at least one chunk),
+        so memory stays bounded whatever the crop side."""
+        per_chunk = self.crop_batch_size * self.cls_config.crop_px**2
+        n_ahead = max(1, round(_CROPS_AHEAD_PIXELS / per_chunk))
+        return list(_chunks(candidates, self.crop_batch_size))[:n_ahead]
 
     def _stage2(
         self,
@@ -600,12 +606,14 @@ class Pipeline:
         return n if self.device.type == "cuda" else 1
 
     def _classifier_chunk(self) -> int:
-        """Crops per classifier pass: the whole crop batch on a GPU; on the CPU 128, half the
-        activations' memory of 256 as fast (fewer crops per pass cost more than they save when
-        the cores are shared: each pass's many short parallel steps wait for both threads)."""
+        """Crops per classifier pass: the whole crop batch on a GPU; on the CPU as many as hold
+        the pixels of 128 crops of 112 px (128 of those: half the activations' memory of 256 as
+        fast; fewer cost more than they save when the cores are shared, each pass's many short
+        parallel steps waiting for both threads), so wider crops keep the same memory."""
         if self.device.type == "cuda":
             return math.ceil(max(self.crop_batch_size, 1) / _CROP_MULTIPLE) * _CROP_MULTIPLE
-        return 4 * _CROP_MULTIPLE
+        crops = _CPU_PASS_PIXELS / self.cls_config.crop_px**2
+        return max(1, round(crops / _CROP_MULTIPLE)) * _CROP_MULTIPLE
 
     def _classify(self, crops: np.ndarray) -> np.ndarray:
         n = len(crops)
@@ -698,7 +706,8 @@ class _TilePlan:
 
 
 _CROP_MULTIPLE = 32  # stage-2 batches are padded to a multiple of this many crops
-_CROP_CHUNKS_AHEAD = 4  # stage-2 chunks of crops read ahead per batch (1,024 crops, ~40 MB)
+_CPU_PASS_PIXELS = 128 * 112 * 112  # crop pixels per stage-2 pass on the CPU
+_CROPS_AHEAD_PIXELS = 1024 * 112 * 112  # crop pixels read ahead per batch (~40 MB)
 
 
 # Background (empty glass) is skipped, conservatively: a tile is skipped only when nothing in it

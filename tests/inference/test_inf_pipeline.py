@@ -254,16 +254,20 @@ def _reading_threads() -> list[str]:
 
 
 def test_with_read_ahead_crops_are_read_by_the_reader_thread_a_few_chunks_per_batch_at_most(
-    field_png: Path,
+    field_png: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With read-ahead, a batch's first stage-2 chunks of crops are read by the reader thread
-    (while stage 1 runs on the next batch); chunks beyond `_CROP_CHUNKS_AHEAD` are read when
+    (while stage 1 runs on the next batch); chunks beyond `_CROPS_AHEAD_PIXELS` are read when
     classified, so memory stays bounded; the cells are those found without read-ahead."""
     from inference import pipeline as pipeline_module
 
     pipe = _pipeline(tile_size=256, tile_overlap=32, batch_size=2)
     inline = pipe.analyse(field_png)
     pipe.crop_batch_size = 1  # one crop per chunk: most of a batch's crops beyond the ahead ones
+    ahead_chunks = 4  # the pixels of 4 crops: 4 chunks of one crop read ahead per batch
+    monkeypatch.setattr(
+        pipeline_module, "_CROPS_AHEAD_PIXELS", ahead_chunks * pipe.cls_config.crop_px**2
+    )
     threads: list[str] = []
     crop = pipe._crop
 
@@ -277,7 +281,7 @@ def test_with_read_ahead_crops_are_read_by_the_reader_thread_a_few_chunks_per_ba
     by_thread = {name: threads.count(name) for name in set(threads)}
     read_ahead = by_thread.get("tile-prefetch", 0)
     batches = -(-int(ahead.timings["tiles"]) // pipe.batch_size)
-    assert 0 < read_ahead <= pipeline_module._CROP_CHUNKS_AHEAD * batches
+    assert 0 < read_ahead <= ahead_chunks * batches
     assert by_thread.get("MainThread", 0) == len(inline.cells) - read_ahead > 0
     assert not _reading_threads()
 
@@ -287,6 +291,24 @@ class _BrokenCrops(FieldReader):
         if threading.current_thread().name == "tile-prefetch":
             raise UnreadableSlideError("slide.svs: crop unreadable")
         return super().read_region_plane(location, level, size)
+
+
+def test_wider_crops_go_fewer_to_a_cpu_pass_and_fewer_are_read_ahead() -> None:
+    """On the CPU a stage-2 pass and the crops read ahead hold a set number of pixels, not of
+    crops: 160 px crops (twice the pixels of 112 px ones) go half as many per pass."""
+    passes, ahead = {}, {}
+    for side in (112, 160):
+        pipe = Pipeline(
+            DarkSpotDetector(DetectorConfig(widths=(8, 8, 8, 8), neck=8)),
+            {"version": "fake-detector"},
+            build_classifier(ClassifierConfig(crop_px=side, widths=(8, 8, 16, 16))),
+            {"version": f"tiny-{side}"},
+            device="cpu",
+        )
+        passes[side] = pipe._classifier_chunk()
+        ahead[side] = len(pipe._chunks_read_ahead([(0.0, 0.0, 0.0, 0)] * 4096))
+    assert passes == {112: 128, 160: 64}
+    assert ahead == {112: 4, 160: 2}
 
 
 def test_a_crop_read_error_in_the_reader_thread_reaches_the_caller_and_stops_it() -> None:
