@@ -12,9 +12,9 @@ the detector's scale, read tile by tile and resized); stage 2 classifies level-0
 on each candidate. Tiles overlap, and each candidate belongs to the tile whose centre is nearest
 (so nothing is found twice). Only one batch of tiles and its crops is in memory at a time
 (with read-ahead, also up to `prefetch` tiles ahead and, stage 2 running one batch behind,
-the crops of at most four stage-2 chunks read ahead).
+about 40 MB of stage-2 crops read ahead).
 
-Longer than our ~400-line norm (about 780): `Pipeline` is one object whose tile reading,
+Longer than our ~400-line norm (about 790): `Pipeline` is one object whose tile reading,
 batching, both stages and merging share its state (device, models, thresholds, prefetch
 thread); split, its parts would only pass that state back and forth.
 """
