@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -555,7 +556,7 @@ class Pipeline:
         so memory stays bounded whatever the crop side."""
         per_chunk = self.crop_batch_size * self.cls_config.crop_px**2
         n_ahead = max(1, round(_CROPS_AHEAD_PIXELS / per_chunk))
-        return list(_chunks(candidates, self.crop_batch_size))[:n_ahead]
+        return list(itertools.islice(_chunks(candidates, self.crop_batch_size), n_ahead))
 
     def _stage2(
         self,

@@ -110,9 +110,10 @@ def estimate_batch_scale(
 
 def rescaled(rgb: np.ndarray, factor: float) -> np.ndarray:
     """The image resized by `factor` (> 1: enlarged, bicubic; < 1: shrunk, area-averaged), the
-    one way fields are brought to the models' scale (evaluate, mining, benchmarks)."""
+    one way fields are brought to a scale (evaluate, mining, the detector's training fields,
+    benchmarks)."""
     if factor == 1.0:
         return rgb
-    size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
+    size = (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor)))
     interpolation = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
     return cv2.resize(rgb, size, interpolation=interpolation)

@@ -328,12 +328,13 @@ def export_fields(export: Export, split: str, *, scale: float = 1.0) -> list[Fie
     """Detector samples: each export image (downscaled by `scale`) with its cell centres."""
     import numpy as np
 
+    from ..scale import rescaled
     from ..slides import read_image
-    from ..train.samples import FieldSample, resize_field
+    from ..train.samples import FieldSample
 
     out = []
     for im in export.images(split):
-        image = resize_field(read_image(im.path), scale)
+        image = rescaled(read_image(im.path), scale)
         pts = np.array([a.box.centre for a in im.annotations], np.float64).reshape(-1, 2) * scale
         labels = [a.label for a in im.annotations]
         out.append(FieldSample(im.file_name, image, pts, labels, scale, im.source_sha256))

@@ -32,7 +32,6 @@ from .samples import (
     extract_patches,
     load_cric_fields,
     pad_to_multiple,
-    resize_field,
     training_patch_px,
 )
 
@@ -57,7 +56,6 @@ __all__ = [
     "fit",
     "load_cric_fields",
     "pad_to_multiple",
-    "resize_field",
     "seed_everything",
     "train_classifier",
     "train_detector",

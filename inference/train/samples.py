@@ -12,12 +12,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from ..data.cric import CricDataset
 from ..data.leaks import ImageRef
+from ..scale import rescaled
 from ..slides import crop_padded, read_image
 from ..types import BETHESDA_CLASSES, NOT_A_CELL, STAGE2_CLASSES, is_abnormal
 
@@ -48,14 +48,6 @@ def training_patch_px(crop_px: int, jitter_px: float) -> int:
     return round(crop_px * 1.5 + 2 * jitter_px)
 
 
-def resize_field(image: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 1.0:
-        return image
-    h, w = image.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def load_cric_fields(
     dataset: CricDataset, names: Sequence[str], *, scale: float = 1.0, desc: str = "loading"
 ) -> list[FieldSample]:
@@ -63,7 +55,7 @@ def load_cric_fields(
     out = []
     for name in tqdm(names, desc=desc, unit="img", leave=False):
         ann = dataset.images[name]
-        image = resize_field(read_image(dataset.image_path(name)), scale)
+        image = rescaled(read_image(dataset.image_path(name)), scale)
         pts = np.array([(c.x, c.y) for c in ann.cells], np.float64).reshape(-1, 2) * scale
         labels = [c.label for c in ann.cells]
         out.append(FieldSample(name, image, pts, labels, scale, dataset.sha256(name)))

@@ -147,10 +147,9 @@ def test_mrxs_and_ndpi_detection(image: np.ndarray, tmp_path: Path) -> None:
     # an .mrxs alone is the index (often JPEG bytes) of a slide whose data lies in a folder
     mrxs = tmp_path / "scan.mrxs"
     Image.fromarray(image[:64, :64]).save(mrxs, format="JPEG")
-    with pytest.raises(UnreadableSlideError, match="MRXS slide is this file plus a folder"):
+    with pytest.raises(UnreadableSlideError, match="MRXS slide is this file plus a folder") as why:
         probe_slide(mrxs)
-    with pytest.raises(UnreadableSlideError, match="Upload both in one zip"):
-        probe_slide(mrxs)
+    assert "Upload both in one zip" in str(why.value)
     vms = mrxs.with_suffix(".vms")  # no zip of its folder is read: only how to export
     vms.write_bytes(mrxs.read_bytes())
     with pytest.raises(UnreadableSlideError, match="VMS slide is this file") as refused:
